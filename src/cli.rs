@@ -1,0 +1,204 @@
+//! Command-line interface: parsing (clap) and one function per command.
+//!
+//! Exit codes: 0 ok, 1 failure, 2 bad usage or configuration. Logs go to stderr, results to
+//! stdout.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::config::{ConfigError, DATABASE_URL_ENV, DEFAULT_CONFIG_PATH, Settings};
+use crate::db::Db;
+use crate::generate::{GenerateParams, generate};
+use crate::ingest::{ImportError, ImportOptions, import_dir};
+
+#[derive(Debug, Parser)]
+#[command(name = "retentiond", version, about = "Predicts which customers will return, when, and what they will buy next; reaches out before they lapse.")]
+pub struct Cli {
+    /// Main configuration file.
+    #[arg(long, global = true, default_value = DEFAULT_CONFIG_PATH, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Database URL (sqlite://PATH or postgres://…); overrides `database.url` in the config.
+    #[arg(long, global = true, env = DATABASE_URL_ENV, value_name = "URL", hide_env_values = true)]
+    pub database: Option<String>,
+    /// Log filter for stderr, e.g. `info` or `retentiond=debug` (also RUST_LOG).
+    #[arg(long, global = true, default_value = "info", value_name = "FILTER")]
+    pub log: String,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Import the brand's CSV exports from a folder (orders.csv required; see README).
+    Import {
+        /// Folder holding orders.csv and optionally customers.csv, products.csv,
+        /// order_items.csv, sessions.csv, events.csv.
+        dir: PathBuf,
+        /// Import the valid rows and write rejected ones, with reasons, to a `rejected/` folder
+        /// beside the report (default: any problem imports nothing).
+        #[arg(long)]
+        skip_invalid: bool,
+        /// Folder for the import report (default: `import.report_dir` from the config).
+        #[arg(long, value_name = "DIR")]
+        report_dir: Option<PathBuf>,
+        /// Hide the progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Write a synthetic Ayurveda wellness brand (the full import contract) to a folder.
+    Generate {
+        /// Number of customers.
+        #[arg(long, default_value_t = 10_000)]
+        customers: u64,
+        /// Random seed; the output is identical for the same seed, end date and size.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Output folder (created if needed).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+        /// Last day of history (exclusive), YYYY-MM-DD. Default: today (UTC).
+        #[arg(long, value_name = "DATE")]
+        end: Option<chrono::NaiveDate>,
+        /// Years of history.
+        #[arg(long, default_value_t = 3)]
+        years: u32,
+    },
+    /// Apply pending database migrations (also done automatically by every command).
+    Migrate,
+    /// Validate the configuration and report every problem at once.
+    CheckConfig,
+    /// Print the built-in defaults of every configuration key as TOML.
+    DefaultConfig,
+    /// Convert a public reference dataset (CDNOW, Complete Journey) to the import contract.
+    ConvertDataset {
+        #[arg(value_enum)]
+        dataset: crate::datasets::Dataset,
+        /// The dataset's folder (e.g. ../shared/data/cdnow).
+        src: PathBuf,
+        /// Output folder for the contract CSV files.
+        out: PathBuf,
+    },
+    /// The quick-start job: generate a synthetic brand and import it into the configured
+    /// database (the embedded SQLite default unless told otherwise).
+    Demo {
+        /// Number of customers to generate.
+        #[arg(long, default_value_t = 20_000)]
+        customers: u64,
+        /// Random seed.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Where the generated CSV files go.
+        #[arg(long, default_value = "data/demo/brand", value_name = "DIR")]
+        out: PathBuf,
+    },
+}
+
+/// Runs the parsed command; returns the process exit code.
+pub async fn run(cli: Cli) -> ExitCode {
+    if let Command::DefaultConfig = cli.command {
+        print!("{}", Settings::default_toml());
+        return ExitCode::SUCCESS;
+    }
+    let settings = match Settings::load(&cli.config, cli.database.as_deref()) {
+        Ok(s) => s,
+        Err(e) => return config_failure(&e),
+    };
+    let result = match cli.command {
+        Command::CheckConfig => {
+            println!("configuration OK: {}", cli.config.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate => migrate(&settings).await,
+        Command::Import { dir, skip_invalid, report_dir, quiet } => import(&settings, dir, skip_invalid, report_dir, quiet).await,
+        Command::Generate { customers, seed, out, end, years } => gen_brand(customers, seed, &out, end, years).map(|_| ExitCode::SUCCESS),
+        Command::Demo { customers, seed, out } => demo(&settings, customers, seed, out).await,
+        Command::DefaultConfig => unreachable!("handled above"),
+        Command::ConvertDataset { dataset, src, out } => crate::datasets::convert(dataset, &src, &out).map(|s| {
+            println!("converted {dataset:?}: {} customers, {} orders, {} order items, {} products -> {}", s.customers, s.orders, s.order_items, s.products, out.display());
+            ExitCode::SUCCESS
+        }),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            tracing::error!(error.cause_chain = ?e, "command failed");
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn config_failure(e: &ConfigError) -> ExitCode {
+    eprint!("{e}");
+    ExitCode::from(2)
+}
+
+async fn connect(settings: &Settings) -> anyhow::Result<Db> {
+    Db::connect_and_migrate(&settings.database).await.context("Failed to open the database")
+}
+
+async fn migrate(settings: &Settings) -> anyhow::Result<ExitCode> {
+    let db = connect(settings).await?;
+    println!("migrations applied ({:?})", db.backend());
+    db.close().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn import_options(settings: &Settings, dir: PathBuf, skip_invalid: bool, report_dir: Option<PathBuf>, quiet: bool) -> ImportOptions {
+    ImportOptions {
+        dir,
+        skip_invalid,
+        max_errors: settings.import.max_errors,
+        batch_rows: settings.import.batch_rows,
+        report_dir: report_dir.unwrap_or_else(|| settings.import.report_dir.clone()),
+        tz: settings.timezone(),
+        currency: settings.brand.currency.clone(),
+        progress: !quiet,
+    }
+}
+
+async fn import(settings: &Settings, dir: PathBuf, skip_invalid: bool, report_dir: Option<PathBuf>, quiet: bool) -> anyhow::Result<ExitCode> {
+    let db = connect(settings).await?;
+    let opts = import_options(settings, dir, skip_invalid, report_dir, quiet);
+    let result = import_dir(&db, &opts).await;
+    db.close().await;
+    match result {
+        Ok(report) => {
+            print!("{}", report.summary());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(ImportError::Rejected(report)) => {
+            print!("{}", report.summary());
+            eprintln!("error: import rejected: {} problem(s); nothing was imported (use --skip-invalid to import the valid rows)", report.error_count);
+            Ok(ExitCode::from(1))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn gen_brand(customers: u64, seed: u64, out: &std::path::Path, end: Option<chrono::NaiveDate>, years: u32) -> anyhow::Result<()> {
+    let end = end.unwrap_or_else(|| chrono::Utc::now().date_naive());
+    let mut params = GenerateParams::new(customers, seed, end);
+    params.years = years;
+    std::fs::create_dir_all(out).with_context(|| format!("Failed to create {}", out.display()))?;
+    let bar = indicatif::ProgressBar::with_draw_target(Some(customers), indicatif::ProgressDrawTarget::stderr());
+    let started = std::time::Instant::now();
+    let summary = generate(&params, out, &|done| bar.set_position(done)).context("Failed to generate the synthetic brand")?;
+    bar.finish_and_clear();
+    println!(
+        "generated {} customers, {} products, {} orders, {} order items, {} sessions, {} events in {:.1} s (history to {end}, seed {seed}) -> {}",
+        summary.customers, summary.products, summary.orders, summary.order_items, summary.sessions, summary.events,
+        started.elapsed().as_secs_f64(), out.display()
+    );
+    Ok(())
+}
+
+async fn demo(settings: &Settings, customers: u64, seed: u64, out: PathBuf) -> anyhow::Result<ExitCode> {
+    println!("== 1/2 generate a synthetic brand ({customers} customers, seed {seed})");
+    gen_brand(customers, seed, &out, None, 3)?;
+    println!("== 2/2 import it into {}", crate::config::redact_url(&settings.database.url));
+    import(settings, out, false, None, false).await
+}

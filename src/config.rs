@@ -1,0 +1,442 @@
+//! Configuration: `config/retentiond.toml`, parsed into validated settings.
+//!
+//! Every key has a default (the `Default` impls below are the single source of truth, and
+//! `retentiond default-config` prints them). Loading never stops at the first mistake: unknown
+//! keys, wrong types and out-of-range values are all collected, each with the file, the key path
+//! and a fix, so `retentiond check-config` can report everything at once.
+//! Secrets never live here: a setting such as `api_key_env` names the environment variable.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// Environment variable that overrides `database.url` (as does `--database`).
+pub const DATABASE_URL_ENV: &str = "RETENTIOND_DATABASE_URL";
+pub const DEFAULT_CONFIG_PATH: &str = "config/retentiond.toml";
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub brand: BrandSettings,
+    pub import: ImportSettings,
+    pub model: ModelSettings,
+    pub http: HttpSettings,
+}
+
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DatabaseSettings {
+    /// `sqlite://PATH` (created on first use, WAL mode) or `postgres://…`. Default
+    /// `sqlite://data/retentiond.db`, relative to the working directory.
+    pub url: String,
+    /// Connection pool size. Default 8 (SQLite still has a single writer).
+    pub max_connections: u32,
+    /// How long to wait for a lock or a connection, in milliseconds. Default 30000.
+    pub busy_timeout_ms: u64,
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> Self {
+        Self { url: "sqlite://data/retentiond.db".into(), max_connections: 8, busy_timeout_ms: 30_000 }
+    }
+}
+
+// The URL may carry a password: never print it.
+impl fmt::Debug for DatabaseSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseSettings")
+            .field("url", &redact_url(&self.url))
+            .field("max_connections", &self.max_connections)
+            .field("busy_timeout_ms", &self.busy_timeout_ms)
+            .finish()
+    }
+}
+
+/// `postgres://user:secret@host/db` → `postgres://user:***@host/db`.
+pub fn redact_url(url: &str) -> String {
+    if let Some((scheme, rest)) = url.split_once("://")
+        && let Some((userinfo, host)) = rest.split_once('@')
+        && let Some((user, _)) = userinfo.split_once(':')
+    {
+        return format!("{scheme}://{user}:***@{host}");
+    }
+    url.to_string()
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct BrandSettings {
+    /// The brand's IANA time zone: naive timestamps in imports are read in it, and schedules
+    /// fire in it. Default "UTC".
+    pub timezone: String,
+    /// Currency assumed when an order has none. Default "INR".
+    pub currency: String,
+}
+
+impl Default for BrandSettings {
+    fn default() -> Self {
+        Self { timezone: "UTC".into(), currency: "INR".into() }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ImportSettings {
+    /// Errors reported in full before the rest are only counted. Default 100.
+    pub max_errors: usize,
+    /// Rows per multi-row INSERT. Default 500.
+    pub batch_rows: usize,
+    /// Where import reports and `rejected/` folders go. Default "data/imports".
+    pub report_dir: PathBuf,
+}
+
+impl Default for ImportSettings {
+    fn default() -> Self {
+        Self { max_errors: 100, batch_rows: 500, report_dir: PathBuf::from("data/imports") }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ModelSettings {
+    /// Prediction horizon H in days. Default 90.
+    pub horizon_days: u32,
+    /// Days between training cutoffs. Default 30.
+    pub cutoff_step_days: u32,
+    /// Number of training cutoffs (fewer when the history is short). Default 4.
+    pub cutoffs: u32,
+    /// Central share of the conditional return-time distribution used as the predicted window.
+    /// Default 0.5 (quartiles).
+    pub window_coverage: f64,
+}
+
+impl Default for ModelSettings {
+    fn default() -> Self {
+        Self { horizon_days: 90, cutoff_step_days: 30, cutoffs: 4, window_coverage: 0.5 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HttpSettings {
+    /// Address the daemon's HTTP server binds. Default "127.0.0.1:8080".
+    pub bind: String,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        Self { bind: "127.0.0.1:8080".into() }
+    }
+}
+
+/// One problem in a config file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigIssue {
+    pub file: String,
+    pub key: String,
+    pub message: String,
+    pub fix: String,
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: `{}`: {} (fix: {})", self.file, self.key, self.message, self.fix)
+    }
+}
+
+/// All the problems found while loading configuration.
+#[derive(Debug, thiserror::Error)]
+pub struct ConfigError {
+    pub issues: Vec<ConfigIssue>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "{} configuration error(s):", self.issues.len())?;
+        for issue in &self.issues {
+            writeln!(f, "  - {issue}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Collects issues for one file; shared by the main config and campaign files.
+pub struct IssueSink<'a> {
+    pub file: String,
+    pub issues: &'a mut Vec<ConfigIssue>,
+}
+
+impl IssueSink<'_> {
+    pub fn push(&mut self, key: impl Into<String>, message: impl Into<String>, fix: impl Into<String>) {
+        self.issues.push(ConfigIssue {
+            file: self.file.clone(),
+            key: key.into(),
+            message: message.into(),
+            fix: fix.into(),
+        });
+    }
+
+    /// Deserializes one table, recording every unknown key and every type error in it: after a
+    /// type error the offending key is set aside and the rest is read again, so one mistake
+    /// does not hide the next. Typos get a "did you mean" fix.
+    pub fn section<T: DeserializeOwned + Default + Serialize>(&mut self, prefix: &str, value: Option<&toml::Value>) -> T {
+        let Some(value) = value else { return T::default() };
+        let mut value = value.clone();
+        let known = known_keys(&T::default());
+        for _ in 0..64 {
+            let mut unknown = Vec::new();
+            let mut record = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
+            let de = serde_ignored::Deserializer::new(value.clone(), &mut record);
+            let result: Result<T, _> = serde_path_to_error::deserialize(de);
+            match result {
+                Ok(v) => {
+                    for path in unknown {
+                        self.unknown_key(prefix, &path, &known);
+                    }
+                    return v;
+                }
+                Err(e) => {
+                    let path = e.path().to_string();
+                    let key = join_key(prefix, if path == "." { "" } else { &path });
+                    let message = e.inner().to_string();
+                    let message = message.lines().next().unwrap_or_default().to_string();
+                    self.push(key, message, "use a value of the documented type (see `retentiond default-config`)");
+                    // Set the key aside and read the rest again.
+                    let removed = match (&mut value, path.split('.').next()) {
+                        (toml::Value::Table(t), Some(first)) if path != "." => t.remove(first).is_some(),
+                        _ => false,
+                    };
+                    if !removed {
+                        return T::default();
+                    }
+                }
+            }
+        }
+        T::default()
+    }
+
+    fn unknown_key(&mut self, prefix: &str, path: &str, known: &[String]) {
+        let key = join_key(prefix, path);
+        let leaf = path.rsplit('.').next().unwrap_or(path);
+        let fix = match closest(leaf, known) {
+            Some(k) => format!("did you mean `{}`? Otherwise remove it", join_key(prefix, k)),
+            None => format!("remove it; valid keys here are: {}", known.join(", ")),
+        };
+        self.push(key, "unknown key", fix);
+    }
+}
+
+fn join_key(prefix: &str, path: &str) -> String {
+    match (prefix.is_empty(), path.is_empty()) {
+        (true, _) => path.to_string(),
+        (false, true) => prefix.to_string(),
+        (false, false) => format!("{prefix}.{path}"),
+    }
+}
+
+fn known_keys<T: Serialize>(value: &T) -> Vec<String> {
+    match toml::Value::try_from(value) {
+        Ok(toml::Value::Table(t)) => t.keys().cloned().collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The known key within edit distance 2 of `word`, if any.
+pub fn closest<'a>(word: &str, known: &'a [String]) -> Option<&'a str> {
+    known
+        .iter()
+        .map(|k| (levenshtein(word, k), k))
+        .filter(|(d, _)| *d <= 2)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k.as_str())
+}
+
+fn levenshtein(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// Parses TOML text into a table, or records the syntax error (with its line) as an issue.
+pub fn parse_toml(text: &str, sink: &mut IssueSink<'_>) -> Option<toml::Table> {
+    match text.parse::<toml::Table>() {
+        Ok(t) => Some(t),
+        Err(e) => {
+            let line = e.span().map(|s| text[..s.start].lines().count().max(1));
+            let key = line.map(|l| format!("line {l}")).unwrap_or_else(|| "(file)".into());
+            sink.push(key, e.message().to_string(), "fix the TOML syntax");
+            None
+        }
+    }
+}
+
+impl Settings {
+    /// Loads `path` (or the defaults when `path` is the default location and absent), applies
+    /// the database override, and validates. Every problem is returned at once.
+    pub fn load(path: &Path, database_override: Option<&str>) -> Result<Settings, ConfigError> {
+        let mut issues = Vec::new();
+        let file = path.display().to_string();
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => Some(t),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && path == Path::new(DEFAULT_CONFIG_PATH) => {
+                tracing::info!(path = %file, "no config file; using built-in defaults");
+                None
+            }
+            Err(e) => {
+                issues.push(ConfigIssue {
+                    file: file.clone(),
+                    key: "(file)".into(),
+                    message: format!("cannot read: {e}"),
+                    fix: "pass an existing file with --config".into(),
+                });
+                return Err(ConfigError { issues });
+            }
+        };
+        let mut settings = match text {
+            Some(text) => Self::from_toml_str(&text, &file, &mut issues),
+            None => Settings::default(),
+        };
+        if let Some(url) = database_override {
+            settings.database.url = url.to_string();
+        }
+        settings.validate(&file, &mut issues);
+        if issues.is_empty() { Ok(settings) } else { Err(ConfigError { issues }) }
+    }
+
+    /// Parses settings from TOML text, recording problems against `file`.
+    pub fn from_toml_str(text: &str, file: &str, issues: &mut Vec<ConfigIssue>) -> Settings {
+        let mut sink = IssueSink { file: file.to_string(), issues };
+        let Some(table) = parse_toml(text, &mut sink) else { return Settings::default() };
+        let known = known_keys(&Settings::default());
+        for key in table.keys() {
+            if !known.contains(key) {
+                let fix = match closest(key, &known) {
+                    Some(k) => format!("did you mean `[{k}]`? Otherwise remove it"),
+                    None => format!("remove it; valid sections are: {}", known.join(", ")),
+                };
+                sink.push(key.clone(), "unknown section", fix);
+            }
+        }
+        Settings {
+            database: sink.section("database", table.get("database")),
+            brand: sink.section("brand", table.get("brand")),
+            import: sink.section("import", table.get("import")),
+            model: sink.section("model", table.get("model")),
+            http: sink.section("http", table.get("http")),
+        }
+    }
+
+    /// Range and format checks that types alone cannot express.
+    pub fn validate(&self, file: &str, issues: &mut Vec<ConfigIssue>) {
+        let mut sink = IssueSink { file: file.to_string(), issues };
+        let url = &self.database.url;
+        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            sink.push("database.url", format!("unsupported URL {:?}", redact_url(url)), "use sqlite://PATH or postgres://USER@HOST/DB");
+        }
+        if self.database.max_connections == 0 {
+            sink.push("database.max_connections", "must be at least 1", "set a value such as 8");
+        }
+        if self.brand.timezone.parse::<chrono_tz::Tz>().is_err() {
+            sink.push("brand.timezone", format!("{:?} is not an IANA time zone", self.brand.timezone), "use a name such as \"Asia/Kolkata\" or \"UTC\"");
+        }
+        if self.brand.currency.len() != 3 || !self.brand.currency.chars().all(|c| c.is_ascii_uppercase()) {
+            sink.push("brand.currency", format!("{:?} is not an ISO 4217 code", self.brand.currency), "use three capital letters such as \"INR\"");
+        }
+        if self.import.max_errors == 0 {
+            sink.push("import.max_errors", "must be at least 1", "set a value such as 100");
+        }
+        if !(1..=5000).contains(&self.import.batch_rows) {
+            sink.push("import.batch_rows", format!("{} is out of range", self.import.batch_rows), "use 1..=5000 (default 500)");
+        }
+        if !(1..=730).contains(&self.model.horizon_days) {
+            sink.push("model.horizon_days", format!("{} is out of range", self.model.horizon_days), "use 1..=730 days (default 90)");
+        }
+        if self.model.cutoff_step_days == 0 {
+            sink.push("model.cutoff_step_days", "must be at least 1", "use a value such as 30");
+        }
+        if !(1..=52).contains(&self.model.cutoffs) {
+            sink.push("model.cutoffs", format!("{} is out of range", self.model.cutoffs), "use 1..=52 (default 4)");
+        }
+        if !(self.model.window_coverage > 0.0 && self.model.window_coverage < 1.0) {
+            sink.push("model.window_coverage", format!("{} is not a share", self.model.window_coverage), "use a value strictly between 0 and 1 (default 0.5)");
+        }
+        if self.http.bind.parse::<SocketAddr>().is_err() {
+            sink.push("http.bind", format!("{:?} is not an address:port", self.http.bind), "use a value such as \"127.0.0.1:8080\"");
+        }
+    }
+
+    pub fn timezone(&self) -> chrono_tz::Tz {
+        self.brand.timezone.parse().unwrap_or(chrono_tz::UTC)
+    }
+
+    /// The defaults as TOML, for `retentiond default-config`.
+    pub fn default_toml() -> String {
+        toml::to_string_pretty(&Settings::default()).expect("defaults serialize")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn issues_of(text: &str) -> Vec<ConfigIssue> {
+        let mut issues = Vec::new();
+        let s = Settings::from_toml_str(text, "t.toml", &mut issues);
+        s.validate("t.toml", &mut issues);
+        issues
+    }
+
+    #[test]
+    fn defaults_are_valid_and_round_trip() {
+        assert!(issues_of(&Settings::default_toml()).is_empty());
+        assert!(issues_of("").is_empty());
+    }
+
+    #[test]
+    fn every_error_is_reported_at_once() {
+        let issues = issues_of(
+            "[database]\nurll = \"x\"\n[model]\nhorizon_days = \"ninety\"\n[brand]\ntimezone = \"Mars/Base\"\n[http]\nbind = \"nope\"\n[nonsense]\n",
+        );
+        let keys: Vec<&str> = issues.iter().map(|i| i.key.as_str()).collect();
+        assert!(keys.contains(&"database.urll"), "{keys:?}");
+        assert!(keys.contains(&"model.horizon_days"), "{keys:?}");
+        assert!(keys.contains(&"brand.timezone"), "{keys:?}");
+        assert!(keys.contains(&"http.bind"), "{keys:?}");
+        assert!(keys.contains(&"nonsense"), "{keys:?}");
+        let typo = issues.iter().find(|i| i.key == "database.urll").unwrap();
+        assert!(typo.fix.contains("database.url"), "{}", typo.fix);
+        assert!(issues.iter().all(|i| i.file == "t.toml"));
+    }
+
+    #[test]
+    fn out_of_range_values_name_the_fix() {
+        let issues = issues_of("[model]\nhorizon_days = 0\nwindow_coverage = 1.5\n");
+        assert_eq!(issues.len(), 2, "{issues:?}");
+        assert!(issues[0].fix.contains("1..=730"));
+    }
+
+    #[test]
+    fn syntax_errors_carry_the_line() {
+        let issues = issues_of("[model]\nhorizon_days = = 3\n");
+        assert_eq!(issues.len(), 1);
+        assert_eq!(issues[0].key, "line 2");
+    }
+
+    #[test]
+    fn database_url_is_redacted() {
+        assert_eq!(redact_url("postgres://u:pw@h/db"), "postgres://u:***@h/db");
+        let d = DatabaseSettings { url: "postgres://u:pw@h/db".into(), ..Default::default() };
+        assert!(!format!("{d:?}").contains("pw"));
+    }
+}

@@ -1,0 +1,375 @@
+//! The import contract: which files exist, their columns, and how each field is parsed.
+//!
+//! Parsing turns raw CSV fields into typed, normalized values (`Val`) or a reason why not;
+//! nothing downstream re-checks them.
+
+use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone};
+use chrono_tz::Tz;
+
+use crate::db::Val;
+
+/// A field longer than this is rejected (it is almost certainly a broken export).
+pub const MAX_FIELD_BYTES: usize = 64 * 1024;
+
+pub const ORDER_STATUSES: &[&str] = &["completed", "cancelled", "refunded"];
+pub const EVENT_TYPES: &[&str] = &["view", "add_to_cart", "remove_from_cart", "wishlist", "search", "checkout_start"];
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A non-empty identifier.
+    Id,
+    /// Free text; empty is NULL.
+    Text,
+    /// A non-empty free text (e.g. category).
+    RequiredText,
+    /// RFC 3339, `YYYY-MM-DD HH:MM:SS` or `YYYY-MM-DD` → Unix seconds.
+    Timestamp,
+    /// A non-negative decimal amount.
+    Money,
+    /// A non-negative integer.
+    Count,
+    /// true/false/1/0/yes/no; empty is `default`.
+    Bool(bool),
+    /// completed | cancelled | refunded; empty is completed.
+    Status,
+    /// One of [`EVENT_TYPES`].
+    EventType,
+    /// ISO 4217 code; empty is the brand currency.
+    Currency,
+    /// IANA time zone name.
+    Timezone,
+    Email,
+    Phone,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ref {
+    Order,
+    Product,
+}
+
+#[derive(Debug)]
+pub struct Column {
+    /// Header name in the CSV file.
+    pub name: &'static str,
+    /// Column in the table.
+    pub db: &'static str,
+    pub required: bool,
+    pub kind: Kind,
+    /// Must name an existing row of another table.
+    pub refers: Option<Ref>,
+}
+
+const fn col(name: &'static str, required: bool, kind: Kind) -> Column {
+    Column { name, db: name, required, kind, refers: None }
+}
+
+const fn refcol(name: &'static str, refers: Ref) -> Column {
+    Column { name, db: name, required: true, kind: Kind::Id, refers: Some(refers) }
+}
+
+#[derive(Debug)]
+pub struct FileSpec {
+    pub file: &'static str,
+    pub table: &'static str,
+    /// Columns of the table's primary key, by `db` name.
+    pub key: &'static [&'static str],
+    pub columns: &'static [Column],
+    /// The file must be present.
+    pub required: bool,
+    /// Rows name a `customer_id` that is created (without contact or consent) if unknown.
+    pub creates_customers: bool,
+}
+
+/// Files in import order: a file's references point only at files before it.
+pub static FILES: &[FileSpec] = &[
+    FileSpec {
+        file: "products.csv",
+        table: "products",
+        key: &["product_id"],
+        required: false,
+        creates_customers: false,
+        columns: &[
+            col("product_id", true, Kind::Id),
+            col("category", true, Kind::RequiredText),
+            col("name", false, Kind::Text),
+            col("price", false, Kind::Money),
+            col("in_stock", false, Kind::Bool(true)),
+        ],
+    },
+    FileSpec {
+        file: "customers.csv",
+        table: "customers",
+        key: &["customer_id"],
+        required: false,
+        creates_customers: false,
+        columns: &[
+            col("customer_id", true, Kind::Id),
+            col("email", false, Kind::Email),
+            col("phone", false, Kind::Phone),
+            col("first_name", false, Kind::Text),
+            col("country", false, Kind::Text),
+            col("timezone", false, Kind::Timezone),
+            col("email_opt_in", false, Kind::Bool(false)),
+            col("sms_opt_in", false, Kind::Bool(false)),
+            col("whatsapp_opt_in", false, Kind::Bool(false)),
+            col("created_at", false, Kind::Timestamp),
+        ],
+    },
+    FileSpec {
+        file: "orders.csv",
+        table: "orders",
+        key: &["order_id"],
+        required: true,
+        creates_customers: true,
+        columns: &[
+            col("order_id", true, Kind::Id),
+            col("customer_id", true, Kind::Id),
+            col("ordered_at", true, Kind::Timestamp),
+            col("total_amount", false, Kind::Money),
+            col("currency", false, Kind::Currency),
+            col("status", false, Kind::Status),
+            col("discount_amount", false, Kind::Money),
+        ],
+    },
+    FileSpec {
+        file: "order_items.csv",
+        table: "order_items",
+        key: &["order_id", "product_id"],
+        required: false,
+        creates_customers: false,
+        columns: &[
+            refcol("order_id", Ref::Order),
+            refcol("product_id", Ref::Product),
+            col("quantity", true, Kind::Count),
+            col("unit_price", false, Kind::Money),
+        ],
+    },
+    FileSpec {
+        file: "sessions.csv",
+        table: "sessions",
+        key: &["session_id"],
+        required: false,
+        creates_customers: true,
+        columns: &[
+            col("session_id", true, Kind::Id),
+            col("customer_id", true, Kind::Id),
+            col("started_at", true, Kind::Timestamp),
+            col("source", false, Kind::Text),
+            col("device", false, Kind::Text),
+        ],
+    },
+    FileSpec {
+        file: "events.csv",
+        table: "events",
+        key: &["event_key"],
+        required: false,
+        creates_customers: true,
+        columns: &[
+            // Optional: without it the key is a digest of the row, so re-imports stay no-ops.
+            Column { name: "event_id", db: "event_key", required: false, kind: Kind::Id, refers: None },
+            col("customer_id", true, Kind::Id),
+            col("event_type", true, Kind::EventType),
+            col("occurred_at", true, Kind::Timestamp),
+            col("product_id", false, Kind::Text),
+            col("session_id", false, Kind::Text),
+        ],
+    },
+];
+
+pub fn spec(file: &str) -> Option<&'static FileSpec> {
+    FILES.iter().find(|s| s.file == file)
+}
+
+/// How naive values are read.
+pub struct ParseContext {
+    pub tz: Tz,
+    pub currency: String,
+}
+
+/// Parses one non-empty-or-empty field into its value, or the reason it is invalid.
+pub fn parse_field(kind: Kind, raw: &str, ctx: &ParseContext) -> Result<Val, String> {
+    let s = raw.trim();
+    match kind {
+        Kind::Id | Kind::RequiredText => {
+            if s.is_empty() {
+                Err("required value is empty".into())
+            } else {
+                Ok(Val::Text(Some(s.to_string())))
+            }
+        }
+        Kind::Text => Ok(Val::Text(non_empty(s))),
+        Kind::Timestamp => {
+            if s.is_empty() {
+                return Ok(Val::Int(None));
+            }
+            parse_timestamp(s, ctx.tz).map(|t| Val::Int(Some(t)))
+        }
+        Kind::Money => {
+            if s.is_empty() {
+                return Ok(Val::Real(None));
+            }
+            let v: f64 = s.parse().map_err(|_| "not a number".to_string())?;
+            if !v.is_finite() {
+                Err("not a finite number".into())
+            } else if v < 0.0 {
+                Err("must not be negative".into())
+            } else {
+                Ok(Val::Real(Some(v)))
+            }
+        }
+        Kind::Count => {
+            let v: i64 = s.parse().map_err(|_| {
+                if s.is_empty() { "required value is empty".to_string() } else { "not a whole number".to_string() }
+            })?;
+            if v < 0 { Err("must not be negative".into()) } else { Ok(Val::Int(Some(v))) }
+        }
+        Kind::Bool(default) => {
+            let v = match s.to_ascii_lowercase().as_str() {
+                "" => default,
+                "true" | "1" | "yes" | "y" | "t" => true,
+                "false" | "0" | "no" | "n" | "f" => false,
+                _ => return Err("not a boolean (use true/false, 1/0 or yes/no)".into()),
+            };
+            Ok(Val::Bool(v))
+        }
+        Kind::Status => {
+            let v = if s.is_empty() { "completed".to_string() } else { s.to_ascii_lowercase() };
+            if ORDER_STATUSES.contains(&v.as_str()) {
+                Ok(Val::Text(Some(v)))
+            } else {
+                Err(format!("unknown status (expected one of {})", ORDER_STATUSES.join(", ")))
+            }
+        }
+        Kind::EventType => {
+            let v = s.to_ascii_lowercase();
+            if EVENT_TYPES.contains(&v.as_str()) {
+                Ok(Val::Text(Some(v)))
+            } else if v.is_empty() {
+                Err("required value is empty".into())
+            } else {
+                Err(format!("unknown event type (expected one of {})", EVENT_TYPES.join(", ")))
+            }
+        }
+        Kind::Currency => {
+            if s.is_empty() {
+                return Ok(Val::Text(Some(ctx.currency.clone())));
+            }
+            let v = s.to_ascii_uppercase();
+            if v.len() == 3 && v.bytes().all(|b| b.is_ascii_uppercase()) {
+                Ok(Val::Text(Some(v)))
+            } else {
+                Err("not an ISO 4217 currency code".into())
+            }
+        }
+        Kind::Timezone => {
+            if s.is_empty() {
+                return Ok(Val::Text(None));
+            }
+            s.parse::<Tz>().map(|_| Val::Text(Some(s.to_string()))).map_err(|_| "not an IANA time zone".to_string())
+        }
+        Kind::Email => {
+            if s.is_empty() {
+                return Ok(Val::Text(None));
+            }
+            let ok = match s.split_once('@') {
+                Some((local, domain)) => {
+                    !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.')
+                        && !s.chars().any(|c| c.is_whitespace() || c == ',' || c == '<' || c == '>')
+                        && !domain.contains('@')
+                }
+                None => false,
+            };
+            if ok { Ok(Val::Text(Some(s.to_ascii_lowercase()))) } else { Err("not an email address".into()) }
+        }
+        Kind::Phone => {
+            if s.is_empty() {
+                return Ok(Val::Text(None));
+            }
+            // Keep digits and a leading +; separators are common in exports.
+            let mut out = String::with_capacity(s.len());
+            for (i, c) in s.chars().enumerate() {
+                match c {
+                    '+' if i == 0 => out.push(c),
+                    '0'..='9' => out.push(c),
+                    ' ' | '-' | '(' | ')' | '.' => {}
+                    _ => return Err("not a phone number".into()),
+                }
+            }
+            let digits = out.trim_start_matches('+').len();
+            if (7..=15).contains(&digits) { Ok(Val::Text(Some(out))) } else { Err("not a phone number (7 to 15 digits)".into()) }
+        }
+    }
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    if s.is_empty() { None } else { Some(s.to_string()) }
+}
+
+/// RFC 3339, `YYYY-MM-DD HH:MM:SS` (or with `T`), or `YYYY-MM-DD`; naive values are local
+/// time in `tz`. Returns Unix seconds.
+pub fn parse_timestamp(s: &str, tz: Tz) -> Result<i64, String> {
+    const EXPECTED: &str = "not a timestamp (expected RFC 3339, YYYY-MM-DD HH:MM:SS or YYYY-MM-DD)";
+    if s.len() > 19 {
+        // Fast path for the commonest export shape, `…Z`, then general RFC 3339.
+        if let Some(naive) = s.strip_suffix('Z').and_then(|n| NaiveDateTime::parse_from_str(n, "%Y-%m-%dT%H:%M:%S").ok()) {
+            return Ok(naive.and_utc().timestamp());
+        }
+        if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
+            return Ok(dt.timestamp());
+        }
+    }
+    let naive = if s.len() == 10 {
+        NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| EXPECTED.to_string())?.and_hms_opt(0, 0, 0).unwrap()
+    } else {
+        NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S")
+            .or_else(|_| NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S"))
+            .map_err(|_| EXPECTED.to_string())?
+    };
+    match tz.from_local_datetime(&naive) {
+        chrono::LocalResult::Single(t) => Ok(t.timestamp()),
+        // Ambiguous at a DST fall-back: take the earlier instant, as most exporters did.
+        chrono::LocalResult::Ambiguous(a, _) => Ok(a.timestamp()),
+        chrono::LocalResult::None => Err(format!("local time does not exist in {tz} (daylight-saving gap)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> ParseContext {
+        ParseContext { tz: chrono_tz::Asia::Kolkata, currency: "INR".into() }
+    }
+
+    #[test]
+    fn timestamps_in_all_three_forms() {
+        let tz = chrono_tz::Asia::Kolkata;
+        assert_eq!(parse_timestamp("2024-01-01T00:00:00Z", tz), Ok(1704067200));
+        assert_eq!(parse_timestamp("2024-01-01T05:30:00+05:30", tz), Ok(1704067200));
+        assert_eq!(parse_timestamp("2024-01-01 05:30:00", tz), Ok(1704067200));
+        assert_eq!(parse_timestamp("2024-01-01", chrono_tz::UTC), Ok(1704067200));
+        assert!(parse_timestamp("2024-13-01", tz).is_err());
+        assert!(parse_timestamp("yesterday", tz).is_err());
+        // 02:30 on 2024-03-10 does not exist in New York.
+        assert!(parse_timestamp("2024-03-10 02:30:00", chrono_tz::America::New_York).unwrap_err().contains("gap"));
+    }
+
+    #[test]
+    fn fields_parse_or_say_why() {
+        let c = ctx();
+        assert_eq!(parse_field(Kind::Bool(false), "Yes", &c), Ok(Val::Bool(true)));
+        assert_eq!(parse_field(Kind::Bool(true), "", &c), Ok(Val::Bool(true)));
+        assert!(parse_field(Kind::Bool(false), "maybe", &c).is_err());
+        assert_eq!(parse_field(Kind::Count, "-2", &c), Err("must not be negative".into()));
+        assert_eq!(parse_field(Kind::Money, "12.5", &c), Ok(Val::Real(Some(12.5))));
+        assert!(parse_field(Kind::Money, "NaN", &c).is_err());
+        assert_eq!(parse_field(Kind::Status, "", &c), Ok(Val::Text(Some("completed".into()))));
+        assert!(parse_field(Kind::Status, "shipped", &c).unwrap_err().contains("unknown status"));
+        assert!(parse_field(Kind::EventType, "click", &c).unwrap_err().contains("unknown event type"));
+        assert_eq!(parse_field(Kind::Currency, "", &c), Ok(Val::Text(Some("INR".into()))));
+        assert_eq!(parse_field(Kind::Phone, "+91 98765-43210", &c), Ok(Val::Text(Some("+919876543210".into()))));
+        assert!(parse_field(Kind::Email, "not-an-email", &c).is_err());
+        assert!(parse_field(Kind::Timezone, "Mars/Base", &c).is_err());
+    }
+}

@@ -1,0 +1,13 @@
+//! retentiond: a retention daemon for direct-to-consumer brands.
+//!
+//! The modules follow the pipeline: `ingest` (raw CSV → tables) → features → models →
+//! scoring → selection → messages → delivery, with `config`, `db`, scheduler and http beside
+//! it. Later stages arrive with their issues; see README.
+
+pub mod cli;
+pub mod config;
+pub mod datasets;
+pub mod db;
+pub mod generate;
+pub mod ingest;
+pub mod telemetry;

@@ -1,0 +1,281 @@
+//! The import contract: every kind of bad input is reported with file, line, column, value
+//! and reason, and leaves the database exactly as it was — on SQLite and PostgreSQL.
+
+use std::path::Path;
+
+use retentiond::db::Db;
+use retentiond::ingest::{ImportError, ImportOptions, ImportReport, import_dir};
+
+use crate::helpers::{TestDb, table_counts, table_digest, write_dir};
+use crate::on_both_backends;
+
+const PRODUCTS: &str = "product_id,category,name,price\nP1,hair care,Bhringraj Oil,299\nP2,teas,Tulsi Tea,199\n";
+const CUSTOMERS: &str = "customer_id,email,phone,first_name,country,timezone,email_opt_in,sms_opt_in,whatsapp_opt_in,created_at\n\
+C1,asha@example.com,+91 98000 00001,Asha,IN,Asia/Kolkata,yes,no,1,2023-01-01\n";
+const ORDERS: &str = "order_id,customer_id,ordered_at,total_amount,currency,status\n\
+O1,C1,2024-01-05T10:00:00Z,498,INR,completed\nO2,C2,2024-02-01 12:00:00,199,,cancelled\n";
+const ITEMS: &str = "order_id,product_id,quantity,unit_price\nO1,P1,1,299\nO1,P2,1,199\nO2,P2,1,199\n";
+const SESSIONS: &str = "session_id,customer_id,started_at,source,device\nS1,C1,2024-01-05T09:50:00Z,organic,mobile\n";
+const EVENTS: &str = "customer_id,event_type,occurred_at,product_id,session_id,event_id\n\
+C1,view,2024-01-05T09:51:00Z,P1,S1,E1\nC1,add_to_cart,2024-01-05T09:55:00Z,P1,S1,\n";
+
+fn base() -> Vec<(&'static str, String)> {
+    vec![
+        ("products.csv", PRODUCTS.into()),
+        ("customers.csv", CUSTOMERS.into()),
+        ("orders.csv", ORDERS.into()),
+        ("order_items.csv", ITEMS.into()),
+        ("sessions.csv", SESSIONS.into()),
+        ("events.csv", EVENTS.into()),
+    ]
+}
+
+/// The base export with some files replaced (or removed when the content is `None`).
+fn export(overrides: &[(&'static str, Option<Vec<u8>>)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, content) in base() {
+        std::fs::write(dir.path().join(name), content).unwrap();
+    }
+    for (name, content) in overrides {
+        match content {
+            Some(bytes) => std::fs::write(dir.path().join(name), bytes).unwrap(),
+            None => std::fs::remove_file(dir.path().join(name)).unwrap(),
+        }
+    }
+    dir
+}
+
+pub fn options(dir: &Path, report_dir: &Path) -> ImportOptions {
+    ImportOptions {
+        dir: dir.to_path_buf(),
+        skip_invalid: false,
+        max_errors: 100,
+        batch_rows: 2,
+        report_dir: report_dir.to_path_buf(),
+        tz: chrono_tz::Asia::Kolkata,
+        currency: "INR".into(),
+        progress: false,
+    }
+}
+
+async fn import(db: &Db, dir: &Path) -> Result<ImportReport, ImportError> {
+    let reports = tempfile::tempdir().unwrap();
+    import_dir(db, &options(dir, reports.path())).await
+}
+
+/// A valid change that must not survive when the rest of the import is rejected.
+const ORDERS_PLUS_O3: &str = "order_id,customer_id,ordered_at,total_amount,currency,status\n\
+O1,C1,2024-01-05T10:00:00Z,498,INR,completed\nO2,C2,2024-02-01 12:00:00,199,,cancelled\nO3,C3,2024-03-01,50,INR,completed\n";
+const CUSTOMERS_CHANGED: &str = "customer_id,email,first_name\nC1,new@example.com,Changed\nC9,c9@example.com,Nine\n";
+
+fn bytes(s: &str) -> Option<Vec<u8>> {
+    Some(s.as_bytes().to_vec())
+}
+
+struct Case {
+    name: &'static str,
+    files: Vec<(&'static str, Option<Vec<u8>>)>,
+    /// Expected rendering of the first error: "file:line: column `c`, value \"v\": reason…".
+    expect: &'static str,
+}
+
+fn bad_cases() -> Vec<Case> {
+    let mut invalid_utf8 = b"customer_id,email,first_name\nC1,asha@example.com,".to_vec();
+    invalid_utf8.extend_from_slice(&[0xff, 0xfe, b'x']);
+    invalid_utf8.extend_from_slice(b"\n");
+    let huge = format!("product_id,category,name\nP1,hair care,{}\n", "x".repeat(70 * 1024));
+    vec![
+        Case {
+            name: "missing required column",
+            files: vec![("customers.csv", bytes(CUSTOMERS_CHANGED)), ("orders.csv", bytes("order_id,customer_id,total_amount\nO1,C1,5\n"))],
+            expect: "orders.csv:1: column `ordered_at`, value \"\": required column is missing from the header",
+        },
+        Case {
+            name: "unparseable date",
+            files: vec![("customers.csv", bytes(CUSTOMERS_CHANGED)), ("orders.csv", bytes(&format!("{ORDERS}O4,C1,2024-02-30,10,INR,completed\n")))],
+            expect: "orders.csv:4: column `ordered_at`, value \"2024-02-30\": not a timestamp",
+        },
+        Case {
+            name: "unparseable number",
+            files: vec![("customers.csv", bytes(CUSTOMERS_CHANGED)), ("orders.csv", bytes(&format!("{ORDERS}O4,C1,2024-02-03,12.5.1,INR,completed\n")))],
+            expect: "orders.csv:4: column `total_amount`, value \"12.5.1\": not a number",
+        },
+        Case {
+            name: "negative quantity",
+            files: vec![("orders.csv", bytes(ORDERS_PLUS_O3)), ("order_items.csv", bytes(&format!("{ITEMS}O3,P1,-1,299\n")))],
+            expect: "order_items.csv:5: column `quantity`, value \"-1\": must not be negative",
+        },
+        Case {
+            name: "unknown status",
+            files: vec![("customers.csv", bytes(CUSTOMERS_CHANGED)), ("orders.csv", bytes(&format!("{ORDERS}O4,C1,2024-02-03,10,INR,shipped\n")))],
+            expect: "orders.csv:4: column `status`, value \"shipped\": unknown status (expected one of completed, cancelled, refunded)",
+        },
+        Case {
+            name: "unknown event type",
+            files: vec![("orders.csv", bytes(ORDERS_PLUS_O3)), ("events.csv", bytes(&format!("{EVENTS}C1,click,2024-01-05T09:56:00Z,P1,S1,E9\n")))],
+            expect: "events.csv:4: column `event_type`, value \"click\": unknown event type",
+        },
+        Case {
+            name: "item whose product is missing",
+            files: vec![("orders.csv", bytes(ORDERS_PLUS_O3)), ("order_items.csv", bytes(&format!("{ITEMS}O3,P9,1,10\n")))],
+            expect: "order_items.csv:5: column `product_id`, value \"P9\": no product with this id in this import or the database",
+        },
+        Case {
+            name: "item whose order is missing",
+            files: vec![("orders.csv", bytes(ORDERS_PLUS_O3)), ("order_items.csv", bytes(&format!("{ITEMS}O9,P1,1,10\n")))],
+            expect: "order_items.csv:5: column `order_id`, value \"O9\": no order with this id in this import or the database",
+        },
+        Case {
+            name: "duplicate id with conflicting values",
+            files: vec![("customers.csv", bytes(CUSTOMERS_CHANGED)), ("orders.csv", bytes(&format!("{ORDERS}O1,C1,2024-01-05T10:00:00Z,999,INR,completed\n")))],
+            expect: "orders.csv:4: column `order_id`, value \"O1\": duplicate id with conflicting values (first seen on line 2)",
+        },
+        Case {
+            name: "empty file",
+            files: vec![("customers.csv", bytes(CUSTOMERS_CHANGED)), ("orders.csv", bytes(""))],
+            expect: "orders.csv:1: column ``, value \"\": empty file (expected a header row)",
+        },
+        Case {
+            name: "missing orders.csv",
+            files: vec![("customers.csv", bytes(CUSTOMERS_CHANGED)), ("orders.csv", None)],
+            expect: "orders.csv:0: column ``, value \"\": required file is missing",
+        },
+        Case {
+            name: "invalid UTF-8",
+            files: vec![("orders.csv", bytes(ORDERS_PLUS_O3)), ("customers.csv", Some(invalid_utf8))],
+            expect: "customers.csv:2: column `first_name`, value \"\u{fffd}\u{fffd}x\": not valid UTF-8",
+        },
+        Case {
+            name: "field over 64 KiB",
+            files: vec![("orders.csv", bytes(ORDERS_PLUS_O3)), ("products.csv", bytes(&huge))],
+            expect: "over the 64 KiB limit",
+        },
+        Case {
+            name: "unknown timezone",
+            files: vec![("orders.csv", bytes(ORDERS_PLUS_O3)), ("customers.csv", bytes("customer_id,timezone\nC1,Mars/Olympus\n"))],
+            expect: "customers.csv:2: column `timezone`, value \"Mars/Olympus\": not an IANA time zone",
+        },
+    ]
+}
+
+async fn bad_inputs_change_nothing(t: TestDb) {
+    import(&t.db, export(&[]).path()).await.expect("the base export is valid");
+    let counts = table_counts(&t.db).await;
+    let digest = table_digest(&t.db).await;
+    for case in bad_cases() {
+        let dir = export(&case.files);
+        let report = match import(&t.db, dir.path()).await {
+            Err(ImportError::Rejected(r)) => r,
+            other => panic!("[{}] {}: expected a rejected import, got {other:?}", t.name, case.name),
+        };
+        assert_eq!(report.status, "rejected");
+        let shown: Vec<String> = report.errors.iter().map(|e| e.to_string()).collect();
+        assert!(shown.iter().any(|e| e.contains(case.expect)), "[{}] {}: expected {:?} among {shown:#?}", t.name, case.name, case.expect);
+        assert_eq!(table_counts(&t.db).await, counts, "[{}] {}: row counts changed", t.name, case.name);
+        assert_eq!(table_digest(&t.db).await, digest, "[{}] {}: contents changed", t.name, case.name);
+    }
+    // Each rejected attempt is on record, beside the one committed import.
+    let rejected: i64 = retentiond::with_pool!(&t.db, p => sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM imports WHERE status = 'rejected'").fetch_one(p).await.unwrap());
+    assert_eq!(rejected as usize, bad_cases().len());
+}
+on_both_backends!(bad_inputs_change_nothing_sqlite, bad_inputs_change_nothing_postgres, bad_inputs_change_nothing);
+
+async fn every_problem_is_reported_up_to_the_cap(t: TestDb) {
+    let orders = format!("{ORDERS}O4,C1,nope,1,INR,completed\nO5,C1,2024-01-01,-3,INR,completed\nO6,,2024-01-01,1,XXXX,completed\n");
+    let dir = export(&[("orders.csv", bytes(&orders))]);
+    let Err(ImportError::Rejected(report)) = import(&t.db, dir.path()).await else { panic!("expected rejection") };
+    let cols: Vec<(u64, &str)> = report.errors.iter().map(|e| (e.line, e.column.as_str())).collect();
+    assert_eq!(cols, vec![(4, "ordered_at"), (5, "total_amount"), (6, "customer_id"), (6, "currency")]);
+    assert_eq!(report.error_count, 4);
+
+    let reports = tempfile::tempdir().unwrap();
+    let mut opts = options(dir.path(), reports.path());
+    opts.max_errors = 2;
+    let Err(ImportError::Rejected(report)) = import_dir(&t.db, &opts).await else { panic!("expected rejection") };
+    assert_eq!(report.errors.len(), 2);
+    assert_eq!(report.error_count, 4, "errors beyond the cap are still counted");
+    assert!(report.summary().contains("4 problem(s), first 2 shown"));
+    assert_eq!(table_counts(&t.db).await.iter().map(|c| c.1).sum::<i64>(), 0);
+}
+on_both_backends!(every_problem_is_reported_sqlite, every_problem_is_reported_postgres, every_problem_is_reported_up_to_the_cap);
+
+async fn skip_invalid_keeps_valid_rows_and_writes_rejects(t: TestDb) {
+    let items = format!("{ITEMS}O1,P9,1,10\nO2,P1,-4,10\n");
+    let dir = export(&[("order_items.csv", bytes(&items))]);
+    let reports = tempfile::tempdir().unwrap();
+    let mut opts = options(dir.path(), reports.path());
+    opts.skip_invalid = true;
+    let report = import_dir(&t.db, &opts).await.expect("skip-invalid commits");
+    assert_eq!(report.status, "committed");
+    assert_eq!(t.db.count("order_items").await.unwrap(), 3);
+    assert_eq!(t.db.count("orders").await.unwrap(), 2);
+    let items_stats = report.files.iter().find(|f| f.file == "order_items.csv").unwrap();
+    assert_eq!((items_stats.rows_read, items_stats.rows_valid, items_stats.rows_rejected), (5, 3, 2));
+    let rejected_dir = report.rejected_dir.clone().expect("rejected folder");
+    assert_eq!(rejected_dir.parent(), report.report_path.as_ref().unwrap().parent(), "rejected/ sits beside the report");
+    let rejected = std::fs::read_to_string(rejected_dir.join("order_items.csv")).unwrap();
+    let lines: Vec<&str> = rejected.lines().collect();
+    assert_eq!(lines[0], "order_id,product_id,quantity,unit_price,_line,_reasons");
+    assert_eq!(lines.len(), 3, "{rejected}");
+    assert!(rejected.contains("O2,P1,-4,10,6,quantity: must not be negative"), "{rejected}");
+    assert!(rejected.contains("O1,P9,1,10,5,product_id: no product with this id"), "{rejected}");
+    let recorded: (i64, i64) = retentiond::with_pool!(&t.db, p => sqlx::query_as::<_, (i64, i64)>("SELECT rows_rejected, error_count FROM imports WHERE status = 'committed'").fetch_one(p).await.unwrap());
+    assert_eq!(recorded, (2, 2));
+}
+on_both_backends!(skip_invalid_sqlite, skip_invalid_postgres, skip_invalid_keeps_valid_rows_and_writes_rejects);
+
+async fn reimport_is_a_no_op_and_newer_exports_update_in_place(t: TestDb) {
+    let first = import(&t.db, export(&[]).path()).await.unwrap();
+    assert_eq!(first.rows_written(), 2 + 1 + 2 + 3 + 1 + 2);
+    assert_eq!(first.customers_created, 1, "C2 appears only in orders");
+    let digest = table_digest(&t.db).await;
+    let again = import(&t.db, export(&[]).path()).await.unwrap();
+    assert_eq!(again.rows_written(), 0, "{}", again.summary());
+    assert_eq!(again.customers_created, 0);
+    assert_eq!(table_digest(&t.db).await, digest);
+
+    // A newer export: one changed order, one changed customer (only the columns it carries).
+    let orders = ORDERS.replace("O1,C1,2024-01-05T10:00:00Z,498,INR,completed", "O1,C1,2024-01-05T10:00:00Z,498,INR,refunded");
+    let newer = import(&t.db, export(&[("orders.csv", bytes(&orders)), ("customers.csv", bytes("customer_id,first_name\nC1,Asha R.\n"))]).path()).await.unwrap();
+    assert_eq!(newer.rows_written(), 2, "{}", newer.summary());
+    let (status, name, email, optin): (String, String, String, bool) = retentiond::with_pool!(&t.db, p => sqlx::query_as(
+        "SELECT o.status, c.first_name, c.email, c.email_opt_in FROM orders o JOIN customers c ON c.customer_id = o.customer_id WHERE o.order_id = 'O1'"
+    ).fetch_one(p).await.unwrap());
+    assert_eq!((status.as_str(), name.as_str(), email.as_str(), optin), ("refunded", "Asha R.", "asha@example.com", true));
+}
+on_both_backends!(reimport_sqlite, reimport_postgres, reimport_is_a_no_op_and_newer_exports_update_in_place);
+
+async fn values_are_normalized(t: TestDb) {
+    import(&t.db, export(&[]).path()).await.unwrap();
+    // Customers known only from orders have no contact details and no consent.
+    let c2: (Option<String>, Option<String>, bool, bool, bool) = retentiond::with_pool!(&t.db, p => sqlx::query_as(
+        "SELECT email, phone, email_opt_in, sms_opt_in, whatsapp_opt_in FROM customers WHERE customer_id = 'C2'"
+    ).fetch_one(p).await.unwrap());
+    assert_eq!(c2, (None, None, false, false, false));
+    let c1: (String, bool, bool, bool) = retentiond::with_pool!(&t.db, p => sqlx::query_as(
+        "SELECT phone, email_opt_in, sms_opt_in, whatsapp_opt_in FROM customers WHERE customer_id = 'C1'"
+    ).fetch_one(p).await.unwrap());
+    assert_eq!(c1, ("+919800000001".into(), true, false, true));
+    // Naive timestamps are read in the configured zone (Asia/Kolkata, +05:30); currency defaults.
+    let o2: (i64, String, String) = retentiond::with_pool!(&t.db, p => sqlx::query_as(
+        "SELECT ordered_at, currency, status FROM orders WHERE order_id = 'O2'"
+    ).fetch_one(p).await.unwrap());
+    assert_eq!(o2, (1706769000, "INR".into(), "cancelled".into()));
+    // An event without an id gets a stable digest key.
+    let keys: Vec<String> = retentiond::with_pool!(&t.db, p => sqlx::query_scalar("SELECT event_key FROM events ORDER BY event_key").fetch_all(p).await.unwrap());
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[0], "E1");
+    assert!(keys[1].starts_with("h:"));
+}
+on_both_backends!(values_are_normalized_sqlite, values_are_normalized_postgres, values_are_normalized);
+
+async fn unknown_columns_warn_and_identical_repeats_are_kept_once(t: TestDb) {
+    let orders = format!("{}\n", "order_id,customer_id,ordered_at,coupon,status\nO1,C1,2024-01-01,X,completed\nO1,C1,2024-01-01,X,completed");
+    let dir = write_dir(&[("orders.csv", &orders), ("notes.csv", "a\n1\n")]);
+    let report = import(&t.db, dir.path()).await.unwrap();
+    assert!(report.warnings.iter().any(|w| w.contains("unknown column `coupon`")), "{:?}", report.warnings);
+    assert!(report.warnings.iter().any(|w| w.contains("notes.csv: not part of the import contract")));
+    assert_eq!(report.files[0].duplicates, 1);
+    assert_eq!(t.db.count("orders").await.unwrap(), 1);
+}
+on_both_backends!(unknown_columns_sqlite, unknown_columns_postgres, unknown_columns_warn_and_identical_repeats_are_kept_once);

@@ -1,0 +1,5 @@
+//! One integration-test binary (faster to link than one per file).
+mod helpers;
+mod import;
+mod cli;
+mod real_data;
