@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Whole-pipeline benchmark: wall time, CPU time and peak memory of each step, on SQLite and
+# PostgreSQL, at each size given (default: 100000 1000000 customers).
+#
+#   scripts/bench.sh                 # 100 k and 1 M customers
+#   scripts/bench.sh 20000 100000    # other sizes
+#   BENCH_BACKENDS=sqlite scripts/bench.sh 100000
+#
+# Prints a table and writes target/bench/results.json. Steps measured so far: generate, import.
+# PostgreSQL: BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/test) is used to
+# create a scratch database per size.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+sizes=("$@"); [ ${#sizes[@]} -gt 0 ] || sizes=(100000 1000000)
+backends=${BENCH_BACKENDS:-"sqlite postgres"}
+pg_admin=${BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}
+work=${BENCH_DIR:-target/bench}
+mkdir -p "$work"
+cargo build --release --quiet
+bin=target/release/retentiond
+results="$work/results.jsonl"; : > "$results"
+
+# measure NAME SIZE BACKEND ROWS_FROM_OUTPUT -- command...
+measure() {
+  local step=$1 size=$2 backend=$3; shift 3
+  local out="$work/$step-$backend-$size.out"
+  /usr/bin/time -f '%e %U %S %M' -o "$work/time.txt" "$@" > "$out" 2> "$work/$step-$backend-$size.err"
+  read -r wall user sys rss_kb < "$work/time.txt"
+  local rows; rows=$(grep -Eo '^[0-9]+ rows read' "$out" | grep -Eo '^[0-9]+' || true)
+  printf '{"step":"%s","customers":%s,"backend":"%s","wall_s":%s,"user_s":%s,"sys_s":%s,"peak_kb":%s,"rows":%s}\n' \
+    "$step" "$size" "$backend" "$wall" "$user" "$sys" "$rss_kb" "${rows:-null}" >> "$results"
+}
+
+for n in "${sizes[@]}"; do
+  data="$work/brand-$n"
+  rm -rf "$data"
+  measure generate "$n" none "$bin" generate --customers "$n" --seed 7 --end 2026-11-01 --out "$data"
+  for backend in $backends; do
+    case $backend in
+      sqlite) db="$work/bench-$n.db"; rm -f "$db" "$db-wal" "$db-shm"; url="sqlite://$db" ;;
+      postgres)
+        name="retentiond_bench_$n"
+        psql "$pg_admin" -qc "DROP DATABASE IF EXISTS $name WITH (FORCE)" -c "CREATE DATABASE $name" >/dev/null
+        url="${pg_admin%/*}/$name" ;;
+    esac
+    "$bin" --database "$url" migrate > /dev/null
+    measure import "$n" "$backend" "$bin" --log warn --database "$url" import "$data" --quiet --report-dir "$work/reports"
+  done
+done
+
+python3 - "$results" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+for r in rows:
+    r["cpu_s"] = round(r.pop("user_s") + r.pop("sys_s"), 2)
+    r["peak_mb"] = round(r.pop("peak_kb") / 1024)
+print(f"{'step':<10} {'backend':<9} {'customers':>10} {'wall s':>8} {'cpu s':>8} {'peak MB':>8} {'rows/s':>10}")
+for r in rows:
+    rate = f"{r['rows']/r['wall_s']:,.0f}" if r.get('rows') and r['wall_s'] > 0 else ""
+    print(f"{r['step']:<10} {r['backend']:<9} {r['customers']:>10} {r['wall_s']:>8.1f} {r['cpu_s']:>8.1f} {r['peak_mb']:>8.0f} {rate:>10}")
+# Growth from the smallest to the largest size, per step and backend.
+by = {}
+for r in rows:
+    by.setdefault((r['step'], r['backend']), []).append(r)
+growth = []
+for (step, backend), rs in by.items():
+    rs.sort(key=lambda r: r['customers'])
+    if len(rs) > 1 and rs[0]['wall_s'] > 0:
+        a, b = rs[0], rs[-1]
+        g = {"step": step, "backend": backend, "customers_ratio": b['customers']/a['customers'], "time_ratio": b['wall_s']/a['wall_s']}
+        growth.append(g)
+        print(f"growth {step}/{backend}: customers x{g['customers_ratio']:.0f}, time x{g['time_ratio']:.1f}")
+json.dump({"results": rows, "growth": growth}, open(sys.argv[1].replace('.jsonl', '.json'), 'w'), indent=2)
+print("written:", sys.argv[1].replace('.jsonl', '.json'))
+PY
