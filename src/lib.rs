@@ -10,4 +10,5 @@ pub mod datasets;
 pub mod db;
 pub mod generate;
 pub mod ingest;
+pub mod models;
 pub mod telemetry;
