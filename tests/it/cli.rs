@@ -117,10 +117,12 @@ async fn killed_import_leaves_database_as_before(t: TestDb) {
         let _ = child.wait();
         let after = table_counts(&t.db).await;
         eprintln!("[{}] round {round}: killed after {delay_ms} of ~{full_ms} ms (finished first: {finished}); counts {after:?}", t.name);
-        if finished {
-            continue;
+        // A kill can land after the commit but before exit: then the whole import is there.
+        let complete = after.iter().find(|c| c.0 == "orders").unwrap().1 == 2 * ROWS as i64;
+        if finished || complete {
+            break;
         }
-        assert_eq!(after, before, "[{}] a killed import changed the database", t.name);
+        assert_eq!(after, before, "[{}] a killed import left part of itself in the database", t.name);
         killed_mid_way += 1;
     }
     assert!(killed_mid_way > 0, "no kill landed mid-import; the test proved nothing");
