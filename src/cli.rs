@@ -81,6 +81,42 @@ pub enum Command {
         /// Output folder for the contract CSV files.
         out: PathBuf,
     },
+    /// Train with the backtest protocol on data before DATE and evaluate on [DATE, DATE+H):
+    /// the three predictions beside their baselines.
+    Backtest {
+        /// The as-of day A (YYYY-MM-DD, brand time zone): history before it, outcomes after.
+        #[arg(long, value_name = "DATE")]
+        as_of: chrono::NaiveDate,
+        /// Horizon H in days (default: `model.horizon_days`).
+        #[arg(long, value_name = "H")]
+        horizon_days: Option<u32>,
+        /// Print the report as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Train on all data as of today, evaluate on the latest complete horizon, store the models
+    /// in the registry and promote them unless worse than the champion.
+    Train {
+        /// Train as of this day instead of today (YYYY-MM-DD).
+        #[arg(long, value_name = "DATE")]
+        as_of: Option<chrono::NaiveDate>,
+        /// Print the evaluation as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the model versions in the registry, their metrics, and which is champion.
+    Models {
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Score every customer with the champion into the `scores` table (one scoring per day;
+    /// re-running replaces it).
+    Score {
+        /// Score as of the start of this day (YYYY-MM-DD); default today.
+        #[arg(long, value_name = "DATE")]
+        as_of: Option<chrono::NaiveDate>,
+    },
     /// The quick-start job: generate a synthetic brand and import it into the configured
     /// database (the embedded SQLite default unless told otherwise).
     Demo {
@@ -116,6 +152,10 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Generate { customers, seed, out, end, years } => gen_brand(customers, seed, &out, end, years).map(|_| ExitCode::SUCCESS),
         Command::Demo { customers, seed, out } => demo(&settings, customers, seed, out).await,
         Command::DefaultConfig => unreachable!("handled above"),
+        Command::Backtest { as_of, horizon_days, json } => backtest(&settings, as_of, horizon_days, json).await,
+        Command::Train { as_of, json } => train(&settings, as_of, json).await,
+        Command::Models { json } => models(&settings, json).await,
+        Command::Score { as_of } => score(&settings, as_of).await,
         Command::ConvertDataset { dataset, src, out } => crate::datasets::convert(dataset, &src, &out).map(|s| {
             println!("converted {dataset:?}: {} customers, {} orders, {} order items, {} products -> {}", s.customers, s.orders, s.order_items, s.products, out.display());
             ExitCode::SUCCESS
@@ -201,4 +241,92 @@ async fn demo(settings: &Settings, customers: u64, seed: u64, out: PathBuf) -> a
     gen_brand(customers, seed, &out, None, 3)?;
     println!("== 2/2 import it into {}", crate::config::redact_url(&settings.database.url));
     import(settings, out, false, None, false).await
+}
+
+async fn backtest(settings: &Settings, as_of: chrono::NaiveDate, horizon: Option<u32>, json: bool) -> anyhow::Result<ExitCode> {
+    let mut m = settings.model.clone();
+    if let Some(h) = horizon {
+        if !(1..=730).contains(&h) {
+            eprintln!("error: --horizon-days {h} is out of range: use 1..=730");
+            return Ok(ExitCode::from(2));
+        }
+        m.horizon_days = h;
+    }
+    let db = connect(settings).await?;
+    let (mut report, _) = crate::models::evaluate::backtest(&db, &m, settings.day_start(as_of)).await?;
+    report.localize(settings.timezone());
+    db.close().await;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn train(settings: &Settings, as_of: Option<chrono::NaiveDate>, json: bool) -> anyhow::Result<ExitCode> {
+    let date = as_of.unwrap_or_else(|| settings.today());
+    let db = connect(settings).await?;
+    let (outcome, report) = crate::models::training::train(&db, &settings.model, settings.timezone(), settings.day_start(date)).await?;
+    db.close().await;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "outcome": outcome, "evaluation": report }))?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    print!("{}", report.table());
+    match outcome {
+        crate::models::training::TrainOutcome::Promoted { model_version_id, reason } => {
+            println!("\nmodel version {model_version_id} is the champion ({reason})")
+        }
+        crate::models::training::TrainOutcome::KeptChampion { model_version_id, champion_id, reason } => {
+            println!("\nmodel version {model_version_id} stored; champion {champion_id} kept: {reason}")
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn models(settings: &Settings, json: bool) -> anyhow::Result<ExitCode> {
+    let db = connect(settings).await?;
+    let versions = crate::models::registry::list(&db).await?;
+    db.close().await;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&versions)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if versions.is_empty() {
+        println!("no models yet: run `retentiond train`");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{:>4}  {:<9} {:<6} {:<10} {:<10} {:>7} {:>7} {:>7}  reason", "id", "status", "kind", "as of", "evaluated", "AUC", "C-index", "hit@1");
+    for v in versions {
+        let e = &v.metrics["evaluation"];
+        let num = |x: &serde_json::Value| x.as_f64().map_or("-".to_string(), |f| format!("{f:.3}"));
+        println!(
+            "{:>4}  {:<9} {:<6} {:<10} {:<10} {:>7} {:>7} {:>7}  {}",
+            v.model_version_id,
+            v.status,
+            v.kind,
+            crate::models::evaluate::local_day(v.as_of, settings.timezone()),
+            v.evaluated_as_of.map(|t| crate::models::evaluate::local_day(t, settings.timezone())).unwrap_or_default(),
+            num(&e["return"]["auc"]),
+            num(&e["timing"]["c_index"]),
+            num(&e["category"]["hit_at_1"]),
+            v.reason
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn score(settings: &Settings, as_of: Option<chrono::NaiveDate>) -> anyhow::Result<ExitCode> {
+    let date = as_of.unwrap_or_else(|| settings.today());
+    let db = connect(settings).await?;
+    let m = &settings.model;
+    let s = crate::scoring::score(&db, settings.day_start(date), &date.to_string(), m.bot_events_per_day, m.category_half_life_days).await;
+    db.close().await;
+    let s = s?;
+    println!(
+        "scored {} customers as of {} with model version {} ({}) in {:.1} s; mean P(return) {:.3}",
+        s.customers, s.as_of_date, s.model_version_id, s.model_kind, s.seconds, s.mean_p_return
+    );
+    Ok(ExitCode::SUCCESS)
 }

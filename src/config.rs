@@ -112,11 +112,41 @@ pub struct ModelSettings {
     /// Central share of the conditional return-time distribution used as the predicted window.
     /// Default 0.5 (quartiles).
     pub window_coverage: f64,
+    /// Half-life (days) of the time decay on a customer's category spend. Default 90.
+    pub category_half_life_days: f64,
+    /// Also try gradient-boosted trees for "will they return" (kept only if they win on the
+    /// validation fold). Default true.
+    pub try_gbt: bool,
+    /// A customer-day with more browsing events than this is a bot burst and is ignored.
+    /// Default 200.
+    pub bot_events_per_day: u32,
+    /// Cold start: below this many days of order history, the rule-based fallback is used
+    /// instead of fitted models. Default 180.
+    pub min_history_days: u32,
+    /// Cold start: below this many repeat buyers, the rule-based fallback is used. Default 300.
+    pub min_repeat_buyers: u32,
+    /// Training rows over all cutoffs (a deterministic customer sample beyond it). Default 400000.
+    pub max_train_rows: u32,
+    /// `train` keeps the current champion when the new model is worse by more than this on
+    /// return AUC, category hit@1 or timing C-index, all measured on the same window. Default 0.01.
+    pub promotion_tolerance: f64,
 }
 
 impl Default for ModelSettings {
     fn default() -> Self {
-        Self { horizon_days: 90, cutoff_step_days: 30, cutoffs: 4, window_coverage: 0.5 }
+        Self {
+            horizon_days: 90,
+            cutoff_step_days: 30,
+            cutoffs: 4,
+            window_coverage: 0.5,
+            category_half_life_days: 90.0,
+            try_gbt: true,
+            bot_events_per_day: 200,
+            min_history_days: 180,
+            min_repeat_buyers: 300,
+            max_train_rows: 400_000,
+            promotion_tolerance: 0.01,
+        }
     }
 }
 
@@ -371,6 +401,18 @@ impl Settings {
         if !(self.model.window_coverage > 0.0 && self.model.window_coverage < 1.0) {
             sink.push("model.window_coverage", format!("{} is not a share", self.model.window_coverage), "use a value strictly between 0 and 1 (default 0.5)");
         }
+        if !(self.model.category_half_life_days >= 1.0 && self.model.category_half_life_days <= 3650.0) {
+            sink.push("model.category_half_life_days", format!("{} is out of range", self.model.category_half_life_days), "use 1..=3650 days (default 90)");
+        }
+        if self.model.bot_events_per_day == 0 {
+            sink.push("model.bot_events_per_day", "must be at least 1", "use a value such as 200");
+        }
+        if self.model.max_train_rows < 1000 {
+            sink.push("model.max_train_rows", format!("{} is too small", self.model.max_train_rows), "use at least 1000 (default 400000)");
+        }
+        if !(0.0..=1.0).contains(&self.model.promotion_tolerance) {
+            sink.push("model.promotion_tolerance", format!("{} is out of range", self.model.promotion_tolerance), "use 0..=1 (default 0.01)");
+        }
         if self.http.bind.parse::<SocketAddr>().is_err() {
             sink.push("http.bind", format!("{:?} is not an address:port", self.http.bind), "use a value such as \"127.0.0.1:8080\"");
         }
@@ -378,6 +420,22 @@ impl Settings {
 
     pub fn timezone(&self) -> chrono_tz::Tz {
         self.brand.timezone.parse().unwrap_or(chrono_tz::UTC)
+    }
+
+    /// The instant a day starts in the brand's time zone (as-of dates are days).
+    pub fn day_start(&self, date: chrono::NaiveDate) -> i64 {
+        use chrono::TimeZone;
+        let midnight = date.and_hms_opt(0, 0, 0).expect("midnight exists");
+        // A DST gap at midnight: take the earliest valid instant after it.
+        match self.timezone().from_local_datetime(&midnight) {
+            chrono::LocalResult::Single(t) | chrono::LocalResult::Ambiguous(t, _) => t.timestamp(),
+            chrono::LocalResult::None => self.timezone().from_utc_datetime(&midnight).timestamp(),
+        }
+    }
+
+    /// Today in the brand's time zone.
+    pub fn today(&self) -> chrono::NaiveDate {
+        chrono::Utc::now().with_timezone(&self.timezone()).date_naive()
     }
 
     /// The defaults as TOML, for `retentiond default-config`.

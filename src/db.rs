@@ -142,6 +142,7 @@ pub enum Val {
     Int(Option<i64>),
     Real(Option<f64>),
     Bool(bool),
+    Bytes(Vec<u8>),
 }
 
 /// An open transaction on either backend.
@@ -159,6 +160,7 @@ macro_rules! bind_vals {
                 Val::Int(i) => q.bind(*i),
                 Val::Real(r) => q.bind(*r),
                 Val::Bool(b) => q.bind(*b),
+                Val::Bytes(b) => q.bind(b.as_slice()),
             };
         }
         q
@@ -218,5 +220,47 @@ impl Tx {
             Tx::Sqlite(_) => Backend::Sqlite,
             Tx::Postgres(_) => Backend::Postgres,
         }
+    }
+}
+
+/// `(…), (…)` value tuples for a multi-row INSERT of `rows × cols` parameters. SQLite gets
+/// anonymous `?` (sqlx's `$N` lookup is quadratic in the parameter count there).
+pub fn value_tuples(backend: Backend, rows: usize, cols: usize) -> String {
+    let mut sql = String::with_capacity(rows * cols * 4);
+    let mut n = 0;
+    for r in 0..rows {
+        sql.push_str(if r == 0 { "(" } else { ", (" });
+        for c in 0..cols {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            n += 1;
+            match backend {
+                Backend::Sqlite => sql.push('?'),
+                Backend::Postgres => {
+                    sql.push('$');
+                    sql.push_str(&n.to_string());
+                }
+            }
+        }
+        sql.push(')');
+    }
+    sql
+}
+
+impl Tx {
+    /// Inserts `rows` (each `columns.len()` values) into `table` in multi-row statements.
+    /// `table` and `columns` must be trusted identifiers.
+    pub async fn insert_rows(&mut self, table: &str, columns: &[&str], rows: &[Vec<Val>]) -> sqlx::Result<u64> {
+        let cols = columns.len();
+        // Stay under SQLite's 32766-parameter limit; PostgreSQL allows 65535.
+        let per = (30_000 / cols.max(1)).max(1);
+        let mut written = 0;
+        for chunk in rows.chunks(per) {
+            let sql = format!("INSERT INTO {table} ({}) VALUES {}", columns.join(", "), value_tuples(self.backend(), chunk.len(), cols));
+            let vals: Vec<Val> = chunk.iter().flat_map(|r| r.iter().cloned()).collect();
+            written += self.execute(&sql, &vals).await?;
+        }
+        Ok(written)
     }
 }

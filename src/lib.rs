@@ -7,8 +7,10 @@
 pub mod cli;
 pub mod config;
 pub mod datasets;
+pub mod features;
 pub mod db;
 pub mod generate;
 pub mod ingest;
 pub mod models;
+pub mod scoring;
 pub mod telemetry;

@@ -157,6 +157,7 @@ fn hash_vals(state: &ahash::RandomState, vals: &[&Val]) -> u64 {
             Val::Int(i) => (1u8, i).hash(&mut h),
             Val::Real(r) => (2u8, r.map(f64::to_bits)).hash(&mut h),
             Val::Bool(b) => (3u8, b).hash(&mut h),
+            Val::Bytes(b) => (4u8, b).hash(&mut h),
         }
     }
     h.finish()
@@ -172,6 +173,7 @@ fn event_digest(vals: &[Val]) -> String {
             Val::Int(i) => i.map(|i| i.to_string()).unwrap_or_default(),
             Val::Real(r) => r.map(|r| r.to_string()).unwrap_or_default(),
             Val::Bool(x) => x.to_string(),
+            Val::Bytes(_) => unreachable!("the contract has no binary columns"),
         };
         for byte in text.bytes().chain(std::iter::once(0x1f)) {
             a = (a ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3);
@@ -573,6 +575,7 @@ fn val_text(v: &Val) -> String {
         Val::Int(i) => i.map(|i| i.to_string()).unwrap_or_default(),
         Val::Real(r) => r.map(|r| r.to_string()).unwrap_or_default(),
         Val::Bool(b) => b.to_string(),
+        Val::Bytes(_) => unreachable!("the contract has no binary columns"),
     }
 }
 

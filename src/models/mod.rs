@@ -5,3 +5,15 @@
 //! params → `FittedX` (serde-serializable, carrying everything it needs to predict).
 
 pub mod bgnbd;
+pub mod bundle;
+pub mod calibration;
+pub mod category;
+pub mod evaluate;
+pub mod gbt;
+pub mod linear;
+pub mod metrics;
+pub mod registry;
+pub mod return_classifier;
+pub mod return_time;
+pub mod rules;
+pub mod training;

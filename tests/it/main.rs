@@ -3,3 +3,4 @@ mod helpers;
 mod import;
 mod cli;
 mod real_data;
+mod models;

@@ -1,0 +1,424 @@
+//! The brand's history, loaded once from the raw tables into compact per-customer arrays.
+//!
+//! Everything downstream (features at any cutoff, labels, scoring) slices these arrays by time,
+//! so one load serves every cutoff of a training run. Orders are kept whole (BTYD and gap
+//! features need the full history); sessions and events only inside the window the features
+//! look at. Customers are indexed by first appearance in the orders; only customers with a
+//! completed order are loaded (the population never includes anyone else).
+
+use std::collections::HashMap;
+
+use futures_util::TryStreamExt;
+use sqlx::{AssertSqlSafe, Row};
+
+use crate::db::Db;
+
+/// Event types the features use; others (search, wishlist, …) are not loaded.
+pub const EV_VIEW: u8 = 0;
+pub const EV_CART: u8 = 1;
+pub const EV_CHECKOUT: u8 = 2;
+/// Category index for "no category" (an order without items, an event without a product).
+pub const NO_CAT: u16 = u16::MAX;
+pub const DAY: i64 = 86_400;
+
+#[derive(Debug, Default)]
+pub struct BrandData {
+    pub customer_ids: Vec<String>,
+    /// Category names, sorted; index = category id.
+    pub categories: Vec<String>,
+    /// Orders by customer: `order_start[c]..order_start[c+1]`, sorted by time.
+    pub order_start: Vec<u32>,
+    pub order_at: Vec<i64>,
+    pub order_amount: Vec<f32>,
+    pub order_discounted: Vec<bool>,
+    /// Per order, its category spend lines: `line_start[o]..line_start[o+1]` into `line_cat`
+    /// and `line_spend` (one entry per category).
+    pub line_start: Vec<u32>,
+    pub line_cat: Vec<u16>,
+    pub line_spend: Vec<f32>,
+    /// Sessions by customer (start times, sorted), inside the loaded window.
+    pub session_start: Vec<u32>,
+    pub session_at: Vec<i64>,
+    /// Events by customer, sorted by time, deduplicated and without bot bursts.
+    pub event_start: Vec<u32>,
+    pub event_at: Vec<i64>,
+    pub event_kind: Vec<u8>,
+    pub event_cat: Vec<u16>,
+    /// Window of sessions/events that were loaded: [browse_from, until).
+    pub browse_from: i64,
+    /// Nothing at or after this instant was loaded.
+    pub until: i64,
+    pub stats: LoadStats,
+}
+
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct LoadStats {
+    pub orders: u64,
+    pub order_lines: u64,
+    pub sessions: u64,
+    pub events: u64,
+    pub duplicate_events: u64,
+    pub bot_events: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct LoadOptions {
+    /// Load nothing at or after this instant (Unix seconds).
+    pub until: i64,
+    /// Load sessions and events from this instant on.
+    pub browse_from: i64,
+    /// A customer-day with more events than this is a bot burst and is dropped.
+    pub bot_events_per_day: u32,
+}
+
+impl BrandData {
+    pub fn customers(&self) -> usize {
+        self.customer_ids.len()
+    }
+
+    pub fn orders_of(&self, c: usize) -> std::ops::Range<usize> {
+        self.order_start[c] as usize..self.order_start[c + 1] as usize
+    }
+
+    /// The customer's orders strictly before `t`.
+    pub fn orders_before(&self, c: usize, t: i64) -> std::ops::Range<usize> {
+        let r = self.orders_of(c);
+        let n = self.order_at[r.clone()].partition_point(|&x| x < t);
+        r.start..r.start + n
+    }
+
+    pub fn lines_of(&self, o: usize) -> std::ops::Range<usize> {
+        self.line_start[o] as usize..self.line_start[o + 1] as usize
+    }
+
+    /// The category with the largest spend in order `o` (ties: lowest index).
+    pub fn main_category(&self, o: usize) -> u16 {
+        let mut best = (NO_CAT, f32::NEG_INFINITY);
+        for l in self.lines_of(o) {
+            if self.line_spend[l] > best.1 || (self.line_spend[l] == best.1 && self.line_cat[l] < best.0) {
+                best = (self.line_cat[l], self.line_spend[l]);
+            }
+        }
+        best.0
+    }
+
+    pub fn sessions_of(&self, c: usize) -> &[i64] {
+        &self.session_at[self.session_start[c] as usize..self.session_start[c + 1] as usize]
+    }
+
+    pub fn events_of(&self, c: usize) -> std::ops::Range<usize> {
+        self.event_start[c] as usize..self.event_start[c + 1] as usize
+    }
+
+    /// Earliest and latest completed order (None without orders).
+    pub fn order_span(&self) -> Option<(i64, i64)> {
+        let min = self.order_at.iter().min()?;
+        let max = self.order_at.iter().max()?;
+        Some((*min, *max))
+    }
+
+    /// Loads the history from the database.
+    #[tracing::instrument(skip_all, fields(until = opts.until, browse_from = opts.browse_from))]
+    pub async fn load(db: &Db, opts: LoadOptions) -> anyhow::Result<BrandData> {
+        let started = std::time::Instant::now();
+        let categories: Vec<String> = crate::with_pool!(db, p => {
+            sqlx::query_scalar::<_, String>("SELECT DISTINCT category FROM products ORDER BY category").fetch_all(p).await
+        })?;
+        let cat_index: HashMap<&str, u16> =
+            categories.iter().enumerate().map(|(i, c)| (c.as_str(), i.min(NO_CAT as usize - 1) as u16)).collect();
+
+        let mut b = Builder::default();
+        // Orders joined to their lines, in order_id order so an order's lines are adjacent; the
+        // scan follows the primary key on both backends, no sort.
+        let sql = "SELECT o.order_id, o.customer_id, o.ordered_at, o.total_amount, o.discount_amount, \
+                   p.category, oi.quantity * COALESCE(oi.unit_price, p.price, 0) \
+                   FROM orders o LEFT JOIN order_items oi ON oi.order_id = o.order_id \
+                   LEFT JOIN products p ON p.product_id = oi.product_id \
+                   WHERE o.status = 'completed' AND o.ordered_at < $1 ORDER BY o.order_id";
+        crate::with_pool!(db, p => {
+            let mut rows = sqlx::query(AssertSqlSafe(sql)).bind(opts.until).fetch(p);
+            while let Some(row) = rows.try_next().await? {
+                let order_id: &str = row.try_get(0)?;
+                let customer: &str = row.try_get(1)?;
+                let at: i64 = row.try_get(2)?;
+                let total: Option<f64> = row.try_get(3)?;
+                let discount: Option<f64> = row.try_get(4)?;
+                let cat: Option<&str> = row.try_get(5)?;
+                let spend: Option<f64> = row.try_get(6)?;
+                let cat = cat.and_then(|c| cat_index.get(c).copied());
+                b.order_row(order_id, customer, at, total, discount, cat, spend.unwrap_or(0.0));
+            }
+            anyhow::Ok(())
+        })?;
+        b.finish_order();
+        let mut data = b.into_orders(categories);
+        data.until = opts.until;
+        data.browse_from = opts.browse_from;
+        data.load_browsing(db, opts, &cat_index_owned(&data.categories)).await?;
+        tracing::info!(
+            customers = data.customers(),
+            orders = data.stats.orders,
+            events = data.stats.events,
+            sessions = data.stats.sessions,
+            secs = started.elapsed().as_secs_f32(),
+            "history loaded"
+        );
+        Ok(data)
+    }
+
+    async fn load_browsing(&mut self, db: &Db, opts: LoadOptions, cat_index: &HashMap<String, u16>) -> anyhow::Result<()> {
+        let n = self.customers();
+        let index: HashMap<&str, u32> =
+            self.customer_ids.iter().enumerate().map(|(i, c)| (c.as_str(), i as u32)).collect();
+
+        let mut sessions: Vec<(u32, i64)> = Vec::new();
+        crate::with_pool!(db, p => {
+            let mut rows = sqlx::query("SELECT customer_id, started_at FROM sessions WHERE started_at >= $1 AND started_at < $2")
+                .bind(opts.browse_from).bind(opts.until).fetch(p);
+            while let Some(row) = rows.try_next().await? {
+                let c: &str = row.try_get(0)?;
+                if let Some(&i) = index.get(c) {
+                    sessions.push((i, row.try_get(1)?));
+                }
+            }
+            anyhow::Ok(())
+        })?;
+        sessions.sort_unstable();
+        self.stats.sessions = sessions.len() as u64;
+        self.session_start = csr_starts(n, sessions.iter().map(|s| s.0));
+        self.session_at = sessions.into_iter().map(|s| s.1).collect();
+
+        // (customer, time, kind, category)
+        let mut events: Vec<(u32, i64, u8, u16)> = Vec::new();
+        let sql = "SELECT e.customer_id, e.event_type, e.occurred_at, p.category FROM events e \
+                   LEFT JOIN products p ON p.product_id = e.product_id \
+                   WHERE e.occurred_at >= $1 AND e.occurred_at < $2 \
+                   AND e.event_type IN ('view', 'add_to_cart', 'checkout_start')";
+        crate::with_pool!(db, p => {
+            let mut rows = sqlx::query(AssertSqlSafe(sql)).bind(opts.browse_from).bind(opts.until).fetch(p);
+            while let Some(row) = rows.try_next().await? {
+                let c: &str = row.try_get(0)?;
+                let Some(&i) = index.get(c) else { continue };
+                let kind = match row.try_get::<&str, _>(1)? {
+                    "view" => EV_VIEW,
+                    "add_to_cart" => EV_CART,
+                    _ => EV_CHECKOUT,
+                };
+                let cat: Option<&str> = row.try_get(3)?;
+                let cat = cat.and_then(|c| cat_index.get(c).copied()).unwrap_or(NO_CAT);
+                events.push((i, row.try_get(2)?, kind, cat));
+            }
+            anyhow::Ok(())
+        })?;
+        self.set_events(n, events, opts.bot_events_per_day);
+        Ok(())
+    }
+
+    /// Sorts, deduplicates (same customer, time, kind and category) and drops bot bursts.
+    fn set_events(&mut self, n: usize, mut events: Vec<(u32, i64, u8, u16)>, bot_per_day: u32) {
+        events.sort_unstable();
+        let before = events.len();
+        events.dedup();
+        self.stats.duplicate_events = (before - events.len()) as u64;
+        // Bot bursts: customer-days over the cap. Events are sorted by (customer, time), so a
+        // customer-day is a contiguous run.
+        let mut keep = vec![true; events.len()];
+        let mut i = 0;
+        while i < events.len() {
+            let (c, t) = (events[i].0, events[i].1.div_euclid(DAY));
+            let mut j = i;
+            while j < events.len() && events[j].0 == c && events[j].1.div_euclid(DAY) == t {
+                j += 1;
+            }
+            if (j - i) as u32 > bot_per_day {
+                keep[i..j].iter_mut().for_each(|k| *k = false);
+                self.stats.bot_events += (j - i) as u64;
+            }
+            i = j;
+        }
+        let events: Vec<_> = events.into_iter().zip(keep).filter_map(|(e, k)| k.then_some(e)).collect();
+        self.stats.events = events.len() as u64;
+        self.event_start = csr_starts(n, events.iter().map(|e| e.0));
+        self.event_at = events.iter().map(|e| e.1).collect();
+        self.event_kind = events.iter().map(|e| e.2).collect();
+        self.event_cat = events.iter().map(|e| e.3).collect();
+    }
+}
+
+fn cat_index_owned(categories: &[String]) -> HashMap<String, u16> {
+    categories.iter().enumerate().map(|(i, c)| (c.clone(), i.min(NO_CAT as usize - 1) as u16)).collect()
+}
+
+/// CSR offsets for `n` groups from the (sorted) group id of each element.
+fn csr_starts(n: usize, ids: impl Iterator<Item = u32>) -> Vec<u32> {
+    let mut starts = vec![0u32; n + 1];
+    for id in ids {
+        starts[id as usize + 1] += 1;
+    }
+    for i in 0..n {
+        starts[i + 1] += starts[i];
+    }
+    starts
+}
+
+/// Accumulates order rows (one per order line, lines of an order adjacent).
+#[derive(Default)]
+struct Builder {
+    index: HashMap<Box<str>, u32>,
+    ids: Vec<String>,
+    current: Option<String>,
+    // Per order (unsorted): customer, time, amount, discounted, lines.
+    cust: Vec<u32>,
+    at: Vec<i64>,
+    amount: Vec<f32>,
+    discounted: Vec<bool>,
+    lines: Vec<(u16, f32)>,
+    line_start: Vec<u32>,
+    total: Option<f64>,
+    line_sum: f64,
+}
+
+impl Builder {
+    #[allow(clippy::too_many_arguments)]
+    fn order_row(
+        &mut self,
+        order_id: &str,
+        customer: &str,
+        at: i64,
+        total: Option<f64>,
+        discount: Option<f64>,
+        cat: Option<u16>,
+        spend: f64,
+    ) {
+        if self.current.as_deref() != Some(order_id) {
+            self.finish_order();
+            self.current = Some(order_id.to_owned());
+            let next = self.ids.len() as u32;
+            let c = *self.index.entry(customer.into()).or_insert_with(|| {
+                self.ids.push(customer.to_owned());
+                next
+            });
+            self.cust.push(c);
+            self.at.push(at);
+            self.discounted.push(discount.is_some_and(|d| d > 0.0));
+            self.line_start.push(self.lines.len() as u32);
+            self.total = total;
+            self.line_sum = 0.0;
+        }
+        if let Some(cat) = cat {
+            self.line_sum += spend;
+            // Merge lines of the same category within the order.
+            let start = *self.line_start.last().unwrap() as usize;
+            match self.lines[start..].iter_mut().find(|l| l.0 == cat) {
+                Some(l) => l.1 += spend as f32,
+                None => self.lines.push((cat, spend as f32)),
+            }
+        }
+    }
+
+    fn finish_order(&mut self) {
+        if self.current.take().is_some() {
+            let amount = self.total.unwrap_or(self.line_sum).max(0.0);
+            self.amount.push(amount as f32);
+        }
+    }
+
+    fn into_orders(self, categories: Vec<String>) -> BrandData {
+        let n = self.ids.len();
+        let m = self.cust.len();
+        let mut order: Vec<u32> = (0..m as u32).collect();
+        order.sort_unstable_by_key(|&o| (self.cust[o as usize], self.at[o as usize], o));
+        let mut d = BrandData {
+            order_start: csr_starts(n, order.iter().map(|&o| self.cust[o as usize])),
+            customer_ids: self.ids,
+            categories,
+            ..Default::default()
+        };
+        d.order_at.reserve(m);
+        d.line_start.reserve(m + 1);
+        d.line_start.push(0);
+        for &o in &order {
+            let o = o as usize;
+            d.order_at.push(self.at[o]);
+            d.order_amount.push(self.amount[o]);
+            d.order_discounted.push(self.discounted[o]);
+            let end = self.line_start.get(o + 1).map_or(self.lines.len(), |&e| e as usize);
+            for &(c, s) in &self.lines[self.line_start[o] as usize..end] {
+                d.line_cat.push(c);
+                d.line_spend.push(s);
+            }
+            d.line_start.push(d.line_cat.len() as u32);
+        }
+        d.stats.orders = m as u64;
+        d.stats.order_lines = d.line_cat.len() as u64;
+        d
+    }
+}
+
+#[cfg(test)]
+pub mod testing {
+    //! Builds `BrandData` in memory for unit tests.
+    use super::*;
+
+    /// One order: (customer, time, amount, discounted, [(category, spend)]).
+    pub type Order<'a> = (&'a str, i64, f64, bool, &'a [(u16, f64)]);
+
+    pub fn brand(categories: &[&str], orders: &[Order], events: &[(&str, i64, u8, u16)]) -> BrandData {
+        let mut b = Builder::default();
+        for (i, (c, at, amount, disc, lines)) in orders.iter().enumerate() {
+            let id = format!("o{i:08}");
+            if lines.is_empty() {
+                b.order_row(&id, c, *at, Some(*amount), Some(if *disc { 1.0 } else { 0.0 }), None, 0.0);
+            }
+            for (cat, spend) in lines.iter() {
+                b.order_row(&id, c, *at, Some(*amount), Some(if *disc { 1.0 } else { 0.0 }), Some(*cat), *spend);
+            }
+        }
+        b.finish_order();
+        let mut d = b.into_orders(categories.iter().map(|s| s.to_string()).collect());
+        let n = d.customers();
+        let idx: HashMap<String, u32> = d.customer_ids.iter().enumerate().map(|(i, c)| (c.clone(), i as u32)).collect();
+        let ev = events.iter().filter_map(|(c, t, k, cat)| idx.get(*c).map(|&i| (i, *t, *k, *cat))).collect();
+        d.set_events(n, ev, 200);
+        d.session_start = vec![0; n + 1];
+        d.until = i64::MAX;
+        d.browse_from = i64::MIN;
+        d
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::brand;
+    use super::*;
+
+    #[test]
+    fn orders_are_grouped_by_customer_and_sorted_by_time() {
+        let d = brand(
+            &["a", "b"],
+            &[("x", 30, 10.0, false, &[(0, 4.0), (1, 6.0)]), ("y", 5, 1.0, true, &[]), ("x", 10, 3.0, false, &[(0, 3.0)])],
+            &[],
+        );
+        assert_eq!(d.customer_ids, ["x", "y"]);
+        assert_eq!(d.order_at, [10, 30, 5]);
+        assert_eq!(d.orders_before(0, 30), 0..1);
+        assert_eq!(d.main_category(1), 1);
+        assert_eq!(d.main_category(2), NO_CAT);
+        assert!(d.order_discounted[2]);
+    }
+
+    #[test]
+    fn duplicate_events_and_bot_days_are_dropped() {
+        let mut ev = vec![("x", 100, EV_VIEW, 0), ("x", 100, EV_VIEW, 0), ("x", 200, EV_CART, 1)];
+        // 250 views in one day by y: a bot burst.
+        for i in 0..250 {
+            ev.push(("y", 10 * DAY + i, EV_VIEW, 1));
+        }
+        ev.push(("y", 12 * DAY, EV_VIEW, 1));
+        let d = brand(&["a", "b"], &[("x", 1, 1.0, false, &[]), ("y", 1, 1.0, false, &[])], &ev);
+        assert_eq!(d.stats.duplicate_events, 1);
+        assert_eq!(d.stats.bot_events, 250);
+        assert_eq!(d.events_of(0).len(), 2);
+        assert_eq!(d.events_of(1).len(), 1);
+    }
+}
