@@ -117,8 +117,8 @@ pub enum Command {
         #[arg(long, value_name = "DATE")]
         as_of: Option<chrono::NaiveDate>,
     },
-    /// The quick-start job: generate a synthetic brand and import it into the configured
-    /// database (the embedded SQLite default unless told otherwise).
+    /// The quick-start job: generate a synthetic brand, import it into the configured database
+    /// (the embedded SQLite default unless told otherwise), train the models and score everyone.
     Demo {
         /// Number of customers to generate.
         #[arg(long, default_value_t = 20_000)]
@@ -237,10 +237,18 @@ fn gen_brand(customers: u64, seed: u64, out: &std::path::Path, end: Option<chron
 }
 
 async fn demo(settings: &Settings, customers: u64, seed: u64, out: PathBuf) -> anyhow::Result<ExitCode> {
-    println!("== 1/2 generate a synthetic brand ({customers} customers, seed {seed})");
+    // The synthetic history ends today (UTC); train and score as of the brand's today.
+    println!("== 1/4 generate a synthetic brand ({customers} customers, seed {seed})");
     gen_brand(customers, seed, &out, None, 3)?;
-    println!("== 2/2 import it into {}", crate::config::redact_url(&settings.database.url));
-    import(settings, out, false, None, false).await
+    println!("== 2/4 import it into {}", crate::config::redact_url(&settings.database.url));
+    let code = import(settings, out, false, None, false).await?;
+    if code != ExitCode::SUCCESS {
+        return Ok(code);
+    }
+    println!("== 3/4 train the models (backtested on the latest complete horizon)");
+    train(settings, None, false).await?;
+    println!("== 4/4 score every customer");
+    score(settings, None).await
 }
 
 async fn backtest(settings: &Settings, as_of: chrono::NaiveDate, horizon: Option<u32>, json: bool) -> anyhow::Result<ExitCode> {

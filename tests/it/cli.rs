@@ -43,7 +43,7 @@ fn bad_usage_exits_2_and_help_lists_commands() {
     assert_eq!(bin().args(["frobnicate"]).output().unwrap().status.code(), Some(2));
     let help = bin().args(["--help"]).output().unwrap();
     let text = String::from_utf8_lossy(&help.stdout);
-    for cmd in ["import", "generate", "migrate", "check-config", "demo"] {
+    for cmd in ["import", "generate", "migrate", "check-config", "demo", "backtest", "train", "models", "score"] {
         assert!(text.contains(cmd), "{cmd} not in help:\n{text}");
     }
 }
@@ -131,3 +131,42 @@ async fn killed_import_leaves_database_as_before(t: TestDb) {
     assert_eq!(t.db.count("orders").await.unwrap(), 2 * ROWS as i64);
 }
 on_both_backends!(killed_import_sqlite, killed_import_postgres, killed_import_leaves_database_as_before);
+
+#[test]
+fn demo_runs_the_main_job_and_models_lists_the_champion() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("demo.db").display());
+    let brand = dir.path().join("brand");
+    let out = bin()
+        .args(["--database", &url, "demo", "--customers", "1500", "--out"])
+        .arg(&brand)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "demo failed: {}\n{}", stdout, String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("is the champion"), "{stdout}");
+    assert!(stdout.contains("Will they return?"), "{stdout}");
+    assert!(stdout.contains("scored "), "{stdout}");
+    let models = bin().args(["--database", &url, "models", "--json"]).output().unwrap();
+    assert!(models.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&models.stdout).unwrap();
+    assert_eq!(v[0]["status"], "champion");
+    assert!(v[0]["metrics"]["evaluation"]["return"]["auc"].as_f64().unwrap() > 0.7);
+    // A backtest prints the documented JSON.
+    let date = (chrono::Utc::now().date_naive() - chrono::Days::new(120)).to_string();
+    let bt = bin().args(["--database", &url, "--log", "warn", "backtest", "--as-of", &date, "--json"]).output().unwrap();
+    assert!(bt.status.success(), "{}", String::from_utf8_lossy(&bt.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&bt.stdout).unwrap();
+    assert_eq!(r["as_of"], date.as_str());
+    assert_eq!(r["horizon_days"], 90);
+    assert!(r["category"]["hit_at_1"].is_f64());
+}
+
+#[test]
+fn score_without_a_model_fails_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("empty.db").display());
+    let out = bin().args(["--database", &url, "score"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("run `retentiond train` first"));
+}
