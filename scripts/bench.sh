@@ -6,7 +6,8 @@
 #   scripts/bench.sh 20000 100000    # other sizes
 #   BENCH_BACKENDS=sqlite scripts/bench.sh 100000
 #
-# Prints a table and writes target/bench/results.json. Steps measured so far: generate, import.
+# Prints a table and writes target/bench/results.json. Steps measured so far: generate, import,
+# train, score.
 # PostgreSQL: BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/test) is used to
 # create a scratch database per size.
 set -euo pipefail
@@ -46,6 +47,8 @@ for n in "${sizes[@]}"; do
     esac
     "$bin" --database "$url" migrate > /dev/null
     measure import "$n" "$backend" "$bin" --log warn --database "$url" import "$data" --quiet --report-dir "$work/reports"
+    measure train "$n" "$backend" "$bin" --config /dev/null --log warn --database "$url" train --as-of 2026-11-01
+    measure score "$n" "$backend" "$bin" --config /dev/null --log warn --database "$url" score --as-of 2026-11-01
   done
 done
 

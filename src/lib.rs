@@ -12,5 +12,6 @@ pub mod db;
 pub mod generate;
 pub mod ingest;
 pub mod models;
+pub mod scan;
 pub mod scoring;
 pub mod telemetry;

@@ -160,13 +160,23 @@ pub enum FeatureError {
     BgNbd(#[from] crate::models::bgnbd::BgNbdError),
 }
 
-/// Customers kept by [`sample_population`]: a deterministic hash of the customer id, so the
-/// same customers are kept at every cutoff and in every run.
-pub fn keep_customer(id: &str, share: f64) -> bool {
+/// Purposes of deterministic customer samples. Each has its own salt: samples drawn with the
+/// same hash would be nested (a 6 % sample of a 10 % sample keeps half of it, not 6 %).
+pub mod salt {
+    pub const POPULATION: u64 = 1;
+    pub const BGNBD: u64 = 2;
+    pub const TIMING: u64 = 3;
+    pub const CATEGORY: u64 = 4;
+    pub const FOLD: u64 = 5;
+}
+
+/// A deterministic sample by a hash of the customer id, so the same customers are kept at every
+/// cutoff and in every run.
+pub fn keep_customer(id: &str, share: f64, salt: u64) -> bool {
     if share >= 1.0 {
         return true;
     }
-    let mut h: u64 = 0x9e3779b97f4a7c15;
+    let mut h: u64 = 0x9e3779b97f4a7c15 ^ salt.wrapping_mul(0xa076_1d64_78bd_642f);
     for b in id.bytes() {
         h = (h ^ b as u64).wrapping_mul(0x100000001b3);
     }
@@ -200,7 +210,7 @@ pub fn snapshot(
         && customers.len() > max
     {
         let share = max as f64 / customers.len() as f64;
-        customers.retain(|&c| keep_customer(&data.customer_ids[c as usize], share));
+        customers.retain(|&c| keep_customer(&data.customer_ids[c as usize], share, salt::POPULATION));
     }
     let k = data.categories.len();
     let (popularity, cycle_days, transitions, gap_prior) = population_stats(data, cutoff, k);
@@ -213,7 +223,7 @@ pub fn snapshot(
         customers
             .iter()
             .zip(&rft)
-            .filter(|(c, _)| keep_customer(&data.customer_ids[**c as usize], share))
+            .filter(|(c, _)| keep_customer(&data.customer_ids[**c as usize], share, salt::BGNBD))
             .map(|(_, r)| *r)
             .collect()
     } else {

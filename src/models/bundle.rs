@@ -8,7 +8,7 @@ use super::return_classifier::{Candidate, FittedReturnClassifier, ReturnClassifi
 use super::return_time::{FittedReturnTime, ReturnTimeParams};
 use super::rules::RulesModel;
 use crate::features::labels::Labels;
-use crate::features::{BrandData, FeatureSchema, NB, NO_CAT, Snapshot, keep_customer};
+use crate::features::{BrandData, FeatureSchema, NB, NO_CAT, Snapshot, keep_customer, salt};
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
@@ -35,9 +35,9 @@ pub struct BundleParams {
     pub classifier: ReturnClassifierParams,
     pub timing: ReturnTimeParams,
     pub category: CategoryParams,
-    /// Returners used to fit the timing model (deterministic sample). Default 20 000.
+    /// Returners used to fit the timing model (deterministic sample). Default 10 000: the hazard has ~45 coefficients; on the 20 k synthetic backtest, 20 000 rows instead moved the MAE by 0.04 days and the C-index by 0.001 at twice the cost.
     pub max_timing_rows: usize,
-    /// Returners used to fit the category model. Default 50 000.
+    /// Returners used to fit the category model. Default 30 000.
     pub max_category_rows: usize,
 }
 
@@ -49,8 +49,8 @@ impl BundleParams {
             classifier: ReturnClassifierParams::default(),
             timing: ReturnTimeParams::default(),
             category: CategoryParams::default(),
-            max_timing_rows: 20_000,
-            max_category_rows: 50_000,
+            max_timing_rows: 10_000,
+            max_category_rows: 30_000,
         }
     }
 }
@@ -108,7 +108,7 @@ impl BundleParams {
         for (n, t) in sets.iter().enumerate() {
             for i in 0..t.snap.len() {
                 let id = &data.customer_ids[t.snap.customers[i] as usize];
-                let is_val = if sets.len() > 1 { n == 0 } else { !keep_customer(id, 0.8) };
+                let is_val = if sets.len() > 1 { n == 0 } else { !keep_customer(id, 0.8, salt::FOLD) };
                 let (x, y) = if is_val { (&mut val_x, &mut val_y) } else { (&mut fit_x, &mut fit_y) };
                 base_f64(&t.snap, std::iter::once(i), x);
                 y.push(t.labels.returned[i]);
@@ -159,7 +159,7 @@ impl BundleParams {
         let (mut tx, mut td) = (Vec::new(), Vec::new());
         for t in sets {
             for i in 0..t.snap.len() {
-                if t.labels.returned[i] && keep_customer(&data.customer_ids[t.snap.customers[i] as usize], share) {
+                if t.labels.returned[i] && keep_customer(&data.customer_ids[t.snap.customers[i] as usize], share, salt::TIMING) {
                     base_f64(&t.snap, std::iter::once(i), &mut tx);
                     td.push(t.labels.days_to_return[i]);
                 }
@@ -180,7 +180,7 @@ impl BundleParams {
         for t in sets {
             for i in 0..t.snap.len() {
                 let id = &data.customer_ids[t.snap.customers[i] as usize];
-                if t.labels.next_category[i] != NO_CAT && keep_customer(id, share) {
+                if t.labels.next_category[i] != NO_CAT && keep_customer(id, share, salt::CATEGORY) {
                     examples.push(Example { snap: &t.snap, i, truth: t.labels.next_category[i], customer_id: id });
                 }
             }

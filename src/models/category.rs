@@ -18,7 +18,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::linear::{Logistic, Multinomial, RobustScaler};
-use crate::features::{NB, NO_CAT, Snapshot, keep_customer};
+use crate::features::{NB, NO_CAT, Snapshot, keep_customer, salt};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CategoryParams {
@@ -154,7 +154,7 @@ impl CategoryParams {
         let scaler = RobustScaler::fit(&rows, cols);
         scaler.apply(&mut rows);
         let y: Vec<usize> = examples.iter().map(|e| class_of(e.truth)).collect();
-        let fold: Vec<bool> = examples.iter().map(|e| keep_customer(e.customer_id, 0.5)).collect();
+        let fold: Vec<bool> = examples.iter().map(|e| keep_customer(e.customer_id, 0.5, salt::FOLD)).collect();
 
         // Out-of-fold multinomial probabilities for the ranker's training rows.
         let mut oof = vec![0.0; examples.len() * classes];

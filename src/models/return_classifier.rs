@@ -23,7 +23,7 @@ pub struct ReturnClassifierParams {
     pub try_gbt: bool,
     pub gbt: GbtParams,
     /// Candidates are compared on at most this many fit rows (a deterministic stride sample;
-    /// the winner is refitted on all rows). Default 150000.
+    /// the winner is refitted on all rows). Default 100000.
     pub max_search_rows: usize,
     /// Trees are only tried with at least this many training rows: on small brands their
     /// variance across time windows outweighs their gain (on CDNOW, 9 k rows, they won the
@@ -47,7 +47,7 @@ impl Default for ReturnClassifierParams {
             try_class_weights: true,
             try_gbt: true,
             gbt: GbtParams::default(),
-            max_search_rows: 150_000,
+            max_search_rows: 100_000,
             min_gbt_rows: 20_000,
             fixed: None,
         }
