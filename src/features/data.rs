@@ -124,6 +124,16 @@ impl BrandData {
         })?;
         let cat_index: HashMap<&str, u16> =
             categories.iter().enumerate().map(|(i, c)| (c.as_str(), i.min(NO_CAT as usize - 1) as u16)).collect();
+        // Products are few: map them here rather than joining every line and event to them in
+        // SQL (a B-tree lookup per row, 12 M of them at 1 M customers).
+        let mut products: HashMap<String, (u16, Option<f64>)> = HashMap::new();
+        crate::scan::scan(db, "SELECT product_id, category, price FROM products", &[], |row| {
+            if let (Some(id), Some(&c)) = (row.text(0)?, row.text(1)?.and_then(|c| cat_index.get(c))) {
+                products.insert(id.to_owned(), (c, row.real(2)?));
+            }
+            Ok(())
+        })
+        .await?;
 
         let mut b = Builder::default();
         // Two sequential scans instead of a join in order_id order: walking the primary-key
@@ -146,13 +156,13 @@ impl BrandData {
         })
         .await?;
         let mut lines: Vec<(u32, u16, f32)> = Vec::new();
-        let sql = "SELECT oi.order_id, p.category, oi.quantity * COALESCE(oi.unit_price, p.price, 0) \
-                   FROM order_items oi JOIN products p ON p.product_id = oi.product_id";
+        let sql = "SELECT order_id, product_id, quantity, unit_price FROM order_items";
         crate::scan::scan(db, sql, &[], |row| {
             // Lines of cancelled, refunded or later orders are not loaded.
             let Some(&o) = order_index.get(&hasher.hash_one(row.text(0)?.unwrap_or_default())) else { return Ok(()) };
-            if let Some(&c) = row.text(1)?.and_then(|cat| cat_index.get(cat)) {
-                lines.push((o, c, row.real(2)?.unwrap_or(0.0) as f32));
+            if let Some(&(c, price)) = row.text(1)?.and_then(|p| products.get(p)) {
+                let spend = row.int(2)?.unwrap_or(0) as f64 * row.real(3)?.or(price).unwrap_or(0.0);
+                lines.push((o, c, spend as f32));
             }
             Ok(())
         })
@@ -163,7 +173,7 @@ impl BrandData {
         let mut data = b.into_orders(categories);
         data.until = opts.until;
         data.browse_from = opts.browse_from;
-        data.load_browsing(db, opts, &cat_index_owned(&data.categories)).await?;
+        data.load_browsing(db, opts, &products).await?;
         tracing::info!(
             customers = data.customers(),
             orders = data.stats.orders,
@@ -175,7 +185,7 @@ impl BrandData {
         Ok(data)
     }
 
-    async fn load_browsing(&mut self, db: &Db, opts: LoadOptions, cat_index: &HashMap<String, u16>) -> anyhow::Result<()> {
+    async fn load_browsing(&mut self, db: &Db, opts: LoadOptions, products: &HashMap<String, (u16, Option<f64>)>) -> anyhow::Result<()> {
         let n = self.customers();
         let index: HashMap<&str, u32> =
             self.customer_ids.iter().enumerate().map(|(i, c)| (c.as_str(), i as u32)).collect();
@@ -184,7 +194,8 @@ impl BrandData {
         // than through the time index (one random lookup per row); `+col` disables the index
         // on SQLite and is a no-op on PostgreSQL, whose planner decides by itself.
         let span = self.order_span().map_or(1, |(a, b)| (b - a).max(1));
-        let scan_hint = if (opts.until.min(self.until) - opts.browse_from) * 5 > span { "+" } else { "" };
+        let hint = |from: i64| if (opts.until.min(self.until) - from) * 10 > span { "+" } else { "" };
+        let scan_hint = hint(opts.browse_from);
         let mut sessions: Vec<(u32, i64)> = Vec::new();
         let sql = format!("SELECT customer_id, started_at FROM sessions WHERE {scan_hint}started_at >= $1 AND {scan_hint}started_at < $2");
         crate::scan::scan(db, &sql, &[opts.browse_from, opts.until], |row| {
@@ -201,20 +212,22 @@ impl BrandData {
 
         // (customer, time, kind, category)
         let mut events: Vec<(u32, i64, u8, u16)> = Vec::new();
+        // Event features look back 30 days, not the 90 of sessions.
+        let event_from = opts.browse_from + (super::BROWSE_LOOKBACK_DAYS - super::EVENT_LOOKBACK_DAYS) * DAY;
+        let scan_hint = hint(event_from);
         let sql = format!(
-            "SELECT e.customer_id, e.event_type, e.occurred_at, p.category FROM events e \
-             LEFT JOIN products p ON p.product_id = e.product_id \
-             WHERE {scan_hint}e.occurred_at >= $1 AND {scan_hint}e.occurred_at < $2 \
-             AND e.event_type IN ('view', 'add_to_cart', 'checkout_start')"
+            "SELECT customer_id, event_type, occurred_at, product_id FROM events \
+             WHERE {scan_hint}occurred_at >= $1 AND {scan_hint}occurred_at < $2 \
+             AND event_type IN ('view', 'add_to_cart', 'checkout_start')"
         );
-        crate::scan::scan(db, &sql, &[opts.browse_from, opts.until], |row| {
+        crate::scan::scan(db, &sql, &[event_from, opts.until], |row| {
             let Some(&i) = row.text(0)?.and_then(|c| index.get(c)) else { return Ok(()) };
             let kind = match row.text(1)?.unwrap_or_default() {
                 "view" => EV_VIEW,
                 "add_to_cart" => EV_CART,
                 _ => EV_CHECKOUT,
             };
-            let cat = row.text(3)?.and_then(|c| cat_index.get(c).copied()).unwrap_or(NO_CAT);
+            let cat = row.text(3)?.and_then(|p| products.get(p)).map_or(NO_CAT, |p| p.0);
             events.push((i, row.int(2)?.unwrap_or_default(), kind, cat));
             Ok(())
         })
@@ -252,10 +265,6 @@ impl BrandData {
         self.event_kind = events.iter().map(|e| e.2).collect();
         self.event_cat = events.iter().map(|e| e.3).collect();
     }
-}
-
-fn cat_index_owned(categories: &[String]) -> HashMap<String, u16> {
-    categories.iter().enumerate().map(|(i, c)| (c.clone(), i.min(NO_CAT as usize - 1) as u16)).collect()
 }
 
 /// CSR offsets for `n` groups from the (sorted) group id of each element.

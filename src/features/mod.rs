@@ -52,8 +52,10 @@ pub const BASE_FEATURES: &[&str] = &[
 ];
 pub const NB: usize = BASE_FEATURES.len();
 
-/// How far back browsing features look; the loader must cover it.
+/// How far back browsing features look; the loader must cover it. Sessions use all of it,
+/// events (views, cart adds) only the last [`EVENT_LOOKBACK_DAYS`].
 pub const BROWSE_LOOKBACK_DAYS: i64 = 90;
+pub const EVENT_LOOKBACK_DAYS: i64 = 30;
 /// Prior mean gap (days) blended into a customer's own gaps: a shrinkage weight of one gap.
 const GAP_PRIOR_WEIGHT: f64 = 1.0;
 
