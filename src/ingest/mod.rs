@@ -9,19 +9,24 @@
 //! the same export changes nothing and a newer export updates rows in place.
 
 pub mod contract;
+mod keyset;
 
 use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use chrono_tz::Tz;
 use serde::Serialize;
 
+use sqlx::AssertSqlSafe;
+
 use crate::db::{Backend, Db, Tx, Val};
 use contract::{FILES, FileSpec, MAX_FIELD_BYTES, ParseContext, Ref, parse_field};
+use keyset::{First, HashIds, KeySet};
 
 #[derive(Debug, Clone)]
 pub struct ImportOptions {
@@ -149,7 +154,7 @@ fn hasher() -> ahash::RandomState {
     ahash::RandomState::with_seeds(0x5eed_0001, 0x5eed_0002, 0x5eed_0003, 0x5eed_0004)
 }
 
-fn hash_vals(state: &ahash::RandomState, vals: &[&Val]) -> u64 {
+fn hash_vals<'v>(state: &ahash::RandomState, vals: impl IntoIterator<Item = &'v Val>) -> u64 {
     let mut h = state.build_hasher();
     for v in vals {
         match v {
@@ -186,20 +191,19 @@ fn event_digest(vals: &[Val]) -> String {
 /// Import-wide state shared by the per-file passes.
 struct State<'a> {
     opts: &'a ImportOptions,
-    ctx: ParseContext,
     hasher: ahash::RandomState,
     errors: Vec<RowError>,
     error_count: u64,
     /// Hashes of ids that are valid in this import, by referenced table.
-    known_orders: HashSet<u64>,
-    known_products: HashSet<u64>,
+    known_orders: HashIds,
+    known_products: HashIds,
     customers_created: u64,
     rejected_dir: PathBuf,
     rejected_any: bool,
     /// A problem that fails the import even with `--skip-invalid` (a file that cannot be read).
     fatal: bool,
     /// SQL text per (table, batch size), built once.
-    sql_cache: HashMap<(&'static str, usize, Vec<&'static str>), String>,
+    sql_cache: SqlCache,
 }
 
 impl State<'_> {
@@ -229,7 +233,6 @@ struct PendingRow {
     raw: Option<csv::ByteRecord>,
     /// References not satisfied by this import's own rows: (ref, id, column).
     unresolved: Vec<(Ref, String, &'static str)>,
-    customer_id: Option<String>,
 }
 
 /// Imports every contract file found in `opts.dir`.
@@ -241,12 +244,11 @@ pub async fn import_dir(db: &Db, opts: &ImportOptions) -> Result<ImportReport, I
     let report_folder = opts.report_dir.join(format!("import-{stamp}"));
     let mut state = State {
         opts,
-        ctx: ParseContext { tz: opts.tz, currency: opts.currency.clone() },
         hasher: hasher(),
         errors: Vec::new(),
         error_count: 0,
-        known_orders: HashSet::new(),
-        known_products: HashSet::new(),
+        known_orders: HashIds::default(),
+        known_products: HashIds::default(),
         customers_created: 0,
         rejected_dir: report_folder.join("rejected"),
         rejected_any: false,
@@ -274,19 +276,29 @@ pub async fn import_dir(db: &Db, opts: &ImportOptions) -> Result<ImportReport, I
         }
     }
 
-    let mut tx = db.begin().await?;
-    for spec in FILES {
-        let path = opts.dir.join(spec.file);
-        if !path.exists() {
-            if spec.required {
-                state.fatal = true;
-                state.error(spec.file, 0, "", "", "required file is missing");
+    let own = import_connection(db).await?;
+    let mut tx = own.as_ref().unwrap_or(db).begin().await?;
+    let tuning = SqliteTuning::apply(&mut tx).await;
+    let result: Result<(), ImportError> = async {
+        for spec in FILES {
+            let path = opts.dir.join(spec.file);
+            if !path.exists() {
+                if spec.required {
+                    state.fatal = true;
+                    state.error(spec.file, 0, "", "", "required file is missing");
+                }
+                continue;
             }
-            continue;
+            let stats = import_file(&mut tx, &mut state, tuning.as_ref(), spec, &path, &mut warnings).await?;
+            files.push(stats);
         }
-        let stats = import_file(&mut tx, &mut state, spec, &path, &mut warnings).await?;
-        files.push(stats);
+        Ok(())
     }
+    .await;
+    if let Some(t) = &tuning {
+        t.restore(&mut tx).await;
+    }
+    result?;
 
     let status_ok = !state.fatal && (opts.skip_invalid || state.error_count == 0);
     let mut report = ImportReport {
@@ -319,6 +331,9 @@ pub async fn import_dir(db: &Db, opts: &ImportOptions) -> Result<ImportReport, I
         let mut tx = db.begin().await?;
         report.import_id = Some(record_import(&mut tx, &report, started_at.timestamp()).await?);
         tx.commit().await?;
+    }
+    if let Some(own) = own {
+        own.close().await;
     }
     report.report_path = write_report(&report_folder, &report);
     if status_ok { Ok(report) } else { Err(ImportError::Rejected(Box::new(report))) }
@@ -357,14 +372,26 @@ fn write_report(folder: &Path, report: &ImportReport) -> Option<PathBuf> {
     }
 }
 
+/// Parsed chunks queued between the parsing thread and the writer.
+const CHUNKS_IN_FLIGHT: usize = 4;
+/// A chunk is sent once it holds this many rejected rows, even with no batch full yet.
+const NOTES_PER_CHUNK: usize = 1024;
+
 /// Reads, validates and upserts one file.
+///
+/// Parsing and validation run on a thread of their own while this task writes the previous
+/// batch: the two used to take turns, and each is about half of the work. The parser sends
+/// its findings in order (problems, then the batch they precede), so problems are reported
+/// and rejected rows written in the same order as when one loop did both.
 async fn import_file(
     tx: &mut Tx,
     state: &mut State<'_>,
+    tuning: Option<&SqliteTuning>,
     spec: &'static FileSpec,
     path: &Path,
     warnings: &mut Vec<String>,
 ) -> Result<FileStats, ImportError> {
+    let started = Instant::now();
     let io_err = |source| ImportError::Io { path: path.display().to_string(), source };
     let file = File::open(path).map_err(io_err)?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
@@ -433,140 +460,309 @@ async fn import_file(
         Backend::Sqlite => state.opts.batch_rows,
         Backend::Postgres => (60_000 / db_cols.len()).max(state.opts.batch_rows),
     };
-    let mut seen: HashMap<u64, (u64, u64)> = HashMap::new(); // key hash -> (content hash, first line)
-    let mut batch: Vec<PendingRow> = Vec::with_capacity(state.opts.batch_rows);
-    let mut rejected = RejectedWriter::new(spec.file, &header);
-    let n_header = header.len();
-    let mut record = csv::ByteRecord::new();
-    let mut row_errors: Vec<(String, String, String)> = Vec::new();
 
-    loop {
-        match rdr.read_byte_record(&mut record) {
-            Ok(true) => {}
-            Ok(false) => break,
-            Err(e) => {
-                let line = e.position().map(|p| p.line()).unwrap_or(0);
-                state.error(spec.file, line, "", "", format!("unreadable CSV: {e}"));
-                state.fatal = true;
-                break;
+    // Loading into an empty SQLite table: its secondary indexes are dropped now and built
+    // once at the end, by sorting, instead of taking every row at a random place (the
+    // time indexes of a large brand far outgrow the page cache). Same transaction, so a
+    // rollback or a kill brings them back untouched.
+    let dropped = match tuning {
+        Some(t) => t.drop_secondary_indexes(tx, spec.table).await?,
+        None => Vec::new(),
+    };
+
+    let parser = Parser {
+        spec,
+        rdr,
+        ctx: ParseContext { tz: state.opts.tz, currency: state.opts.currency.clone() },
+        hasher: state.hasher.clone(),
+        skip_invalid: state.opts.skip_invalid,
+        positions,
+        event_key_idx: always_key.then(|| db_cols.iter().position(|c| *c == "event_key")).flatten(),
+        present,
+        key_idx,
+        interners: (0..db_cols.len()).map(|_| Interner::default()).collect(),
+        db_cols: db_cols.clone(),
+        customer_idx,
+        backend: tx.backend(),
+        sql_cache: SqlCache::new(),
+        n_header: header.len(),
+        batch_limit,
+        size,
+        known_orders: std::mem::take(&mut state.known_orders),
+        known_products: std::mem::take(&mut state.known_products),
+        bar: bar.clone(),
+    };
+    let (sender, mut chunks) = tokio::sync::mpsc::channel::<Chunk>(CHUNKS_IN_FLIGHT);
+    let parsing = tokio::task::spawn_blocking(move || parser.run(sender));
+
+    let mut rejected = RejectedWriter::new(spec.file, &header);
+    while let Some(chunk) = chunks.recv().await {
+        stats.rows_read += chunk.read;
+        stats.rows_valid += chunk.valid;
+        stats.duplicates += chunk.duplicates;
+        stats.rows_rejected += chunk.rejected;
+        for note in chunk.notes {
+            match note {
+                Note::Rejected { line, problems, raw } => {
+                    for (col, value, reason) in problems {
+                        state.error(spec.file, line, &col, &value, reason.clone());
+                        if state.opts.skip_invalid {
+                            rejected.note(&reason, &col);
+                        }
+                    }
+                    if let Some(raw) = raw {
+                        rejected.write(&state.rejected_dir, line, &raw).map_err(io_err)?;
+                        state.rejected_any = true;
+                    }
+                }
+                Note::Fatal { line, reason } => {
+                    state.error(spec.file, line, "", "", reason);
+                    state.fatal = true;
+                }
             }
         }
-        let line = record.position().map(|p| p.line()).unwrap_or(0);
-        stats.rows_read += 1;
-        if stats.rows_read % 65_536 == 0 {
-            bar.set_position(record.position().map(|p| p.byte()).unwrap_or(0));
-        }
-        // A blank line is not a row.
-        if record.len() == 1 && record[0].is_empty() {
-            stats.rows_read -= 1;
-            continue;
-        }
-        row_errors.clear();
-        if record.len() != n_header {
-            row_errors.push(("-".into(), String::new(), format!("row has {} fields, header has {}", record.len(), n_header)));
-        }
-        let mut vals: Vec<Val> = Vec::with_capacity(present.len());
-        let mut unresolved = Vec::new();
-        for &ci in &present {
-            let col = &spec.columns[ci];
-            let raw: &[u8] = positions[ci].and_then(|p| record.get(p)).unwrap_or(b"");
-            if raw.len() > MAX_FIELD_BYTES {
-                row_errors.push((col.name.into(), String::from_utf8_lossy(&raw[..64]).into_owned(), format!("field is {} bytes, over the 64 KiB limit", raw.len())));
-                vals.push(Val::Text(None));
+        flush(tx, state, spec, &db_cols, customer_idx, chunk.bound, chunk.batch, &mut stats, &mut rejected).await?;
+    }
+    let (known_orders, known_products) = match parsing.await {
+        Ok(sets) => sets,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => return Err(io_err(std::io::Error::other(e))),
+    };
+    state.known_orders = known_orders;
+    state.known_products = known_products;
+    bar.finish_and_clear();
+    let loaded = started.elapsed().as_secs_f64();
+    if let Some(t) = tuning.filter(|_| !dropped.is_empty()) {
+        t.recreate_indexes(tx, &dropped).await?;
+    }
+    tracing::debug!(file = spec.file, rows = stats.rows_read, load_s = loaded, total_s = started.elapsed().as_secs_f64(), "file imported");
+    Ok(stats)
+}
+
+/// What the parsing thread found, in file order.
+#[derive(Default)]
+struct Chunk {
+    /// Problems on rows before the end of `batch`.
+    notes: Vec<Note>,
+    /// Valid rows whose references all point into this import, bound into one upsert.
+    bound: Option<Bound>,
+    /// Valid rows naming ids not in this import, to be looked up in the database first.
+    batch: Vec<PendingRow>,
+    read: u64,
+    valid: u64,
+    duplicates: u64,
+    rejected: u64,
+}
+
+enum Note {
+    /// A row that failed validation: (column, value, reason) per problem, and its fields
+    /// with `--skip-invalid`.
+    Rejected { line: u64, problems: Vec<(String, String, String)>, raw: Option<csv::ByteRecord> },
+    /// The file cannot be read further: fails the import.
+    Fatal { line: u64, reason: String },
+}
+
+/// Parses and validates one file's rows on a thread of its own.
+struct Parser {
+    spec: &'static FileSpec,
+    rdr: csv::Reader<BufReader<File>>,
+    ctx: ParseContext,
+    hasher: ahash::RandomState,
+    skip_invalid: bool,
+    positions: Vec<Option<usize>>,
+    /// Indexes into `spec.columns` of the columns written, in `db_cols` order.
+    present: Vec<usize>,
+    key_idx: Vec<usize>,
+    db_cols: Vec<&'static str>,
+    customer_idx: Option<usize>,
+    backend: Backend,
+    sql_cache: SqlCache,
+    /// Per column, for SQLite: text values shared instead of allocated once per row.
+    interners: Vec<Interner>,
+    /// Where the derived event key goes (events only).
+    event_key_idx: Option<usize>,
+    n_header: usize,
+    batch_limit: usize,
+    /// File size, to size the duplicate table once.
+    size: u64,
+    known_orders: HashIds,
+    known_products: HashIds,
+    bar: indicatif::ProgressBar,
+}
+
+impl Parser {
+    /// Sends chunks until the file ends (or the receiver is gone); returns the id sets.
+    fn run(mut self, out: tokio::sync::mpsc::Sender<Chunk>) -> (HashIds, HashIds) {
+        let spec = self.spec;
+        // Key hash -> the first row with it (content digest, line).
+        let mut seen = KeySet::new();
+        let mut chunk = Chunk { batch: Vec::with_capacity(self.batch_limit), ..Default::default() };
+        let mut record = csv::ByteRecord::new();
+        let mut row_errors: Vec<(String, String, String)> = Vec::new();
+        let mut records: u64 = 0;
+
+        loop {
+            match self.rdr.read_byte_record(&mut record) {
+                Ok(true) => {}
+                Ok(false) => break,
+                Err(e) => {
+                    let line = e.position().map(|p| p.line()).unwrap_or(0);
+                    chunk.notes.push(Note::Fatal { line, reason: format!("unreadable CSV: {e}") });
+                    break;
+                }
+            }
+            let line = record.position().map(|p| p.line()).unwrap_or(0);
+            records += 1;
+            if records.is_multiple_of(65_536) {
+                self.bar.set_position(record.position().map(|p| p.byte()).unwrap_or(0));
+            }
+            if records == 16_384 {
+                // Rows in the whole file, from the length of these, plus a margin.
+                let bytes = record.position().map(|p| p.byte()).unwrap_or(0).max(1);
+                let estimate = (self.size as f64 * records as f64 / bytes as f64 * 1.05) as usize;
+                seen.reserve(estimate);
+            }
+            // A blank line is not a row.
+            if record.len() == 1 && record[0].is_empty() {
                 continue;
             }
-            let text = match std::str::from_utf8(raw) {
-                Ok(t) => t,
-                Err(_) => {
-                    row_errors.push((col.name.into(), String::from_utf8_lossy(raw).into_owned(), "not valid UTF-8".into()));
+            chunk.read += 1;
+            if record.len() != self.n_header {
+                row_errors.push(("-".into(), String::new(), format!("row has {} fields, header has {}", record.len(), self.n_header)));
+            }
+            let mut vals: Vec<Val> = Vec::with_capacity(self.present.len());
+            let mut unresolved = Vec::new();
+            for &ci in &self.present {
+                let col = &spec.columns[ci];
+                let raw: &[u8] = self.positions[ci].and_then(|p| record.get(p)).unwrap_or(b"");
+                if raw.len() > MAX_FIELD_BYTES {
+                    row_errors.push((col.name.into(), String::from_utf8_lossy(&raw[..64]).into_owned(), format!("field is {} bytes, over the 64 KiB limit", raw.len())));
                     vals.push(Val::Text(None));
                     continue;
                 }
-            };
-            // The event key is optional per row: empty means "derive it".
-            if col.db == "event_key" && text.trim().is_empty() {
-                vals.push(Val::Text(None));
-                continue;
-            }
-            match parse_field(col.kind, text, &state.ctx) {
-                Ok(v) => {
-                    if let (Some(r), Val::Text(Some(id))) = (col.refers, &v) {
-                        let h = state.hasher.hash_one(id.as_str());
-                        let known = match r {
-                            Ref::Order => state.known_orders.contains(&h),
-                            Ref::Product => state.known_products.contains(&h),
-                        };
-                        if !known {
-                            unresolved.push((r, id.clone(), col.name));
-                        }
+                let text = match std::str::from_utf8(raw) {
+                    Ok(t) => t,
+                    Err(_) => {
+                        row_errors.push((col.name.into(), String::from_utf8_lossy(raw).into_owned(), "not valid UTF-8".into()));
+                        vals.push(Val::Text(None));
+                        continue;
                     }
-                    vals.push(v);
-                }
-                Err(reason) => {
-                    row_errors.push((col.name.into(), text.to_string(), reason));
+                };
+                // The event key is optional per row: empty means "derive it".
+                if col.db == "event_key" && text.trim().is_empty() {
                     vals.push(Val::Text(None));
+                    continue;
+                }
+                match parse_field(col.kind, text, &self.ctx) {
+                    Ok(v) => {
+                        if let (Some(r), Val::Text(Some(id))) = (col.refers, &v) {
+                            let h = self.hasher.hash_one(id.as_str());
+                            let known = match r {
+                                Ref::Order => self.known_orders.contains(&h),
+                                Ref::Product => self.known_products.contains(&h),
+                            };
+                            if !known {
+                                unresolved.push((r, id.clone(), col.name));
+                            }
+                        }
+                        vals.push(v);
+                    }
+                    Err(reason) => {
+                        row_errors.push((col.name.into(), text.to_string(), reason));
+                        vals.push(Val::Text(None));
+                    }
                 }
             }
-        }
-        if always_key {
-            let k = db_cols.iter().position(|c| *c == "event_key").unwrap();
-            if vals[k] == Val::Text(None) {
+            if let Some(k) = self.event_key_idx
+                && vals[k] == Val::Text(None)
+            {
                 let rest: Vec<Val> = vals.iter().enumerate().filter(|(i, _)| *i != k).map(|(_, v)| v.clone()).collect();
                 vals[k] = Val::Text(Some(event_digest(&rest)));
             }
-        }
-        if row_errors.is_empty() {
-            let key_hash = hash_vals(&state.hasher, &key_idx.iter().map(|&i| &vals[i]).collect::<Vec<_>>());
-            let content_hash = hash_vals(&state.hasher, &vals.iter().collect::<Vec<_>>());
-            match seen.get(&key_hash) {
-                Some(&(c, _)) if c == content_hash => {
-                    stats.duplicates += 1;
-                    stats.rows_valid += 1;
-                    continue;
-                }
-                Some(&(_, first)) => {
-                    let key_desc = key_idx.iter().map(|&i| val_text(&vals[i])).collect::<Vec<_>>().join(", ");
-                    row_errors.push((spec.key.join("+"), key_desc, format!("duplicate id with conflicting values (first seen on line {first})")));
-                }
-                None => {
-                    seen.insert(key_hash, (content_hash, line));
-                    // Register ids others may reference.
-                    match spec.table {
-                        "orders" => {
-                            state.known_orders.insert(state.hasher.hash_one(val_text(&vals[key_idx[0]]).as_str()));
+            if row_errors.is_empty() {
+                let key_hash = hash_vals(&self.hasher, self.key_idx.iter().map(|&i| &vals[i]));
+                let content = hash_vals(&self.hasher, &vals);
+                let content = (content ^ (content >> 32)) as u32;
+                match seen.get(key_hash) {
+                    Some(first) if first.content == content => {
+                        chunk.duplicates += 1;
+                        chunk.valid += 1;
+                        continue;
+                    }
+                    Some(first) => {
+                        let key_desc = self.key_idx.iter().map(|&i| val_text(&vals[i])).collect::<Vec<_>>().join(", ");
+                        row_errors.push((spec.key.join("+"), key_desc, format!("duplicate id with conflicting values (first seen on line {})", first.line)));
+                    }
+                    None => {
+                        seen.insert(key_hash, First { content, line: u32::try_from(line).unwrap_or(u32::MAX) });
+                        // Register ids others may reference.
+                        match spec.table {
+                            "orders" => {
+                                self.known_orders.insert(self.hasher.hash_one(text_ref(&vals[self.key_idx[0]])));
+                            }
+                            "products" => {
+                                self.known_products.insert(self.hasher.hash_one(text_ref(&vals[self.key_idx[0]])));
+                            }
+                            _ => {}
                         }
-                        "products" => {
-                            state.known_products.insert(state.hasher.hash_one(val_text(&vals[key_idx[0]]).as_str()));
-                        }
-                        _ => {}
                     }
                 }
             }
-        }
-        if !row_errors.is_empty() {
-            stats.rows_rejected += 1;
-            for (col, value, reason) in row_errors.drain(..) {
-                state.error(spec.file, line, &col, &value, reason.clone());
-                if state.opts.skip_invalid {
-                    rejected.note(&reason, &col);
+            if !row_errors.is_empty() {
+                chunk.rejected += 1;
+                let raw = self.skip_invalid.then(|| record.clone());
+                chunk.notes.push(Note::Rejected { line, problems: std::mem::take(&mut row_errors), raw });
+                if chunk.notes.len() >= NOTES_PER_CHUNK && !self.send(&out, &mut chunk) {
+                    break;
                 }
+                continue;
             }
-            if state.opts.skip_invalid {
-                rejected.write(&state.rejected_dir, line, &record).map_err(io_err)?;
-                state.rejected_any = true;
+            chunk.valid += 1;
+            let raw = (self.skip_invalid && !unresolved.is_empty()).then(|| record.clone());
+            chunk.batch.push(PendingRow { line, vals, raw, unresolved });
+            if chunk.batch.len() >= self.batch_limit && !self.send(&out, &mut chunk) {
+                break;
             }
-            continue;
         }
-        stats.rows_valid += 1;
-        let customer_id = customer_idx.map(|i| val_text(&vals[i]));
-        batch.push(PendingRow { line, vals, raw: state.opts.skip_invalid.then(|| record.clone()), unresolved, customer_id });
-        if batch.len() >= batch_limit {
-            flush(tx, state, spec, &db_cols, &mut batch, &mut stats, &mut rejected).await?;
-        }
+        self.send(&out, &mut chunk);
+        (self.known_orders, self.known_products)
     }
-    flush(tx, state, spec, &db_cols, &mut batch, &mut stats, &mut rejected).await?;
-    bar.finish_and_clear();
-    Ok(stats)
+
+    /// Hands the chunk over; false when the writer has stopped.
+    fn send(&mut self, out: &tokio::sync::mpsc::Sender<Chunk>, chunk: &mut Chunk) -> bool {
+        let next = Chunk { batch: Vec::with_capacity(self.batch_limit), ..Default::default() };
+        let mut chunk = std::mem::replace(chunk, next);
+        self.bind(&mut chunk);
+        out.blocking_send(chunk).is_ok()
+    }
+
+    /// Binds the rows that need no database lookup into their upsert here, off the writer's
+    /// path: binding 3,000 values took the writer as long as SQLite took to insert them.
+    fn bind(&mut self, chunk: &mut Chunk) {
+        let (ready, pending): (Vec<PendingRow>, Vec<PendingRow>) = std::mem::take(&mut chunk.batch).into_iter().partition(|p| p.unresolved.is_empty());
+        chunk.batch = pending;
+        if ready.is_empty() {
+            return;
+        }
+        let customer_ids: Vec<String> = match self.customer_idx {
+            Some(i) => {
+                let set: HashSet<&str> = ready.iter().map(|p| text_ref(&p.vals[i])).collect();
+                set.into_iter().map(String::from).collect()
+            }
+            None => Vec::new(),
+        };
+        let sql = upsert_sql(&mut self.sql_cache, self.spec, &self.db_cols, ready.len(), self.backend);
+        let args = bind_rows(self.backend, ready.into_iter().map(|p| p.vals), &mut self.interners);
+        chunk.bound = Some(Bound { sql, args, customer_ids });
+    }
+}
+
+/// The text of an id value (ids are always text).
+fn text_ref(v: &Val) -> &str {
+    match v {
+        Val::Text(Some(s)) => s,
+        _ => "",
+    }
 }
 
 fn val_text(v: &Val) -> String {
@@ -591,19 +787,20 @@ fn progress_bar(enabled: bool, size: u64, file: &str) -> indicatif::ProgressBar 
     bar
 }
 
-/// Resolves the batch's outstanding references against the database, then upserts it.
+/// Resolves the batch's outstanding references against the database, then upserts it with
+/// the rows bound by the parser.
+#[allow(clippy::too_many_arguments)]
 async fn flush(
     tx: &mut Tx,
     state: &mut State<'_>,
     spec: &'static FileSpec,
     db_cols: &[&'static str],
-    batch: &mut Vec<PendingRow>,
+    customer_idx: Option<usize>,
+    bound: Option<Bound>,
+    mut batch: Vec<PendingRow>,
     stats: &mut FileStats,
     rejected: &mut RejectedWriter,
 ) -> Result<(), ImportError> {
-    if batch.is_empty() {
-        return Ok(());
-    }
     // References to rows imported earlier (not in this export) are looked up in one query per table.
     for (r, table, id_col) in [(Ref::Order, "orders", "order_id"), (Ref::Product, "products", "product_id")] {
         let wanted: Vec<String> = {
@@ -639,16 +836,16 @@ async fn flush(
                 state.rejected_any = true;
             }
         }
-        *batch = keep;
+        batch = keep;
     }
-    if !state.writing() || batch.is_empty() {
-        batch.clear();
+    if !state.writing() || (bound.is_none() && batch.is_empty()) {
         return Ok(());
     }
     // Customers named only by orders, sessions or events are created bare (no contact, no consent).
     if spec.creates_customers {
         let ids: Vec<String> = {
-            let set: HashSet<&str> = batch.iter().filter_map(|p| p.customer_id.as_deref()).collect();
+            let mut set: HashSet<&str> = batch.iter().filter_map(|p| customer_idx.map(|i| text_ref(&p.vals[i]))).collect();
+            set.extend(bound.iter().flat_map(|b| b.customer_ids.iter().map(String::as_str)));
             set.into_iter().map(String::from).collect()
         };
         let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("({})", param(tx.backend(), i))).collect();
@@ -656,16 +853,222 @@ async fn flush(
         let vals: Vec<Val> = ids.into_iter().map(|s| Val::Text(Some(s))).collect();
         state.customers_created += tx.execute(&sql, &vals).await?;
     }
-    let sql = upsert_sql(state, spec, db_cols, batch.len(), tx.backend());
-    let vals: Vec<Val> = batch.drain(..).flat_map(|p| p.vals).collect();
-    stats.rows_written += tx.execute(&sql, &vals).await?;
+    if let Some(b) = bound {
+        stats.rows_written += execute_bound(tx, b.sql, b.args).await?;
+    }
+    if !batch.is_empty() {
+        let sql = upsert_sql(&mut state.sql_cache, spec, db_cols, batch.len(), tx.backend());
+        let args = bind_rows(tx.backend(), batch.into_iter().map(|p| p.vals), &mut []);
+        stats.rows_written += execute_bound(tx, sql, args).await?;
+    }
     Ok(())
 }
 
+/// An upsert with its values bound, ready to run.
+struct Bound {
+    sql: Arc<str>,
+    args: Result<BoundArgs, sqlx::error::BoxDynError>,
+    /// The distinct customer ids of its rows.
+    customer_ids: Vec<String>,
+}
+
+enum BoundArgs {
+    Sqlite(sqlx::sqlite::SqliteArguments),
+    Postgres(sqlx::postgres::PgArguments),
+}
+
+/// Binds rows' values by move, in order. For SQLite, text values repeated within a column
+/// share one allocation through `interners` (one per column; may be empty).
+fn bind_rows(backend: Backend, rows: impl Iterator<Item = Vec<Val>>, interners: &mut [Interner]) -> Result<BoundArgs, sqlx::error::BoxDynError> {
+    use sqlx::Arguments;
+    match backend {
+        Backend::Sqlite => {
+            let mut args = sqlx::sqlite::SqliteArguments::default();
+            for vals in rows {
+                for (c, v) in vals.into_iter().enumerate() {
+                    match v {
+                        Val::Text(Some(s)) => match interners.get_mut(c) {
+                            Some(i) => args.add(i.share(s))?,
+                            None => args.add(s)?,
+                        },
+                        Val::Text(None) => args.add(None::<String>)?,
+                        Val::Int(i) => args.add(i)?,
+                        Val::Real(r) => args.add(r)?,
+                        Val::Bool(b) => args.add(b)?,
+                        Val::Bytes(b) => args.add(b)?,
+                    }
+                }
+            }
+            Ok(BoundArgs::Sqlite(args))
+        }
+        Backend::Postgres => {
+            let mut args = sqlx::postgres::PgArguments::default();
+            for vals in rows {
+                for v in vals {
+                    match v {
+                        Val::Text(s) => args.add(s)?,
+                        Val::Int(i) => args.add(i)?,
+                        Val::Real(r) => args.add(r)?,
+                        Val::Bool(b) => args.add(b)?,
+                        Val::Bytes(b) => args.add(b)?,
+                    }
+                }
+            }
+            Ok(BoundArgs::Postgres(args))
+        }
+    }
+}
+
+async fn execute_bound(tx: &mut Tx, sql: Arc<str>, args: Result<BoundArgs, sqlx::error::BoxDynError>) -> sqlx::Result<u64> {
+    let args = args.map_err(sqlx::Error::Encode)?;
+    Ok(match (tx, args) {
+        (Tx::Sqlite(t), BoundArgs::Sqlite(a)) => sqlx::query_with(AssertSqlSafe(sql), a).execute(&mut **t).await?.rows_affected(),
+        (Tx::Postgres(t), BoundArgs::Postgres(a)) => sqlx::query_with(AssertSqlSafe(sql), a).execute(&mut **t).await?.rows_affected(),
+        _ => unreachable!("values are bound for the transaction's own backend"),
+    })
+}
+
+/// Shares repeated text values of one column: the value of the row before (ids in sorted
+/// exports) and, while the column has few distinct values, any value seen (event types,
+/// product ids, sources). A shared value is bound without allocating, and freeing it is a
+/// reference count, not a free() on SQLite's thread of memory the parser allocated.
+#[derive(Default)]
+struct Interner {
+    last: Option<Arc<str>>,
+    seen: HashMap<Arc<str>, (), ahash::RandomState>,
+    /// Too many distinct values: only `last` is used.
+    saturated: bool,
+}
+
+/// Distinct values a column may have and still be interned.
+const INTERN_MAX: usize = 4096;
+
+impl Interner {
+    fn share(&mut self, s: String) -> Arc<str> {
+        if let Some(last) = &self.last
+            && **last == *s
+        {
+            return last.clone();
+        }
+        let shared = if self.saturated {
+            Arc::<str>::from(s)
+        } else if let Some((k, _)) = self.seen.get_key_value(s.as_str()) {
+            k.clone()
+        } else {
+            let k = Arc::<str>::from(s);
+            if self.seen.len() < INTERN_MAX {
+                self.seen.insert(k.clone(), ());
+            } else {
+                self.saturated = true;
+                self.seen = HashMap::default();
+            }
+            k
+        };
+        self.last = Some(shared.clone());
+        shared
+    }
+}
+
+/// The import's SQLite connection: its own, from the pool's settings, so that what the import
+/// changes on it stays with it, and without sqlx's per-statement logging, which flags every
+/// index build over a second as a "slow statement" warning. `None` for PostgreSQL and for
+/// in-memory databases (a second connection would not see the same data): the pool is used.
+async fn import_connection(db: &Db) -> Result<Option<Db>, sqlx::Error> {
+    use sqlx::ConnectOptions;
+    let Db::Sqlite(pool) = db else { return Ok(None) };
+    let opts = (*pool.connect_options()).clone();
+    let name = opts.get_filename().to_string_lossy().into_owned();
+    if name.is_empty() || name == ":memory:" || name.contains("sqlx-in-memory") || name.contains("mode=memory") {
+        return Ok(None);
+    }
+    let pool = sqlx::sqlite::SqlitePoolOptions::new().max_connections(1).connect_with(opts.disable_statement_logging()).await?;
+    Ok(Some(Db::Sqlite(pool)))
+}
+
+/// Index builds in the import's SQLite transaction.
+struct SqliteTuning {
+    /// `PRAGMA temp_store` as found (2 = MEMORY), put back at the end.
+    temp_store: i64,
+    /// Whether `temp_store` can be switched to files inside the transaction, which index
+    /// builds need: with temp_store=MEMORY SQLite's sorter holds the whole index in RAM
+    /// (0.85 GB for 16 M events); with files it works in `cache_size` of memory.
+    can_rebuild: bool,
+}
+
+impl SqliteTuning {
+    async fn apply(tx: &mut Tx) -> Option<SqliteTuning> {
+        if tx.backend() != Backend::Sqlite {
+            return None;
+        }
+        let temp_store = tx.fetch_i64("PRAGMA temp_store", &[]).await.ok()?;
+        let mut can_rebuild = true;
+        if temp_store == 2 {
+            // Fails if this connection ever opened its temporary database; then indexes stay.
+            can_rebuild = tx.execute("PRAGMA temp_store = FILE", &[]).await.is_ok()
+                && tx.execute("PRAGMA temp_store = MEMORY", &[]).await.is_ok();
+        }
+        Some(SqliteTuning { temp_store, can_rebuild })
+    }
+
+    async fn restore(&self, tx: &mut Tx) {
+        let sql = format!("PRAGMA temp_store = {}", self.temp_store);
+        if let Err(e) = tx.execute(&sql, &[]).await {
+            tracing::warn!(error = %e, "could not restore {sql} after the import");
+        }
+    }
+
+    /// Drops `table`'s plain secondary indexes if the table is empty; returns them
+    /// (name, SQL) for [`Self::recreate_indexes`].
+    async fn drop_secondary_indexes(&self, tx: &mut Tx, table: &str) -> sqlx::Result<Vec<(String, String)>> {
+        let Tx::Sqlite(t) = tx else { return Ok(Vec::new()) };
+        if !self.can_rebuild {
+            return Ok(Vec::new());
+        }
+        let empty: bool = sqlx::query_scalar(AssertSqlSafe(format!("SELECT NOT EXISTS (SELECT 1 FROM {table})"))).fetch_one(&mut **t).await?;
+        if !empty {
+            return Ok(Vec::new());
+        }
+        // Only indexes made by CREATE INDEX (not keys), and not unique ones: those check rows
+        // as they come in.
+        let indexes: Vec<(String, String)> = sqlx::query_as(
+            "SELECT m.name, m.sql FROM sqlite_master m JOIN pragma_index_list(?1) l ON l.name = m.name \
+             WHERE m.type = 'index' AND m.tbl_name = ?1 AND m.sql IS NOT NULL AND l.\"unique\" = 0 AND l.origin = 'c' \
+             ORDER BY m.rowid",
+        )
+        .bind(table)
+        .fetch_all(&mut **t)
+        .await?;
+        for (name, _) in &indexes {
+            let quoted = name.replace('"', "\"\"");
+            sqlx::query(AssertSqlSafe(format!("DROP INDEX \"{quoted}\""))).execute(&mut **t).await?;
+        }
+        Ok(indexes)
+    }
+
+    /// Builds the dropped indexes again from their own SQL, sorting through temporary files.
+    async fn recreate_indexes(&self, tx: &mut Tx, indexes: &[(String, String)]) -> sqlx::Result<()> {
+        let switch = self.temp_store == 2;
+        if switch && let Err(e) = tx.execute("PRAGMA temp_store = FILE", &[]).await {
+            tracing::warn!(error = %e, "index builds will sort in memory");
+        }
+        for (name, sql) in indexes {
+            let started = Instant::now();
+            tx.execute(sql, &[]).await?;
+            tracing::debug!(index = name.as_str(), secs = started.elapsed().as_secs_f64(), "index built");
+        }
+        if switch && let Err(e) = tx.execute("PRAGMA temp_store = MEMORY", &[]).await {
+            tracing::warn!(error = %e, "could not set temp_store back to MEMORY");
+        }
+        Ok(())
+    }
+}
+
+type SqlCache = HashMap<(&'static str, usize, Vec<&'static str>), Arc<str>>;
+
 /// `INSERT … ON CONFLICT (key) DO UPDATE … WHERE <something changed>` for `rows` rows.
-fn upsert_sql(state: &mut State<'_>, spec: &'static FileSpec, db_cols: &[&'static str], rows: usize, backend: Backend) -> String {
+fn upsert_sql(cache: &mut SqlCache, spec: &'static FileSpec, db_cols: &[&'static str], rows: usize, backend: Backend) -> Arc<str> {
     let key = (spec.table, rows, db_cols.to_vec());
-    if let Some(sql) = state.sql_cache.get(&key) {
+    if let Some(sql) = cache.get(&key) {
         return sql.clone();
     }
     let n = db_cols.len();
@@ -696,7 +1099,8 @@ fn upsert_sql(state: &mut State<'_>, spec: &'static FileSpec, db_cols: &[&'stati
         let changed: Vec<String> = updates.iter().map(|c| format!("{}.{c} {distinct} excluded.{c}", spec.table)).collect();
         sql.push_str(&format!("DO UPDATE SET {} WHERE {}", set.join(", "), changed.join(" OR ")));
     }
-    state.sql_cache.insert(key, sql.clone());
+    let sql: Arc<str> = sql.into();
+    cache.insert(key, sql.clone());
     sql
 }
 
