@@ -145,6 +145,11 @@ impl Snapshot {
     pub fn row(&self, i: usize) -> &[f32] {
         &self.base[i * NB..(i + 1) * NB]
     }
+    /// Mean of the customers' own mean gaps (days), 60 when nobody has two purchase days.
+    pub fn mean_own_gap_days(&self) -> f64 {
+        let gaps: Vec<f64> = self.own_gap_days.iter().filter(|g| g.is_finite()).map(|&g| g as f64).collect();
+        if gaps.is_empty() { 60.0 } else { gaps.iter().sum::<f64>() / gaps.len() as f64 }
+    }
     pub fn cat_row<'a>(&self, v: &'a [f32], i: usize) -> &'a [f32] {
         &v[i * self.k..(i + 1) * self.k]
     }

@@ -295,10 +295,7 @@ fn report(bundle: &ModelBundle, s: &Snapshot, l: &Labels, p: &Predictions, cold:
     // Timing: returners for MAE and coverage; everyone (censored at H) for concordance.
     let observed: Vec<f64> = l.days_to_return.iter().map(|&d| if d.is_nan() { h } else { d }).collect();
     let returners: Vec<usize> = (0..s.len()).filter(|&i| y[i]).collect();
-    let brand_gap = {
-        let g: Vec<f64> = s.own_gap_days.iter().filter(|g| g.is_finite()).map(|&g| g as f64).collect();
-        if g.is_empty() { 60.0 } else { g.iter().sum::<f64>() / g.len() as f64 }
-    };
+    let brand_gap = s.mean_own_gap_days();
     let baseline_day: Vec<f64> = (0..s.len())
         .map(|i| {
             let gap = if s.own_gap_days[i].is_finite() { s.own_gap_days[i] as f64 } else { brand_gap };

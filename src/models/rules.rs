@@ -28,9 +28,7 @@ pub struct RulePrediction {
 
 impl RulesModel {
     pub fn from_snapshot(s: &Snapshot) -> Self {
-        let gaps: Vec<f64> = s.own_gap_days.iter().filter(|g| g.is_finite()).map(|&g| g as f64).collect();
-        let brand_gap_days = if gaps.is_empty() { 60.0 } else { gaps.iter().sum::<f64>() / gaps.len() as f64 };
-        RulesModel { brand_gap_days: brand_gap_days.max(1.0) }
+        RulesModel { brand_gap_days: s.mean_own_gap_days().max(1.0) }
     }
 
     pub fn predict(&self, s: &Snapshot, i: usize, horizon: f64) -> RulePrediction {
