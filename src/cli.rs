@@ -9,8 +9,10 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+use crate::campaigns::CampaignSet;
 use crate::config::{ConfigError, DATABASE_URL_ENV, DEFAULT_CONFIG_PATH, Settings};
 use crate::db::Db;
+use crate::selection::offer::Secrets;
 use crate::generate::{GenerateParams, generate};
 use crate::ingest::{ImportError, ImportOptions, import_dir};
 
@@ -117,6 +119,11 @@ pub enum Command {
         #[arg(long, value_name = "DATE")]
         as_of: Option<chrono::NaiveDate>,
     },
+    /// Campaigns: list them, dry-run the selection, or write it to the outbox.
+    Campaigns {
+        #[command(subcommand)]
+        action: CampaignsAction,
+    },
     /// The quick-start job: generate a synthetic brand, import it into the configured database
     /// (the embedded SQLite default unless told otherwise), train the models and score everyone.
     Demo {
@@ -132,6 +139,46 @@ pub enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum CampaignsAction {
+    /// List the campaign files with their state, priority, channels and rule.
+    List,
+    /// Dry run: who would get what and why, with counts at every filter step. Changes nothing.
+    Plan {
+        #[command(flatten)]
+        sel: SelectionArgs,
+        /// Write every selected and held-out customer to this CSV file.
+        #[arg(long, value_name = "FILE")]
+        csv: Option<PathBuf>,
+        /// Customers shown per campaign.
+        #[arg(long, default_value_t = 5)]
+        sample: usize,
+        /// Print the whole plan as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write the selection to the outbox (one row per campaign, customer and day; re-running
+    /// the same day adds nothing).
+    Run {
+        #[command(flatten)]
+        sel: SelectionArgs,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SelectionArgs {
+    /// Only this campaign.
+    #[arg(long, value_name = "NAME")]
+    pub campaign: Option<String>,
+    /// Use the scores of this day (YYYY-MM-DD); default today in the brand's time zone.
+    #[arg(long, value_name = "DATE")]
+    pub as_of: Option<chrono::NaiveDate>,
+    /// Decide send hours as if the run happened at this instant (RFC 3339), e.g. to rehearse a
+    /// past day; default now.
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<chrono::DateTime<chrono::FixedOffset>>,
+}
+
 /// Runs the parsed command; returns the process exit code.
 pub async fn run(cli: Cli) -> ExitCode {
     if let Command::DefaultConfig = cli.command {
@@ -143,10 +190,14 @@ pub async fn run(cli: Cli) -> ExitCode {
         Err(e) => return config_failure(&e),
     };
     let result = match cli.command {
-        Command::CheckConfig => {
-            println!("configuration OK: {}", cli.config.display());
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::CheckConfig => match CampaignSet::load(&settings.campaigns.dir) {
+            Ok(set) => {
+                println!("configuration OK: {} and {} campaign(s) in {}", cli.config.display(), set.campaigns.len(), settings.campaigns.dir.display());
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(e) => return config_failure(&e),
+        },
+        Command::Campaigns { action } => campaigns(&settings, action).await,
         Command::Migrate => migrate(&settings).await,
         Command::Import { dir, skip_invalid, report_dir, quiet } => import(&settings, dir, skip_invalid, report_dir, quiet).await,
         Command::Generate { customers, seed, out, end, years } => gen_brand(customers, seed, &out, end, years).map(|_| ExitCode::SUCCESS),
@@ -238,17 +289,104 @@ fn gen_brand(customers: u64, seed: u64, out: &std::path::Path, end: Option<chron
 
 async fn demo(settings: &Settings, customers: u64, seed: u64, out: PathBuf) -> anyhow::Result<ExitCode> {
     // The synthetic history ends today (UTC); train and score as of the brand's today.
-    println!("== 1/4 generate a synthetic brand ({customers} customers, seed {seed})");
+    println!("== 1/5 generate a synthetic brand ({customers} customers, seed {seed})");
     gen_brand(customers, seed, &out, None, 3)?;
-    println!("== 2/4 import it into {}", crate::config::redact_url(&settings.database.url));
+    println!("== 2/5 import it into {}", crate::config::redact_url(&settings.database.url));
     let code = import(settings, out, false, None, false).await?;
     if code != ExitCode::SUCCESS {
         return Ok(code);
     }
-    println!("== 3/4 train the models (backtested on the latest complete horizon)");
+    println!("== 3/5 train the models (backtested on the latest complete horizon)");
     train(settings, None, false).await?;
-    println!("== 4/4 score every customer");
-    score(settings, None).await
+    println!("== 4/5 score every customer");
+    score(settings, None).await?;
+    println!("== 5/5 select customers for the campaigns in {} and write the outbox", settings.campaigns.dir.display());
+    let set = match CampaignSet::load(&settings.campaigns.dir) {
+        Ok(s) => s,
+        Err(e) => return Ok(config_failure(&e)),
+    };
+    let mut secrets = Secrets::from_env(&settings.campaigns);
+    demo_secrets(&mut secrets, &settings.campaigns);
+    let db = connect(settings).await?;
+    let report = crate::selection::run::run(&db, settings, &set, None, settings.today(), chrono::Utc::now(), &secrets).await;
+    db.close().await;
+    print!("{}", report?.table(3, settings.timezone()));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The demo runs on a fresh machine without secrets in the environment: it uses random ones
+/// for this process only (so its unsubscribe links stop verifying after it exits) and says so.
+fn demo_secrets(secrets: &mut Secrets, c: &crate::config::CampaignSettings) {
+    use rand::RngCore;
+    let fill = |slot: &mut Option<Vec<u8>>, var: &str| {
+        if slot.is_none() {
+            let mut key = vec![0u8; 32];
+            rand::rng().fill_bytes(&mut key);
+            *slot = Some(key);
+            println!("   note: {var} is not set; this demo signs with a throw-away secret");
+        }
+    };
+    fill(&mut secrets.unsubscribe, &c.unsubscribe_secret_env);
+    fill(&mut secrets.code, &c.code_secret_env);
+}
+
+async fn campaigns(settings: &Settings, action: CampaignsAction) -> anyhow::Result<ExitCode> {
+    let set = match CampaignSet::load(&settings.campaigns.dir) {
+        Ok(s) => s,
+        Err(e) => return Ok(config_failure(&e)),
+    };
+    let tz = settings.timezone();
+    let (sel, write) = match action {
+        CampaignsAction::List => {
+            if set.campaigns.is_empty() {
+                println!("no campaigns in {}", settings.campaigns.dir.display());
+            }
+            println!("{:<16} {:<8} {:>8}  {:<24} {:<40} file", "name", "state", "priority", "channels", "rule");
+            let today = settings.today();
+            for c in &set.campaigns {
+                let t = &c.trigger;
+                println!(
+                    "{:<16} {:<8} {:>8}  {:<24} {:<40} {}",
+                    c.name,
+                    if c.active_on(today) { "active" } else if c.enabled { "dated" } else { "disabled" },
+                    c.priority,
+                    c.channels.iter().map(|ch| ch.as_str()).collect::<Vec<_>>().join(","),
+                    format!("lead {}d, risk ≥ {}, alive ≥ {}, skip > {}", t.lead_days, t.min_lapse_risk, t.min_p_alive, t.skip_if_p_return_above),
+                    c.file.display()
+                );
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        CampaignsAction::Plan { sel, csv, sample, json } => (sel, Some((csv, sample, json))),
+        CampaignsAction::Run { sel } => (sel, None),
+    };
+    let day = sel.as_of.unwrap_or_else(|| settings.today());
+    let now = sel.at.map_or_else(chrono::Utc::now, |t| t.with_timezone(&chrono::Utc));
+    let secrets = Secrets::from_env(&settings.campaigns);
+    let db = connect(settings).await?;
+    let only = sel.campaign.as_deref();
+    let result = match write {
+        Some(_) => crate::selection::run::plan(&db, settings, &set, only, day, now, &secrets).await,
+        None => crate::selection::run::run(&db, settings, &set, only, day, now, &secrets).await,
+    };
+    db.close().await;
+    let report = result?;
+    match write {
+        Some((csv, sample, json)) => {
+            if let Some(path) = csv {
+                report.write_csv(&path).with_context(|| format!("Failed to write {}", path.display()))?;
+                eprintln!("wrote {} rows to {}", report.planned.len(), path.display());
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.table(sample, tz));
+                println!("dry run: nothing was written");
+            }
+        }
+        None => print!("{}", report.table(3, tz)),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn backtest(settings: &Settings, as_of: chrono::NaiveDate, horizon: Option<u32>, json: bool) -> anyhow::Result<ExitCode> {

@@ -24,6 +24,7 @@ pub struct Settings {
     pub brand: BrandSettings,
     pub import: ImportSettings,
     pub model: ModelSettings,
+    pub campaigns: CampaignSettings,
     pub http: HttpSettings,
 }
 
@@ -70,6 +71,8 @@ pub fn redact_url(url: &str) -> String {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
 pub struct BrandSettings {
+    /// The brand's name as customers know it (messages are signed with it). Default "Veda Roots".
+    pub name: String,
     /// The brand's IANA time zone: naive timestamps in imports are read in it, and schedules
     /// fire in it. Default "UTC".
     pub timezone: String,
@@ -79,7 +82,7 @@ pub struct BrandSettings {
 
 impl Default for BrandSettings {
     fn default() -> Self {
-        Self { timezone: "UTC".into(), currency: "INR".into() }
+        Self { name: "Veda Roots".into(), timezone: "UTC".into(), currency: "INR".into() }
     }
 }
 
@@ -152,6 +155,49 @@ impl Default for ModelSettings {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default)]
+pub struct CampaignSettings {
+    /// Folder of campaign files (`*.toml`, one campaign each). Default "config/campaigns".
+    pub dir: PathBuf,
+    /// Frequency cap across all campaigns: at most this many messages per customer…
+    /// Default 2.
+    pub frequency_cap: u32,
+    /// …within this many days (the run's day included). Default 7.
+    pub frequency_window_days: u32,
+    /// Base of the links in messages that reach this daemon (one-click unsubscribe).
+    /// Default "http://127.0.0.1:8080".
+    pub public_base_url: String,
+    /// Optional `mailto:` unsubscribe address added to the `List-Unsubscribe` header.
+    pub unsubscribe_mailto: String,
+    /// Postal address printed in every email footer (anti-spam laws require one).
+    pub postal_address: String,
+    /// Environment variable holding the secret that signs unsubscribe links.
+    /// Default "RETENTIOND_UNSUBSCRIBE_SECRET".
+    pub unsubscribe_secret_env: String,
+    /// Environment variable holding the secret that derives per-customer discount codes.
+    /// Default "RETENTIOND_CODE_SECRET".
+    pub code_secret_env: String,
+    /// Days of sales that rank a category's best sellers for product picks. Default 90.
+    pub best_seller_days: u32,
+}
+
+impl Default for CampaignSettings {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("config/campaigns"),
+            frequency_cap: 2,
+            frequency_window_days: 7,
+            public_base_url: "http://127.0.0.1:8080".into(),
+            unsubscribe_mailto: String::new(),
+            postal_address: "Veda Roots Wellness Pvt Ltd, 12 MG Road, Bengaluru 560001, India".into(),
+            unsubscribe_secret_env: "RETENTIOND_UNSUBSCRIBE_SECRET".into(),
+            code_secret_env: "RETENTIOND_CODE_SECRET".into(),
+            best_seller_days: 90,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
 pub struct HttpSettings {
     /// Address the daemon's HTTP server binds. Default "127.0.0.1:8080".
     pub bind: String,
@@ -214,9 +260,15 @@ impl IssueSink<'_> {
     /// type error the offending key is set aside and the rest is read again, so one mistake
     /// does not hide the next. Typos get a "did you mean" fix.
     pub fn section<T: DeserializeOwned + Default + Serialize>(&mut self, prefix: &str, value: Option<&toml::Value>) -> T {
+        self.section_with_example(prefix, value, &T::default())
+    }
+
+    /// Like [`IssueSink::section`]; `example` (every optional key filled) tells "did you mean"
+    /// which keys exist at every nesting level.
+    pub fn section_with_example<T: DeserializeOwned + Default + Serialize>(&mut self, prefix: &str, value: Option<&toml::Value>, example: &T) -> T {
         let Some(value) = value else { return T::default() };
         let mut value = value.clone();
-        let known = known_keys(&T::default());
+        let example = toml::Value::try_from(example).ok();
         for _ in 0..64 {
             let mut unknown = Vec::new();
             let mut record = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
@@ -225,6 +277,7 @@ impl IssueSink<'_> {
             match result {
                 Ok(v) => {
                     for path in unknown {
+                        let known = known_keys_at(example.as_ref(), &path);
                         self.unknown_key(prefix, &path, &known);
                     }
                     return v;
@@ -253,7 +306,10 @@ impl IssueSink<'_> {
         let key = join_key(prefix, path);
         let leaf = path.rsplit('.').next().unwrap_or(path);
         let fix = match closest(leaf, known) {
-            Some(k) => format!("did you mean `{}`? Otherwise remove it", join_key(prefix, k)),
+            Some(k) => {
+                let parent = path.rsplit_once('.').map_or(String::new(), |(p, _)| p.to_string());
+                format!("did you mean `{}`? Otherwise remove it", join_key(&join_key(prefix, &parent), k))
+            }
             None => format!("remove it; valid keys here are: {}", known.join(", ")),
         };
         self.push(key, "unknown key", fix);
@@ -265,6 +321,23 @@ fn join_key(prefix: &str, path: &str) -> String {
         (true, _) => path.to_string(),
         (false, true) => prefix.to_string(),
         (false, false) => format!("{prefix}.{path}"),
+    }
+}
+
+/// Keys of the table that holds `path`'s last segment, in an example value.
+fn known_keys_at(example: Option<&toml::Value>, path: &str) -> Vec<String> {
+    let mut node = example;
+    let segments: Vec<&str> = path.split('.').collect();
+    for seg in &segments[..segments.len().saturating_sub(1)] {
+        node = match node {
+            Some(toml::Value::Table(t)) => t.get(*seg),
+            Some(toml::Value::Array(a)) => seg.parse::<usize>().ok().and_then(|i| a.get(i)).or_else(|| a.first()),
+            _ => None,
+        };
+    }
+    match node {
+        Some(toml::Value::Table(t)) => t.keys().cloned().collect(),
+        _ => Vec::new(),
     }
 }
 
@@ -363,6 +436,7 @@ impl Settings {
             brand: sink.section("brand", table.get("brand")),
             import: sink.section("import", table.get("import")),
             model: sink.section("model", table.get("model")),
+            campaigns: sink.section("campaigns", table.get("campaigns")),
             http: sink.section("http", table.get("http")),
         }
     }
@@ -412,6 +486,33 @@ impl Settings {
         }
         if !(0.0..=1.0).contains(&self.model.promotion_tolerance) {
             sink.push("model.promotion_tolerance", format!("{} is out of range", self.model.promotion_tolerance), "use 0..=1 (default 0.01)");
+        }
+        let c = &self.campaigns;
+        if c.frequency_cap == 0 {
+            sink.push("campaigns.frequency_cap", "must be at least 1", "use a value such as 2 (messages per customer per window)");
+        }
+        if !(1..=365).contains(&c.frequency_window_days) {
+            sink.push("campaigns.frequency_window_days", format!("{} is out of range", c.frequency_window_days), "use 1..=365 days (default 7)");
+        }
+        if !(c.public_base_url.starts_with("https://") || c.public_base_url.starts_with("http://")) || c.public_base_url.ends_with('/') {
+            sink.push("campaigns.public_base_url", format!("{:?} is not a base URL", c.public_base_url), "use an absolute http(s) URL without a trailing slash, e.g. \"https://crm.example.com\"");
+        }
+        if !c.unsubscribe_mailto.is_empty() && !c.unsubscribe_mailto.starts_with("mailto:") {
+            sink.push("campaigns.unsubscribe_mailto", format!("{:?} is not a mailto: URL", c.unsubscribe_mailto), "use \"mailto:unsubscribe@example.com\" or leave it empty");
+        }
+        if c.postal_address.trim().is_empty() {
+            sink.push("campaigns.postal_address", "is empty", "set the brand's postal address; email footers must carry it");
+        }
+        for (key, name) in [("campaigns.unsubscribe_secret_env", &c.unsubscribe_secret_env), ("campaigns.code_secret_env", &c.code_secret_env)] {
+            if name.is_empty() || !name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_') {
+                sink.push(key, format!("{name:?} is not an environment variable name"), "use a name such as RETENTIOND_UNSUBSCRIBE_SECRET");
+            }
+        }
+        if !(1..=3650).contains(&c.best_seller_days) {
+            sink.push("campaigns.best_seller_days", format!("{} is out of range", c.best_seller_days), "use 1..=3650 days (default 90)");
+        }
+        if self.brand.name.trim().is_empty() {
+            sink.push("brand.name", "is empty", "set the brand's name, e.g. \"Veda Roots\"");
         }
         if self.http.bind.parse::<SocketAddr>().is_err() {
             sink.push("http.bind", format!("{:?} is not an address:port", self.http.bind), "use a value such as \"127.0.0.1:8080\"");

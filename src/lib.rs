@@ -4,14 +4,19 @@
 //! scoring → selection → messages → delivery, with `config`, `db`, scheduler and http beside
 //! it. Later stages arrive with their issues; see README.
 
+pub mod campaigns;
 pub mod cli;
 pub mod config;
 pub mod datasets;
 pub mod features;
 pub mod db;
 pub mod generate;
+pub mod messages;
 pub mod ingest;
 pub mod models;
+pub mod outbox;
 pub mod scan;
 pub mod scoring;
+pub mod selection;
 pub mod telemetry;
+pub mod unsubscribe;

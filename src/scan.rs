@@ -18,8 +18,21 @@ pub trait ScanRow {
     fn real(&self, i: usize) -> anyhow::Result<Option<f64>>;
 }
 
+/// A value bound to `$1, $2, …` of a scan.
+#[derive(Debug, Clone, Copy)]
+pub enum Bind<'a> {
+    Int(i64),
+    Text(&'a str),
+}
+
 /// Runs `sql` with integer binds `$1, $2, …` and calls `f` on every row.
-pub async fn scan(db: &Db, sql: &str, binds: &[i64], mut f: impl FnMut(&dyn ScanRow) -> anyhow::Result<()>) -> anyhow::Result<()> {
+pub async fn scan(db: &Db, sql: &str, binds: &[i64], f: impl FnMut(&dyn ScanRow) -> anyhow::Result<()>) -> anyhow::Result<()> {
+    let binds: Vec<Bind<'_>> = binds.iter().map(|b| Bind::Int(*b)).collect();
+    scan_with(db, sql, &binds, f).await
+}
+
+/// Runs `sql` with integer or text binds and calls `f` on every row.
+pub async fn scan_with(db: &Db, sql: &str, binds: &[Bind<'_>], mut f: impl FnMut(&dyn ScanRow) -> anyhow::Result<()>) -> anyhow::Result<()> {
     match db {
         Db::Sqlite(pool) => {
             let mut conn = pool.acquire().await?;
@@ -35,7 +48,10 @@ pub async fn scan(db: &Db, sql: &str, binds: &[i64], mut f: impl FnMut(&dyn Scan
         Db::Postgres(pool) => {
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for b in binds {
-                q = q.bind(*b);
+                q = match *b {
+                    Bind::Int(i) => q.bind(i),
+                    Bind::Text(t) => q.bind(t),
+                };
             }
             let mut rows = q.fetch(pool);
             while let Some(row) = rows.try_next().await? {
@@ -87,7 +103,7 @@ mod sqlite {
     pub(super) fn scan(
         db: *mut ffi::sqlite3,
         sql: &str,
-        binds: &[i64],
+        binds: &[super::Bind<'_>],
         f: &mut dyn FnMut(&dyn ScanRow) -> anyhow::Result<()>,
     ) -> anyhow::Result<()> {
         let mut raw = std::ptr::null_mut();
@@ -99,8 +115,15 @@ mod sqlite {
         }
         let stmt = Stmt(raw);
         for (i, b) in binds.iter().enumerate() {
-            // SAFETY: valid statement, 1-based parameter index.
-            if unsafe { ffi::sqlite3_bind_int64(stmt.0, i as c_int + 1, *b) } != ffi::SQLITE_OK {
+            // SAFETY: valid statement, 1-based parameter index; SQLITE_TRANSIENT makes SQLite
+            // copy the text before the call returns.
+            let rc = unsafe {
+                match *b {
+                    super::Bind::Int(v) => ffi::sqlite3_bind_int64(stmt.0, i as c_int + 1, v),
+                    super::Bind::Text(t) => ffi::sqlite3_bind_text(stmt.0, i as c_int + 1, t.as_ptr().cast(), t.len() as c_int, ffi::SQLITE_TRANSIENT()),
+                }
+            };
+            if rc != ffi::SQLITE_OK {
                 bail!("cannot bind parameter {} of {sql:?}: {}", i + 1, error(db));
             }
         }

@@ -47,6 +47,10 @@ const COLUMNS: &[&str] = &[
     "category_3",
     "category_3_p",
     "lapse_risk",
+    "orders_count",
+    "total_spend",
+    "last_order_at",
+    "categories_bought",
 ];
 
 /// Scores as of `as_of` (an instant: the start of `as_of_date` in the brand's time zone).
@@ -78,6 +82,7 @@ pub async fn score(
     let day_at = |d: f64| as_of + (d * DAY as f64).round() as i64;
     let k = snap.k;
     let kind = bundle.kind.as_str();
+    let mut cats: Vec<u16> = Vec::new();
     for chunk_start in (0..snap.len()).step_by(per) {
         let end = (chunk_start + per).min(snap.len());
         let mut vals = Vec::with_capacity((end - chunk_start) * COLUMNS.len());
@@ -113,6 +118,24 @@ pub async fn score(
                 Val::Real(c3.1),
                 // Lapse risk: the chance they have not come back by the end of their window.
                 Val::Real(Some(1.0 - p.p_by_hi[i])),
+            ]);
+            // The order history campaigns filter on, as of the same instant.
+            let c = snap.customers[i] as usize;
+            let (o0, o1) = (data.order_start[c] as usize, data.order_start[c + 1] as usize);
+            let spend: f64 = data.order_amount[o0..o1].iter().map(|&a| a as f64).sum();
+            cats.clear();
+            for o in o0..o1 {
+                let (l0, l1) = (data.line_start[o] as usize, data.line_start[o + 1] as usize);
+                cats.extend(data.line_cat[l0..l1].iter().copied().filter(|&k| k != crate::features::data::NO_CAT));
+            }
+            cats.sort_unstable();
+            cats.dedup();
+            let bought = (!cats.is_empty()).then(|| cats.iter().map(|&k| data.categories[k as usize].as_str()).collect::<Vec<_>>().join("\t"));
+            vals.extend([
+                Val::Int(Some((o1 - o0) as i64)),
+                Val::Real(Some(spend)),
+                Val::Int((o1 > o0).then(|| data.order_at[o1 - 1])),
+                Val::Text(bought),
             ]);
         }
         let sql = format!(

@@ -1,0 +1,291 @@
+//! Offers and messages for the customers a campaign picked: the category, the discount, the
+//! code (shared, or derived per customer from a secret), product picks (the category's best
+//! sellers in stock that the customer has not bought), and the rendered message for the channel.
+
+use std::collections::{HashMap, HashSet};
+
+use anyhow::Context as _;
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use serde::{Deserialize, Serialize};
+
+use super::{Customer, Pick};
+use crate::campaigns::{Campaign, Channel, CodeRule, CopyFile, Discount};
+use crate::config::CampaignSettings;
+use crate::db::Db;
+use crate::messages::{self, Context, MessageCopy, Product, RenderedEmail, RenderedSms, RenderedWhatsapp, WhatsappTemplate};
+use crate::scan::{Bind, scan_with};
+
+/// Secrets from the environment variables the config names. Never logged.
+#[derive(Clone, Default)]
+pub struct Secrets {
+    pub unsubscribe: Option<Vec<u8>>,
+    pub code: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for Secrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Secrets").field("unsubscribe", &self.unsubscribe.is_some()).field("code", &self.code.is_some()).finish()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("environment variable {var} is not set: it holds the secret that {purpose}; set it to a long random value (e.g. `openssl rand -hex 32`)")]
+    Missing { var: String, purpose: &'static str },
+    #[error("environment variable {var} is shorter than 16 bytes: use a long random value")]
+    TooShort { var: String },
+}
+
+impl Secrets {
+    pub fn from_env(c: &CampaignSettings) -> Secrets {
+        let read = |var: &str| std::env::var(var).ok().filter(|v| !v.is_empty()).map(String::into_bytes);
+        Secrets { unsubscribe: read(&c.unsubscribe_secret_env), code: read(&c.code_secret_env) }
+    }
+
+    /// Checks the secrets the campaigns need are present and long enough.
+    pub fn check(&self, c: &CampaignSettings, needs_code: bool) -> Result<(), SecretError> {
+        let check = |v: &Option<Vec<u8>>, var: &str, purpose| match v {
+            None => Err(SecretError::Missing { var: var.to_string(), purpose }),
+            Some(s) if s.len() < 16 => Err(SecretError::TooShort { var: var.to_string() }),
+            Some(_) => Ok(()),
+        };
+        check(&self.unsubscribe, &c.unsubscribe_secret_env, "signs unsubscribe links")?;
+        if needs_code {
+            check(&self.code, &c.code_secret_env, "derives per-customer discount codes")?;
+        }
+        Ok(())
+    }
+}
+
+/// A product in a category's best-seller list.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CatalogProduct {
+    pub product_id: String,
+    pub name: String,
+    pub price: Option<f64>,
+}
+
+/// In-stock best sellers per category, best first.
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    pub best: HashMap<String, Vec<CatalogProduct>>,
+    pub categories: HashSet<String>,
+}
+
+impl Catalog {
+    /// Units sold per product in [from, until), in-stock products only. Products that sold
+    /// nothing in the window follow, so a quiet category still has picks.
+    #[tracing::instrument(skip(db))]
+    pub async fn load(db: &Db, from: i64, until: i64) -> anyhow::Result<Catalog> {
+        let mut products: HashMap<String, (String, CatalogProduct, bool)> = HashMap::new();
+        let mut categories = HashSet::new();
+        scan_with(db, "SELECT product_id, category, name, price, CASE WHEN in_stock THEN 1 ELSE 0 END FROM products", &[], |r| {
+            let id = r.text(0)?.unwrap_or_default().to_owned();
+            let cat = r.text(1)?.unwrap_or_default().to_owned();
+            categories.insert(cat.clone());
+            let p = CatalogProduct { product_id: id.clone(), name: r.text(2)?.filter(|n| !n.is_empty()).unwrap_or(&id).to_owned(), price: r.real(3)? };
+            products.insert(id, (cat, p, r.int(4)? == Some(1)));
+            Ok(())
+        })
+        .await?;
+        let mut units: HashMap<String, i64> = HashMap::new();
+        let sql = "SELECT i.product_id, SUM(i.quantity) FROM orders o JOIN order_items i ON i.order_id = o.order_id \
+                   WHERE o.ordered_at >= $1 AND o.ordered_at < $2 AND o.status = 'completed' GROUP BY i.product_id";
+        scan_with(db, sql, &[Bind::Int(from), Bind::Int(until)], |r| {
+            units.insert(r.text(0)?.unwrap_or_default().to_owned(), r.int(1)?.unwrap_or(0));
+            Ok(())
+        })
+        .await
+        .context("Failed to rank best sellers")?;
+        let mut best: HashMap<String, Vec<(i64, CatalogProduct)>> = HashMap::new();
+        for (id, (cat, p, in_stock)) in products {
+            if in_stock {
+                best.entry(cat).or_default().push((units.get(&id).copied().unwrap_or(0), p));
+            }
+        }
+        let best = best
+            .into_iter()
+            .map(|(k, mut v)| {
+                v.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.product_id.cmp(&b.1.product_id)));
+                (k, v.into_iter().take(50).map(|(_, p)| p).collect())
+            })
+            .collect();
+        Ok(Catalog { best, categories })
+    }
+}
+
+/// Products each customer has ever bought (completed orders), for the given customers only.
+pub async fn bought_products(db: &Db, customers: &[&str]) -> anyhow::Result<HashMap<String, HashSet<String>>> {
+    let mut out: HashMap<String, HashSet<String>> = HashMap::new();
+    for chunk in customers.chunks(500) {
+        let params: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT o.customer_id, i.product_id FROM orders o JOIN order_items i ON i.order_id = o.order_id \
+             WHERE o.status = 'completed' AND o.customer_id IN ({})",
+            params.join(", ")
+        );
+        let binds: Vec<Bind<'_>> = chunk.iter().map(|c| Bind::Text(c)).collect();
+        scan_with(db, &sql, &binds, |r| {
+            out.entry(r.text(0)?.unwrap_or_default().to_owned()).or_default().insert(r.text(1)?.unwrap_or_default().to_owned());
+            Ok(())
+        })
+        .await?;
+    }
+    Ok(out)
+}
+
+/// What a customer is offered.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Offer {
+    pub category: Option<String>,
+    pub discount: Option<String>,
+    pub code: Option<String>,
+    pub products: Vec<CatalogProduct>,
+    pub landing_url: String,
+}
+
+/// The rendered message for the pick's first channel.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(tag = "channel", rename_all = "lowercase")]
+pub enum Rendered {
+    Email { to: String, email: RenderedEmail },
+    Sms { to: String, sms: RenderedSms },
+    Whatsapp { to: String, whatsapp: RenderedWhatsapp },
+}
+
+impl Rendered {
+    pub fn recipient(&self) -> &str {
+        match self {
+            Rendered::Email { to, .. } | Rendered::Sms { to, .. } | Rendered::Whatsapp { to, .. } => to,
+        }
+    }
+    /// One line for listings.
+    pub fn summary(&self) -> String {
+        match self {
+            Rendered::Email { email, .. } => email.subject.clone(),
+            Rendered::Sms { sms, .. } => format!("{} ({} segment(s), {})", sms.text.replace('\n', " / "), sms.segments, sms.encoding.name()),
+            Rendered::Whatsapp { whatsapp, .. } => format!("template {} [{}]", whatsapp.name, whatsapp.params.join(" | ")),
+        }
+    }
+}
+
+/// Everything messages need that is the same for every customer of a run.
+pub struct MessageEnv<'a> {
+    pub brand_name: &'a str,
+    pub currency: &'a str,
+    pub settings: &'a CampaignSettings,
+    pub secrets: &'a Secrets,
+    pub now: i64,
+}
+
+fn money(currency: &str, v: f64) -> String {
+    let symbol = match currency {
+        "INR" => "₹",
+        "USD" => "$",
+        "EUR" => "€",
+        "GBP" => "£",
+        _ => "",
+    };
+    let amount = if v.fract() == 0.0 { format!("{v:.0}") } else { format!("{v:.2}") };
+    if symbol.is_empty() { format!("{amount} {currency}") } else { format!("{symbol}{amount}") }
+}
+
+/// Builds the offer for one pick.
+pub fn build_offer(c: &Campaign, cust: &Customer, pick: &Pick, catalog: &Catalog, bought: Option<&HashSet<String>>, env: &MessageEnv<'_>) -> Offer {
+    let discount = c.offer.discount.map(|d| match d {
+        Discount::Percent(p) => {
+            if p.fract() == 0.0 {
+                format!("{p:.0}%")
+            } else {
+                format!("{p}%")
+            }
+        }
+        Discount::Amount(v) => money(env.currency, v),
+    });
+    let code = match &c.offer.code {
+        CodeRule::None => None,
+        CodeRule::Shared(code) => Some(code.clone()),
+        CodeRule::Derived(prefix) => {
+            env.secrets.code.as_deref().map(|secret| messages::codes::offer_code(secret, prefix, &c.name, &cust.customer_id))
+        }
+    };
+    let products = match &pick.category {
+        Some(k) => catalog
+            .best
+            .get(k)
+            .map(|list| list.iter().filter(|p| !bought.is_some_and(|b| b.contains(&p.product_id))).take(c.offer.products as usize).cloned().collect())
+            .unwrap_or_default(),
+        None => Vec::new(),
+    };
+    let enc = |s: &str| utf8_percent_encode(s, NON_ALPHANUMERIC).to_string();
+    let landing_url = fill_url(&c.offer.landing_url, pick.category.as_deref().map(enc).unwrap_or_default(), code.as_deref().map(enc).unwrap_or_default());
+    Offer { category: pick.category.clone(), discount, code, products, landing_url }
+}
+
+/// Fills `{category}` and `{code}` (already URL-encoded) in a landing URL; an empty query
+/// value left behind (`?discount=`) is harmless to shops.
+fn fill_url(url: &str, category: String, code: String) -> String {
+    url.replace("{category}", &category).replace("{code}", &code)
+}
+
+fn to_copy(c: &CopyFile) -> MessageCopy {
+    MessageCopy { subject: c.subject.clone(), headline: c.headline.clone(), body: c.body.clone(), cta: c.cta.clone(), sms: c.sms.clone() }
+}
+
+/// Renders the message for `channel`.
+pub fn render(c: &Campaign, cust: &Customer, channel: Channel, offer: &Offer, env: &MessageEnv<'_>) -> anyhow::Result<Rendered> {
+    let copy = if offer.category.is_some() { &c.copy } else { &c.copy_generic };
+    let products: Vec<Product> = offer
+        .products
+        .iter()
+        .map(|p| Product { name: p.name.clone(), price: p.price.map(|v| money(env.currency, v)), url: None })
+        .collect();
+    let secret = env.secrets.unsubscribe.as_deref().unwrap_or_default();
+    let token = crate::unsubscribe::sign(
+        secret,
+        &crate::unsubscribe::Claims { customer_id: cust.customer_id.clone(), channel: channel.as_str().into(), issued_at: env.now },
+    );
+    let unsubscribe_url = format!("{}/unsubscribe/{token}", env.settings.public_base_url);
+    let mailto = (!env.settings.unsubscribe_mailto.is_empty()).then_some(env.settings.unsubscribe_mailto.as_str());
+    let ctx = Context {
+        brand_name: env.brand_name,
+        first_name: cust.first_name.as_deref(),
+        category: offer.category.as_deref(),
+        discount: offer.discount.as_deref(),
+        code: offer.code.as_deref(),
+        products: &products,
+        cta_url: &offer.landing_url,
+        unsubscribe_url: &unsubscribe_url,
+        unsubscribe_mailto: mailto,
+        postal_address: &env.settings.postal_address,
+    };
+    let to = |v: &Option<String>| v.clone().unwrap_or_default();
+    Ok(match channel {
+        Channel::Email => Rendered::Email { to: to(&cust.email), email: messages::render_email(c.email_family, &to_copy(copy), &ctx)? },
+        Channel::Sms => Rendered::Sms { to: to(&cust.phone), sms: messages::render_sms(&to_copy(copy), &ctx)? },
+        Channel::Whatsapp => {
+            let w = c.whatsapp.as_ref().context("whatsapp channel without a [whatsapp] template")?;
+            let t = WhatsappTemplate { name: w.template.clone(), language: w.language.clone(), params: w.params.clone() };
+            Rendered::Whatsapp { to: to(&cust.phone), whatsapp: messages::render_whatsapp(&t, &ctx)? }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn money_formats_known_currencies() {
+        assert_eq!(money("INR", 200.0), "₹200");
+        assert_eq!(money("USD", 12.5), "$12.50");
+        assert_eq!(money("CHF", 5.0), "5 CHF");
+    }
+
+    #[test]
+    fn landing_urls_encode_what_they_fill() {
+        let enc = |s: &str| utf8_percent_encode(s, NON_ALPHANUMERIC).to_string();
+        let u = fill_url("https://s.example/c/{category}?discount={code}", enc("sleep & stress"), enc("BACK-X"));
+        assert_eq!(u, "https://s.example/c/sleep%20%26%20stress?discount=BACK%2DX");
+    }
+}
