@@ -32,6 +32,10 @@
 //! *completed* order of the simulated future within 365 days (empty if none) and the category
 //! with the largest spend in it.
 //!
+//! `customers.csv` also carries two attribute columns outside the contract, `loyalty_tier`
+//! (from the customer's completed spend) and `acquisition_channel` (a hash of the customer
+//! number); neither draws random numbers, so they leave everything else unchanged.
+//!
 //! Volumes (seed-independent to ~1%): per customer ≈ 4.5 orders (median 2–3, a third buy once),
 //! 8.6 order lines, 11 sessions and 48 events; ≈ 4.6 KB of CSV.
 
@@ -150,6 +154,22 @@ const EV_SEARCH: u8 = 4;
 const EV_CHECKOUT: u8 = 5;
 const STATUSES: [&str; 3] = ["completed", "cancelled", "refunded"];
 const ST_COMPLETED: u8 = 0;
+
+/// `customers.csv` attribute columns (outside the contract; `import` keeps them as JSON).
+/// Neither draws from the random streams, so the rest of the data is unchanged by them.
+/// `loyalty_tier` follows the completed spend of the history: silver from ₹7,500, gold from
+/// ₹20,000 (about half bronze and a sixth gold).
+const LOYALTY_TIERS: [&str; 3] = ["bronze", "silver", "gold"];
+const LOYALTY_SILVER_PAISE: u64 = 7_500 * 100;
+const LOYALTY_GOLD_PAISE: u64 = 20_000 * 100;
+/// `acquisition_channel` is a hash of the customer number, with these weights (in %).
+const ACQUISITION_CHANNELS: [(&str, u64); 5] = [
+    ("instagram", 30),
+    ("google", 30),
+    ("referral", 15),
+    ("marketplace", 15),
+    ("direct", 10),
+];
 
 /// Base product names (with pack size) per category, most popular first.
 const PRODUCT_NAMES: [[&str; 15]; NCAT] = [
@@ -525,7 +545,7 @@ pub struct GenerateSummary {
     pub events: u64,
 }
 
-const H_CUSTOMERS: &str = "customer_id,email,phone,first_name,country,timezone,email_opt_in,sms_opt_in,whatsapp_opt_in,created_at\n";
+const H_CUSTOMERS: &str = "customer_id,email,phone,first_name,country,timezone,email_opt_in,sms_opt_in,whatsapp_opt_in,created_at,loyalty_tier,acquisition_channel\n";
 const H_PRODUCTS: &str = "product_id,category,name,price,in_stock\n";
 const H_ORDERS: &str =
     "order_id,customer_id,ordered_at,total_amount,currency,status,discount_amount\n";
@@ -702,6 +722,30 @@ fn splitmix64(x: &mut u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     z ^ (z >> 31)
+}
+
+/// The loyalty tier earned by the completed orders of the history.
+fn loyalty_tier(orders: &[OrderRec]) -> &'static str {
+    let spend: u64 = orders
+        .iter()
+        .filter(|o| o.status == ST_COMPLETED)
+        .map(|o| o.subtotal - o.discount)
+        .sum();
+    LOYALTY_TIERS
+        [usize::from(spend >= LOYALTY_SILVER_PAISE) + usize::from(spend >= LOYALTY_GOLD_PAISE)]
+}
+
+/// The acquisition channel of customer `idx`: a hash of the number, not a random draw.
+fn acquisition_channel(idx: u64) -> &'static str {
+    let mut x = idx ^ 0x4143_5155_4953_4954; // "ACQUISIT"
+    let mut u = splitmix64(&mut x) % 100;
+    for (name, weight) in ACQUISITION_CHANNELS {
+        if u < weight {
+            return name;
+        }
+        u -= weight;
+    }
+    unreachable!("the weights sum to 100")
 }
 
 fn cumulate<const N: usize>(w: &[f64; N]) -> [f64; N] {
@@ -1693,6 +1737,10 @@ impl Ctx {
         push_bool(b, wa_opt);
         b.push(b',');
         self.push_ts(b, t0);
+        b.push(b',');
+        b.extend_from_slice(loyalty_tier(&sc.orders).as_bytes());
+        b.push(b',');
+        b.extend_from_slice(acquisition_channel(idx).as_bytes());
         b.push(b'\n');
         out.n_customers += 1;
 
@@ -2214,6 +2262,40 @@ mod tests {
             assert_eq!(*total, subtotal - discount, "order {id} total");
             assert!(*discount == 0 || (*discount * 100 >= subtotal * 10 - 100));
         }
+
+        // customer attributes: the tier follows completed spend; every channel occurs
+        let mut spend: HashMap<&str, u64> = HashMap::new();
+        for r in d.orders.rows.iter().filter(|r| r[ost] == "completed") {
+            *spend.entry(r[oc].as_str()).or_default() += paise(&r[ota]) as u64;
+        }
+        let (ctier, cchan) = (
+            d.customers.col("loyalty_tier"),
+            d.customers.col("acquisition_channel"),
+        );
+        let mut tiers: HashMap<&str, u64> = HashMap::new();
+        let mut channels: HashMap<&str, u64> = HashMap::new();
+        for r in &d.customers.rows {
+            let s = spend.get(r[0].as_str()).copied().unwrap_or(0);
+            let tier = if s >= LOYALTY_GOLD_PAISE {
+                "gold"
+            } else if s >= LOYALTY_SILVER_PAISE {
+                "silver"
+            } else {
+                "bronze"
+            };
+            assert_eq!(r[ctier], tier, "{} spent {s} paise", r[0]);
+            *tiers.entry(r[ctier].as_str()).or_default() += 1;
+            *channels.entry(r[cchan].as_str()).or_default() += 1;
+        }
+        assert_eq!(tiers.len(), LOYALTY_TIERS.len(), "{tiers:?}");
+        for (name, weight) in ACQUISITION_CHANNELS {
+            let share = channels.get(name).copied().unwrap_or(0) as f64 / s.customers as f64;
+            assert!(
+                (share - weight as f64 / 100.0).abs() < 0.05,
+                "{name}: {share}"
+            );
+        }
+        assert_eq!(channels.len(), ACQUISITION_CHANNELS.len());
 
         // sessions and events
         let mut session_of = HashMap::new();

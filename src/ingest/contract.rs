@@ -79,6 +79,9 @@ pub struct FileSpec {
     pub required: bool,
     /// Rows name a `customer_id` that is created (without contact or consent) if unknown.
     pub creates_customers: bool,
+    /// Columns not in the contract are kept, per row, as one JSON object in the table's
+    /// `attributes` column (instead of being ignored with a warning).
+    pub keeps_attributes: bool,
 }
 
 /// Files in import order: a file's references point only at files before it.
@@ -89,6 +92,7 @@ pub static FILES: &[FileSpec] = &[
         key: &["product_id"],
         required: false,
         creates_customers: false,
+        keeps_attributes: false,
         columns: &[
             col("product_id", true, Kind::Id),
             col("category", true, Kind::RequiredText),
@@ -103,6 +107,7 @@ pub static FILES: &[FileSpec] = &[
         key: &["customer_id"],
         required: false,
         creates_customers: false,
+        keeps_attributes: true,
         columns: &[
             col("customer_id", true, Kind::Id),
             col("email", false, Kind::Email),
@@ -122,6 +127,7 @@ pub static FILES: &[FileSpec] = &[
         key: &["order_id"],
         required: true,
         creates_customers: true,
+        keeps_attributes: false,
         columns: &[
             col("order_id", true, Kind::Id),
             col("customer_id", true, Kind::Id),
@@ -138,6 +144,7 @@ pub static FILES: &[FileSpec] = &[
         key: &["order_id", "product_id"],
         required: false,
         creates_customers: false,
+        keeps_attributes: false,
         columns: &[
             refcol("order_id", Ref::Order),
             refcol("product_id", Ref::Product),
@@ -151,6 +158,7 @@ pub static FILES: &[FileSpec] = &[
         key: &["session_id"],
         required: false,
         creates_customers: true,
+        keeps_attributes: false,
         columns: &[
             col("session_id", true, Kind::Id),
             col("customer_id", true, Kind::Id),
@@ -165,6 +173,7 @@ pub static FILES: &[FileSpec] = &[
         key: &["event_key"],
         required: false,
         creates_customers: true,
+        keeps_attributes: false,
         columns: &[
             // Optional: without it the key is a digest of the row, so re-imports stay no-ops.
             Column { name: "event_id", db: "event_key", required: false, kind: Kind::Id, refers: None },
@@ -179,6 +188,48 @@ pub static FILES: &[FileSpec] = &[
 
 pub fn spec(file: &str) -> Option<&'static FileSpec> {
     FILES.iter().find(|s| s.file == file)
+}
+
+/// The table column holding a row's extra columns (see [`FileSpec::keeps_attributes`]).
+pub const ATTRIBUTES_COLUMN: &str = "attributes";
+/// An attribute name (a header) is at most this long.
+pub const MAX_ATTRIBUTE_KEY_LEN: usize = 64;
+/// An attribute value is at most this many characters.
+pub const MAX_ATTRIBUTE_CHARS: usize = 1000;
+
+/// Whether a header can name an attribute: 1 to 64 ASCII letters, digits, `_` or `-`.
+pub fn is_attribute_key(name: &str) -> bool {
+    (1..=MAX_ATTRIBUTE_KEY_LEN).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// Appends `s` as a JSON string literal (quotes and escapes included).
+pub fn push_json_string(out: &mut String, s: &str) {
+    out.push('"');
+    let mut start = 0;
+    for (i, b) in s.bytes().enumerate() {
+        let escaped = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            b'\n' => "\\n",
+            b'\r' => "\\r",
+            b'\t' => "\\t",
+            0..=0x1f => "",
+            _ => continue,
+        };
+        // Escaped bytes are ASCII, so `i` is a char boundary.
+        out.push_str(&s[start..i]);
+        if escaped.is_empty() {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            out.push_str("\\u00");
+            out.push(HEX[usize::from(b >> 4)] as char);
+            out.push(HEX[usize::from(b & 0xf)] as char);
+        } else {
+            out.push_str(escaped);
+        }
+        start = i + 1;
+    }
+    out.push_str(&s[start..]);
+    out.push('"');
 }
 
 /// How naive values are read.
@@ -391,6 +442,22 @@ mod tests {
         assert!(parse_timestamp("yesterday", tz).is_err());
         // 02:30 on 2024-03-10 does not exist in New York.
         assert!(parse_timestamp("2024-03-10 02:30:00", chrono_tz::America::New_York).unwrap_err().contains("gap"));
+    }
+
+    #[test]
+    fn attribute_keys_and_json_strings() {
+        for ok in ["loyalty_tier", "skin-type", "A1", &"k".repeat(64)] {
+            assert!(is_attribute_key(ok), "{ok}");
+        }
+        for bad in ["", "skin type", "tier!", "größe", "a.b", &"k".repeat(65)] {
+            assert!(!is_attribute_key(bad), "{bad}");
+        }
+        for s in ["", "gold", "say \"hi\"", "back\\slash", "line\nbreak\ttab\r", "\u{1}\u{1f}\u{7f}", "ünïcödé ✓ \u{2028}"] {
+            let mut out = String::new();
+            push_json_string(&mut out, s);
+            assert_eq!(serde_json::from_str::<String>(&out).unwrap(), s, "{out}");
+            assert_eq!(out, serde_json::to_string(s).unwrap());
+        }
     }
 
     #[test]

@@ -7,6 +7,8 @@
 //! rows are written, with their reasons, under `rejected/` beside the report.
 //! Rows are upserted by primary key and only rewritten when a value changed, so re-importing
 //! the same export changes nothing and a newer export updates rows in place.
+//! Columns outside the contract are ignored with a warning, except in `customers.csv`, where
+//! they are kept per customer as one JSON object in `customers.attributes`.
 
 pub mod contract;
 mod keyset;
@@ -25,7 +27,7 @@ use serde::Serialize;
 use sqlx::AssertSqlSafe;
 
 use crate::db::{Backend, Db, Tx, Val};
-use contract::{FILES, FileSpec, MAX_FIELD_BYTES, ParseContext, Ref, parse_field};
+use contract::{ATTRIBUTES_COLUMN, FILES, FileSpec, MAX_ATTRIBUTE_CHARS, MAX_FIELD_BYTES, ParseContext, Ref, parse_field};
 use keyset::{First, HashIds, KeySet};
 
 #[derive(Debug, Clone)]
@@ -76,6 +78,8 @@ pub struct FileStats {
     pub duplicates: u64,
     pub rows_rejected: u64,
     pub unknown_columns: Vec<String>,
+    /// Extra columns kept as attributes (their keys, in header order).
+    pub attribute_columns: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -92,6 +96,8 @@ pub struct ImportReport {
     pub errors: Vec<RowError>,
     pub error_count: u64,
     pub warnings: Vec<String>,
+    /// What the import did beyond the contract (extra columns kept as attributes).
+    pub notes: Vec<String>,
     pub report_path: Option<PathBuf>,
     pub rejected_dir: Option<PathBuf>,
     pub elapsed_secs: f64,
@@ -120,6 +126,9 @@ impl ImportReport {
         let rate = self.rows_read() as f64 / self.elapsed_secs.max(1e-9);
         let _ = writeln!(s, "customers created from orders/sessions/events: {}", self.customers_created);
         let _ = writeln!(s, "{} rows read, {:.0} rows/s", self.rows_read(), rate);
+        for n in &self.notes {
+            let _ = writeln!(s, "{n}");
+        }
         for w in &self.warnings {
             let _ = writeln!(s, "warning: {w}");
         }
@@ -301,6 +310,14 @@ pub async fn import_dir(db: &Db, opts: &ImportOptions) -> Result<ImportReport, I
     result?;
 
     let status_ok = !state.fatal && (opts.skip_invalid || state.error_count == 0);
+    let notes: Vec<String> = files
+        .iter()
+        .filter(|f| !f.attribute_columns.is_empty())
+        .map(|f| {
+            let n = f.attribute_columns.len();
+            format!("{}: {n} extra column{} kept as attributes: {}", f.file, if n == 1 { "" } else { "s" }, f.attribute_columns.join(", "))
+        })
+        .collect();
     let mut report = ImportReport {
         import_id: None,
         source: opts.dir.display().to_string(),
@@ -311,12 +328,16 @@ pub async fn import_dir(db: &Db, opts: &ImportOptions) -> Result<ImportReport, I
         errors: std::mem::take(&mut state.errors),
         error_count: state.error_count,
         warnings,
+        notes,
         report_path: None,
         rejected_dir: state.rejected_any.then(|| state.rejected_dir.clone()),
         elapsed_secs: 0.0,
     };
     for w in &report.warnings {
         tracing::warn!("{w}");
+    }
+    for n in &report.notes {
+        tracing::info!("{n}");
     }
 
     if status_ok {
@@ -340,7 +361,7 @@ pub async fn import_dir(db: &Db, opts: &ImportOptions) -> Result<ImportReport, I
 }
 
 async fn record_import(tx: &mut Tx, report: &ImportReport, started_at: i64) -> Result<i64, sqlx::Error> {
-    let details = serde_json::json!({ "files": report.files, "customers_created": report.customers_created, "warnings": report.warnings });
+    let details = serde_json::json!({ "files": report.files, "customers_created": report.customers_created, "warnings": report.warnings, "notes": report.notes });
     let sql = "INSERT INTO imports (started_at, finished_at, source, status, skip_invalid, rows_read, rows_written, rows_rejected, error_count, details) \
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
     let vals = [
@@ -413,6 +434,8 @@ async fn import_file(
     }
     // positions[i] = index in the record of spec.columns[i], if present.
     let mut positions: Vec<Option<usize>> = vec![None; spec.columns.len()];
+    // Extra columns kept as attributes: (key, header name, index in the record).
+    let mut extras: Vec<(String, String, usize)> = Vec::new();
     let mut header_ok = true;
     for (idx, raw) in header.iter().enumerate() {
         let name = match std::str::from_utf8(raw) {
@@ -429,6 +452,19 @@ async fn import_file(
                 header_ok = false;
             }
             Some(ci) => positions[ci] = Some(idx),
+            None if spec.keeps_attributes => {
+                let key = name.to_ascii_lowercase();
+                if !contract::is_attribute_key(&name) {
+                    let reason = if name.is_empty() { "extra column without a name (it would be kept as an attribute)" } else { "not a valid attribute name (1 to 64 letters, digits, `_` or `-`)" };
+                    state.error(spec.file, 1, &name, &name, reason);
+                    header_ok = false;
+                } else if extras.iter().any(|e| e.0 == key) {
+                    state.error(spec.file, 1, &name, &name, "column appears twice in the header");
+                    header_ok = false;
+                } else {
+                    extras.push((key, name, idx));
+                }
+            }
             None => {
                 warnings.push(format!("{}: unknown column `{name}` ignored", spec.file));
                 stats.unknown_columns.push(name);
@@ -445,11 +481,17 @@ async fn import_file(
         state.fatal = true;
         return Ok(stats);
     }
+    stats.attribute_columns = extras.iter().map(|e| e.0.clone()).collect();
 
     // The table columns written: the present ones, plus the event key that is always derived.
     let always_key = spec.table == "events";
     let present: Vec<usize> = (0..spec.columns.len()).filter(|&ci| positions[ci].is_some() || (always_key && spec.columns[ci].db == "event_key")).collect();
-    let db_cols: Vec<&'static str> = present.iter().map(|&ci| spec.columns[ci].db).collect();
+    let mut db_cols: Vec<&'static str> = present.iter().map(|&ci| spec.columns[ci].db).collect();
+    // The attributes object, when there are extra columns, is the last value of each row.
+    let attributes = Attributes::new(extras);
+    if !attributes.columns.is_empty() {
+        db_cols.push(ATTRIBUTES_COLUMN);
+    }
     let key_idx: Vec<usize> = spec.key.iter().map(|k| db_cols.iter().position(|c| c == k).expect("key column present")).collect();
     let customer_idx = db_cols.iter().position(|c| *c == "customer_id").filter(|_| spec.creates_customers);
 
@@ -479,6 +521,7 @@ async fn import_file(
         positions,
         event_key_idx: always_key.then(|| db_cols.iter().position(|c| *c == "event_key")).flatten(),
         present,
+        attributes,
         key_idx,
         interners: (0..db_cols.len()).map(|_| Interner::default()).collect(),
         db_cols: db_cols.clone(),
@@ -572,6 +615,8 @@ struct Parser {
     positions: Vec<Option<usize>>,
     /// Indexes into `spec.columns` of the columns written, in `db_cols` order.
     present: Vec<usize>,
+    /// Extra columns kept as attributes (their JSON object follows the `present` values).
+    attributes: Attributes,
     key_idx: Vec<usize>,
     db_cols: Vec<&'static str>,
     customer_idx: Option<usize>,
@@ -630,7 +675,7 @@ impl Parser {
             if record.len() != self.n_header {
                 row_errors.push(("-".into(), String::new(), format!("row has {} fields, header has {}", record.len(), self.n_header)));
             }
-            let mut vals: Vec<Val> = Vec::with_capacity(self.present.len());
+            let mut vals: Vec<Val> = Vec::with_capacity(self.db_cols.len());
             let mut unresolved = Vec::new();
             for &ci in &self.present {
                 let col = &spec.columns[ci];
@@ -672,6 +717,9 @@ impl Parser {
                         vals.push(Val::Text(None));
                     }
                 }
+            }
+            if !self.attributes.columns.is_empty() {
+                vals.push(Val::Text(self.attributes.object(&record, &mut row_errors)));
             }
             if let Some(k) = self.event_key_idx
                 && vals[k] == Val::Text(None)
@@ -754,6 +802,69 @@ impl Parser {
         let sql = upsert_sql(&mut self.sql_cache, self.spec, &self.db_cols, ready.len(), self.backend);
         let args = bind_rows(self.backend, ready.into_iter().map(|p| p.vals), &mut self.interners);
         chunk.bound = Some(Bound { sql, args, customer_ids });
+    }
+}
+
+/// A file's extra columns, kept per row as one JSON object of strings.
+struct Attributes {
+    /// (`"key":` as JSON, header name, index in the record), sorted by key so that the object
+    /// is the same text whatever the column order of the export (re-imports stay no-ops).
+    columns: Vec<(String, String, usize)>,
+}
+
+impl Attributes {
+    fn new(mut extras: Vec<(String, String, usize)>) -> Self {
+        extras.sort();
+        let columns = extras
+            .into_iter()
+            .map(|(key, name, idx)| {
+                let mut member = String::with_capacity(key.len() + 3);
+                contract::push_json_string(&mut member, &key);
+                member.push(':');
+                (member, name, idx)
+            })
+            .collect();
+        Self { columns }
+    }
+
+    /// The row's object: trimmed values, empty ones left out; `None` when all are empty.
+    /// Invalid values are added to `problems`.
+    fn object(&self, record: &csv::ByteRecord, problems: &mut Vec<(String, String, String)>) -> Option<String> {
+        let mut json = String::new();
+        for (member, name, idx) in &self.columns {
+            let raw = record.get(*idx).unwrap_or(b"");
+            let Ok(text) = std::str::from_utf8(raw) else {
+                problems.push((name.clone(), String::from_utf8_lossy(&raw[..raw.len().min(MAX_ATTRIBUTE_CHARS)]).into_owned(), "not valid UTF-8".into()));
+                continue;
+            };
+            let value = text.trim();
+            if value.is_empty() {
+                continue;
+            }
+            if value.len() > MAX_ATTRIBUTE_CHARS {
+                let chars = value.chars().count();
+                if chars > MAX_ATTRIBUTE_CHARS {
+                    let shown: String = value.chars().take(64).collect();
+                    problems.push((name.clone(), shown, format!("attribute value is {chars} characters, over the {MAX_ATTRIBUTE_CHARS} limit")));
+                    continue;
+                }
+            }
+            if json.is_empty() {
+                // One allocation per row: every value fits unless it needs escaping.
+                let len: usize = self.columns.iter().map(|(m, _, i)| m.len() + 3 + record.get(*i).map_or(0, <[u8]>::len)).sum();
+                json.reserve(len + 1);
+                json.push('{');
+            } else {
+                json.push(',');
+            }
+            json.push_str(member);
+            contract::push_json_string(&mut json, value);
+        }
+        if json.is_empty() {
+            return None;
+        }
+        json.push('}');
+        Some(json)
     }
 }
 
@@ -1172,5 +1283,26 @@ mod tests {
         assert_ne!(event_digest(&a), event_digest(&b));
         // Pinned: stored keys must not change between releases.
         assert_eq!(event_digest(&a).len(), 34);
+    }
+
+    #[test]
+    fn attributes_are_one_sorted_json_object() {
+        let attrs = Attributes::new(vec![("tier".into(), "Tier".into(), 2), ("channel".into(), "channel".into(), 0)]);
+        let object = |fields: &[&str]| {
+            let mut problems = Vec::new();
+            let json = attrs.object(&csv::ByteRecord::from(fields.to_vec()), &mut problems);
+            (json, problems)
+        };
+        assert_eq!(object(&[" web ", "C1", "gold"]), (Some(r#"{"channel":"web","tier":"gold"}"#.to_string()), vec![]));
+        assert_eq!(object(&["", "C1", "a\"b\\c\nd\n"]), (Some(r#"{"tier":"a\"b\\c\nd"}"#.to_string()), vec![]));
+        assert_eq!(object(&["  ", "C1", ""]), (None, vec![]));
+        // The limit counts characters, not bytes.
+        let at_limit = "é".repeat(MAX_ATTRIBUTE_CHARS);
+        assert!(object(&["", "C1", &at_limit]).1.is_empty());
+        let over = "é".repeat(MAX_ATTRIBUTE_CHARS + 1);
+        let (_, problems) = object(&["", "C1", &over]);
+        assert_eq!(problems.len(), 1);
+        assert_eq!((problems[0].0.as_str(), problems[0].1.chars().count()), ("Tier", 64));
+        assert!(problems[0].2.contains("1001 characters"), "{:?}", problems[0]);
     }
 }

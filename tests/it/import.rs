@@ -280,6 +280,72 @@ async fn unknown_columns_warn_and_identical_repeats_are_kept_once(t: TestDb) {
 }
 on_both_backends!(unknown_columns_sqlite, unknown_columns_postgres, unknown_columns_warn_and_identical_repeats_are_kept_once);
 
+/// customers.csv with two extra columns (mixed case, padded, quoted values, one empty cell).
+const CUSTOMERS_ATTRS: &str = "customer_id,email,Loyalty_Tier,first_name, skin-type \n\
+C1,asha@example.com, gold ,Asha,oily\nC3,,,Ravi,\nC4,,silver,Meera,\"dry, \"\"sensitive\"\"\"\n";
+
+async fn stored_attributes(db: &Db) -> Vec<(String, Option<String>)> {
+    retentiond::with_pool!(db, p => sqlx::query_as("SELECT customer_id, attributes FROM customers ORDER BY customer_id").fetch_all(p).await.unwrap())
+}
+
+async fn extra_customer_columns_are_kept_as_attributes(t: TestDb) {
+    let report = import(&t.db, export(&[("customers.csv", bytes(CUSTOMERS_ATTRS))]).path()).await.unwrap();
+    let line = "customers.csv: 2 extra columns kept as attributes: loyalty_tier, skin-type";
+    assert_eq!(report.notes, vec![line.to_string()]);
+    assert!(report.summary().contains(line), "{}", report.summary());
+    assert!(report.warnings.iter().all(|w| !w.contains("customers.csv")), "{:?}", report.warnings);
+    let stats = report.files.iter().find(|f| f.file == "customers.csv").unwrap();
+    assert_eq!((stats.attribute_columns.len(), stats.unknown_columns.len()), (2, 0));
+    let expected = vec![
+        ("C1".to_string(), Some(r#"{"loyalty_tier":"gold","skin-type":"oily"}"#.to_string())),
+        ("C2".to_string(), None), // created by orders.csv
+        ("C3".to_string(), None), // every extra cell empty
+        ("C4".to_string(), Some(r#"{"loyalty_tier":"silver","skin-type":"dry, \"sensitive\""}"#.to_string())),
+    ];
+    assert_eq!(stored_attributes(&t.db).await, expected, "[{}]", t.name);
+    let c4: serde_json::Value = serde_json::from_str(expected[3].1.as_deref().unwrap()).unwrap();
+    assert_eq!(c4["skin-type"], "dry, \"sensitive\"");
+
+    // The same export again, even with its columns in another order, writes nothing.
+    let again = import(&t.db, export(&[("customers.csv", bytes(CUSTOMERS_ATTRS))]).path()).await.unwrap();
+    assert_eq!(again.rows_written(), 0, "{}", again.summary());
+    let reordered = "skin-type,first_name,customer_id,loyalty_tier,email\noily,Asha,C1,gold,asha@example.com\n";
+    let again = import(&t.db, export(&[("customers.csv", bytes(reordered))]).path()).await.unwrap();
+    assert_eq!(again.rows_written(), 0, "{}", again.summary());
+
+    // A changed attribute updates the row like any other column; a file without extra
+    // columns leaves stored attributes alone.
+    let changed = CUSTOMERS_ATTRS.replace(" gold ", "platinum");
+    let newer = import(&t.db, export(&[("customers.csv", bytes(&changed))]).path()).await.unwrap();
+    assert_eq!(newer.rows_written(), 1, "{}", newer.summary());
+    let plain = import(&t.db, export(&[("customers.csv", bytes("customer_id,first_name\nC1,Asha\n"))]).path()).await.unwrap();
+    assert!(plain.notes.is_empty());
+    assert_eq!(stored_attributes(&t.db).await[0].1.as_deref(), Some(r#"{"loyalty_tier":"platinum","skin-type":"oily"}"#));
+
+    // A header that cannot be an attribute name, or a value over 1,000 characters, rejects
+    // the import with the usual file:line: column, value, reason.
+    let counts = table_counts(&t.db).await;
+    let digest = stored_attributes(&t.db).await;
+    let long = format!("customer_id,skin_type\nC1,{}\n", "é".repeat(1001));
+    for (file, expect) in [
+        ("customer_id,loyalty tier\nC1,gold\n".to_string(), "customers.csv:1: column `loyalty tier`, value \"loyalty tier\": not a valid attribute name"),
+        ("customer_id,tier,TIER\nC1,gold,gold\n".to_string(), "customers.csv:1: column `TIER`, value \"TIER\": column appears twice in the header"),
+        (long, "customers.csv:2: column `skin_type`, value \"éééé"),
+    ] {
+        let Err(ImportError::Rejected(report)) = import(&t.db, export(&[("customers.csv", bytes(&file))]).path()).await else { panic!("[{}] expected a rejection: {expect}", t.name) };
+        let shown: Vec<String> = report.errors.iter().map(|e| e.to_string()).collect();
+        assert!(shown.iter().any(|e| e.contains(expect)), "[{}] expected {expect:?} among {shown:#?}", t.name);
+        if expect.contains(".csv:1:") {
+            assert!(report.notes.is_empty(), "a rejected header keeps nothing: {:?}", report.notes);
+        }
+        assert_eq!(table_counts(&t.db).await, counts);
+        assert_eq!(stored_attributes(&t.db).await, digest);
+    }
+    let Err(ImportError::Rejected(report)) = import(&t.db, export(&[("customers.csv", bytes(&format!("customer_id,skin_type\nC1,{}\n", "x".repeat(1001))))]).path()).await else { panic!() };
+    assert_eq!(report.errors[0].reason, "attribute value is 1001 characters, over the 1000 limit");
+}
+on_both_backends!(attributes_sqlite, attributes_postgres, extra_customer_columns_are_kept_as_attributes);
+
 /// `generate` then `import` gives the same row counts, and a second import changes nothing.
 async fn generated_brand_round_trips(t: TestDb) {
     let out = tempfile::tempdir().unwrap();
@@ -291,6 +357,7 @@ async fn generated_brand_round_trips(t: TestDb) {
     let report = import_dir(&t.db, &opts).await.unwrap();
     assert_eq!(report.error_count, 0);
     assert!(report.warnings.iter().any(|w| w.contains("ground_truth.csv")), "the truth file is not imported");
+    assert_eq!(report.notes, vec!["customers.csv: 2 extra columns kept as attributes: loyalty_tier, acquisition_channel".to_string()]);
     let expected = [
         ("customers", summary.customers),
         ("products", summary.products),
