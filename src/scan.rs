@@ -69,7 +69,14 @@ impl ScanRow for PgScanRow<'_> {
         Ok(self.0.try_get(i)?)
     }
     fn int(&self, i: usize) -> anyhow::Result<Option<i64>> {
-        Ok(self.0.try_get(i)?)
+        // BIGINT columns, and INTEGER expressions such as `CASE … THEN 1 ELSE 0 END`.
+        match self.0.try_get::<Option<i64>, _>(i) {
+            Ok(v) => Ok(v),
+            Err(e) => match self.0.try_get::<Option<i32>, _>(i) {
+                Ok(v) => Ok(v.map(i64::from)),
+                Err(_) => Err(e.into()),
+            },
+        }
     }
     fn real(&self, i: usize) -> anyhow::Result<Option<f64>> {
         Ok(self.0.try_get(i)?)

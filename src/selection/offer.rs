@@ -89,7 +89,7 @@ impl Catalog {
         })
         .await?;
         let mut units: HashMap<String, i64> = HashMap::new();
-        let sql = "SELECT i.product_id, SUM(i.quantity) FROM orders o JOIN order_items i ON i.order_id = o.order_id \
+        let sql = "SELECT i.product_id, CAST(SUM(i.quantity) AS BIGINT) FROM orders o JOIN order_items i ON i.order_id = o.order_id \
                    WHERE o.ordered_at >= $1 AND o.ordered_at < $2 AND o.status = 'completed' GROUP BY i.product_id";
         scan_with(db, sql, &[Bind::Int(from), Bind::Int(until)], |r| {
             units.insert(r.text(0)?.unwrap_or_default().to_owned(), r.int(1)?.unwrap_or(0));
@@ -169,6 +169,9 @@ impl Rendered {
     }
 }
 
+/// What `{category}` reads in a WhatsApp template parameter when the offer has no category.
+pub const GENERIC_CATEGORY: &str = "your favourites";
+
 /// Everything messages need that is the same for every customer of a run.
 pub struct MessageEnv<'a> {
     pub brand_name: &'a str,
@@ -247,10 +250,16 @@ pub fn render(c: &Campaign, cust: &Customer, channel: Channel, offer: &Offer, en
     );
     let unsubscribe_url = format!("{}/unsubscribe/{token}", env.settings.public_base_url);
     let mailto = (!env.settings.unsubscribe_mailto.is_empty()).then_some(env.settings.unsubscribe_mailto.as_str());
+    // A WhatsApp template has a fixed number of parameters: a category-free offer still fills
+    // the category slot with words that read naturally.
+    let category = match (offer.category.as_deref(), channel) {
+        (None, Channel::Whatsapp) => Some(GENERIC_CATEGORY),
+        (c, _) => c,
+    };
     let ctx = Context {
         brand_name: env.brand_name,
         first_name: cust.first_name.as_deref(),
-        category: offer.category.as_deref(),
+        category,
         discount: offer.discount.as_deref(),
         code: offer.code.as_deref(),
         products: &products,

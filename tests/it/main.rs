@@ -4,3 +4,4 @@ mod import;
 mod cli;
 mod real_data;
 mod models;
+mod campaigns;

@@ -26,12 +26,12 @@ fn day(y: i32, m: u32, d: u32) -> i64 {
     NaiveDate::from_ymd_opt(y, m, d).unwrap().and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp()
 }
 
-fn end() -> i64 {
+pub(crate) fn end() -> i64 {
     day(END.0, END.1, END.2)
 }
 
 /// One synthetic brand per test process (generation is deterministic for the seed).
-fn brand(customers: u64) -> PathBuf {
+pub(crate) fn brand(customers: u64) -> PathBuf {
     static DIRS: OnceLock<std::sync::Mutex<HashMap<u64, tempfile::TempDir>>> = OnceLock::new();
     let mut dirs = DIRS.get_or_init(Default::default).lock().unwrap();
     let dir = dirs.entry(customers).or_insert_with(|| {
@@ -43,7 +43,7 @@ fn brand(customers: u64) -> PathBuf {
     dir.path().to_path_buf()
 }
 
-async fn import(db: &Db, dir: &Path) {
+pub(crate) async fn import(db: &Db, dir: &Path) {
     let reports = tempfile::tempdir().unwrap();
     let mut opts = options(dir, reports.path());
     opts.batch_rows = 1000;
