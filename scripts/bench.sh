@@ -7,7 +7,7 @@
 #   BENCH_BACKENDS=sqlite scripts/bench.sh 100000
 #
 # Prints a table and writes target/bench/results.json. Steps measured so far: generate, import,
-# train, score.
+# train, score, campaigns (the three shipped campaigns, `campaigns run` into an empty outbox).
 # PostgreSQL: BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/test) is used to
 # create a scratch database per size.
 set -euo pipefail
@@ -20,6 +20,9 @@ work=${BENCH_DIR:-target/bench}
 mkdir -p "$work"
 cargo build --release --quiet
 bin=target/release/retentiond
+# Campaign runs sign links and derive codes: throw-away secrets for the benchmark.
+export RETENTIOND_UNSUBSCRIBE_SECRET=${RETENTIOND_UNSUBSCRIBE_SECRET:-bench-unsubscribe-secret-$RANDOM$RANDOM}
+export RETENTIOND_CODE_SECRET=${RETENTIOND_CODE_SECRET:-bench-code-secret-$RANDOM$RANDOM}
 results="$work/results.jsonl"; : > "$results"
 
 # measure NAME SIZE BACKEND ROWS_FROM_OUTPUT -- command...
@@ -49,6 +52,7 @@ for n in "${sizes[@]}"; do
     measure import "$n" "$backend" "$bin" --log warn --database "$url" import "$data" --quiet --report-dir "$work/reports"
     measure train "$n" "$backend" "$bin" --config /dev/null --log warn --database "$url" train --as-of 2026-11-01
     measure score "$n" "$backend" "$bin" --config /dev/null --log warn --database "$url" score --as-of 2026-11-01
+    measure campaigns "$n" "$backend" "$bin" --config /dev/null --log warn --database "$url" campaigns run --as-of 2026-11-01 --at 2026-11-01T12:00:00+05:30
   done
 done
 

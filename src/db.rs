@@ -106,7 +106,15 @@ impl Db {
 
     pub async fn migrate(&self, url: &str) -> Result<(), DbError> {
         let res = match self {
-            Db::Sqlite(p) => SQLITE_MIGRATOR.run(p).await,
+            Db::Sqlite(p) => {
+                // Index builds sort through temp storage: on files, not in memory, so building
+                // an index on a large table stays within the memory budget.
+                let mut conn = p.acquire().await.map_err(|e| DbError::Migrate { url: redact_url(url), source: e.into() })?;
+                let _ = sqlx::query("PRAGMA temp_store = FILE").execute(&mut *conn).await;
+                let res = SQLITE_MIGRATOR.run(&mut *conn).await;
+                let _ = sqlx::query("PRAGMA temp_store = MEMORY").execute(&mut *conn).await;
+                res
+            }
             Db::Postgres(p) => POSTGRES_MIGRATOR.run(p).await,
         };
         res.map_err(|source| DbError::Migrate { url: redact_url(url), source })

@@ -190,15 +190,11 @@ impl BrandData {
         let index: HashMap<&str, u32> =
             self.customer_ids.iter().enumerate().map(|(i, c)| (c.as_str(), i as u32)).collect();
 
-        // A window over a large share of the history is cheaper to read by scanning the table
-        // than through the time index (one random lookup per row); `+col` disables the index
-        // on SQLite and is a no-op on PostgreSQL, whose planner decides by itself.
-        let span = self.order_span().map_or(1, |(a, b)| (b - a).max(1));
-        let hint = |from: i64| if (opts.until.min(self.until) - from) * 10 > span { "+" } else { "" };
-        let scan_hint = hint(opts.browse_from);
+        // The time indexes cover the columns read here (migration 0005): a window is one
+        // sequential walk of the index, never a table lookup per row.
         let mut sessions: Vec<(u32, i64)> = Vec::new();
-        let sql = format!("SELECT customer_id, started_at FROM sessions WHERE {scan_hint}started_at >= $1 AND {scan_hint}started_at < $2");
-        crate::scan::scan(db, &sql, &[opts.browse_from, opts.until], |row| {
+        let sql = "SELECT customer_id, started_at FROM sessions WHERE started_at >= $1 AND started_at < $2";
+        crate::scan::scan(db, sql, &[opts.browse_from, opts.until], |row| {
             if let Some(&i) = row.text(0)?.and_then(|c| index.get(c)) {
                 sessions.push((i, row.int(1)?.unwrap_or_default()));
             }
@@ -214,13 +210,10 @@ impl BrandData {
         let mut events: Vec<(u32, i64, u8, u16)> = Vec::new();
         // Event features look back 30 days, not the 90 of sessions.
         let event_from = opts.browse_from + (super::BROWSE_LOOKBACK_DAYS - super::EVENT_LOOKBACK_DAYS) * DAY;
-        let scan_hint = hint(event_from);
-        let sql = format!(
-            "SELECT customer_id, event_type, occurred_at, product_id FROM events \
-             WHERE {scan_hint}occurred_at >= $1 AND {scan_hint}occurred_at < $2 \
-             AND event_type IN ('view', 'add_to_cart', 'checkout_start')"
-        );
-        crate::scan::scan(db, &sql, &[event_from, opts.until], |row| {
+        let sql = "SELECT customer_id, event_type, occurred_at, product_id FROM events \
+                   WHERE occurred_at >= $1 AND occurred_at < $2 \
+                   AND event_type IN ('view', 'add_to_cart', 'checkout_start')";
+        crate::scan::scan(db, sql, &[event_from, opts.until], |row| {
             let Some(&i) = row.text(0)?.and_then(|c| index.get(c)) else { return Ok(()) };
             let kind = match row.text(1)?.unwrap_or_default() {
                 "view" => EV_VIEW,

@@ -173,12 +173,12 @@ pub async fn run(db: &Db, settings: &Settings, set: &CampaignSet, only: Option<&
     // Selection is read outside the transaction; the write is one transaction, so a crash
     // leaves either the whole day's selection or none of it.
     let mut tx = db.begin().await?;
-    let mut by_campaign: HashMap<&str, Vec<NewMessage>> = HashMap::new();
+    let mut by_campaign: HashMap<String, Vec<NewMessage>> = HashMap::new();
     for r in rows {
-        by_campaign.entry(set.get(&r.campaign).map_or("", |c| c.name.as_str())).or_default().push(r);
+        by_campaign.entry(r.campaign.clone()).or_default().push(r);
     }
     for cr in &mut report.campaigns {
-        let rows = by_campaign.remove(cr.campaign.as_str()).unwrap_or_default();
+        let rows = by_campaign.remove(&cr.campaign).unwrap_or_default();
         let inserted = outbox::insert(&mut tx, &rows, ts).await?;
         cr.inserted = Some(inserted);
         if cr.active {

@@ -33,6 +33,40 @@ fn bad_config_lists_every_error_and_exits_2() {
 }
 
 #[test]
+fn check_config_catches_campaign_mistakes_before_the_daemon_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let campaigns = dir.path().join("campaigns");
+    std::fs::create_dir(&campaigns).unwrap();
+    let good = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/campaigns/due-soon.toml")).unwrap();
+    std::fs::write(campaigns.join("a.toml"), &good).unwrap();
+    // Same name twice, an unknown key, a bad threshold, an unknown template and channel.
+    std::fs::write(campaigns.join("b.toml"), &good).unwrap();
+    let bad = good
+        .replace("name = \"due-soon\"", "name = \"broken\"")
+        .replace("min_lapse_risk = 0.35", "min_lapse_risk = 1.35\nmin_lapse_riks = 0.3")
+        .replace("template = \"offer\"", "template = \"fancy\"")
+        .replace("[\"whatsapp\", \"email\", \"sms\"]", "[\"whatsapp\", \"fax\"]");
+    std::fs::write(campaigns.join("c.toml"), bad).unwrap();
+    let config = dir.path().join("r.toml");
+    std::fs::write(&config, format!("[campaigns]\ndir = {:?}\n", campaigns.display().to_string())).unwrap();
+    let out = bin().args(["--config", config.to_str().unwrap(), "check-config"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "b.toml: `name`: campaign name \"due-soon\" is also used by",
+        "c.toml: `trigger.min_lapse_risk`: 1.35 is not a probability",
+        "c.toml: `trigger.min_lapse_riks`: unknown key (fix: did you mean `trigger.min_lapse_risk`?",
+        "c.toml: `email.template`: unknown email template \"fancy\" (fix: use one of: offer, plain)",
+        "c.toml: `channels[1]`: unknown channel \"fax\"",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+    // `campaigns list` refuses the same files with the same errors.
+    let out = bin().args(["--config", config.to_str().unwrap(), "campaigns", "list"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
 fn missing_explicit_config_is_a_config_error() {
     let out = bin().args(["--config", "/nonexistent/retentiond.toml", "check-config"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
@@ -43,7 +77,7 @@ fn bad_usage_exits_2_and_help_lists_commands() {
     assert_eq!(bin().args(["frobnicate"]).output().unwrap().status.code(), Some(2));
     let help = bin().args(["--help"]).output().unwrap();
     let text = String::from_utf8_lossy(&help.stdout);
-    for cmd in ["import", "generate", "migrate", "check-config", "demo", "backtest", "train", "models", "score"] {
+    for cmd in ["import", "generate", "migrate", "check-config", "demo", "backtest", "train", "models", "score", "campaigns"] {
         assert!(text.contains(cmd), "{cmd} not in help:\n{text}");
     }
 }
@@ -147,6 +181,27 @@ fn demo_runs_the_main_job_and_models_lists_the_champion() {
     assert!(stdout.contains("is the champion"), "{stdout}");
     assert!(stdout.contains("Will they return?"), "{stdout}");
     assert!(stdout.contains("scored "), "{stdout}");
+    assert!(stdout.contains("new outbox rows"), "{stdout}");
+    assert!(stdout.contains("throw-away secret"), "the demo says its links are signed with a throw-away secret: {stdout}");
+    // A dry run afterwards: the demo's rows are already in today's outbox, the CSV lists nothing
+    // new, and nothing is written.
+    let csv = dir.path().join("plan.csv");
+    let plan = bin()
+        .args(["--database", &url, "campaigns", "plan", "--csv"])
+        .arg(&csv)
+        .env("RETENTIOND_UNSUBSCRIBE_SECRET", "cli-test-secret-0123456789")
+        .env("RETENTIOND_CODE_SECRET", "cli-test-secret-9876543210")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&plan.stdout);
+    assert!(plan.status.success(), "{text}\n{}", String::from_utf8_lossy(&plan.stderr));
+    assert!(text.contains("already in the outbox today (re-run)") && text.contains("dry run: nothing was written"), "{text}");
+    let rows = std::fs::read_to_string(&csv).unwrap();
+    assert!(rows.starts_with("campaign,customer_id,group,channel"), "{rows}");
+    // Without secrets, a clear error naming the variable.
+    let plan = bin().args(["--database", &url, "campaigns", "plan"]).env_remove("RETENTIOND_UNSUBSCRIBE_SECRET").output().unwrap();
+    assert_eq!(plan.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&plan.stderr).contains("RETENTIOND_UNSUBSCRIBE_SECRET is not set"));
     let models = bin().args(["--database", &url, "models", "--json"]).output().unwrap();
     assert!(models.status.success());
     let v: serde_json::Value = serde_json::from_slice(&models.stdout).unwrap();
