@@ -467,7 +467,7 @@ async fn score(settings: &Settings, as_of: Option<chrono::NaiveDate>) -> anyhow:
     let date = as_of.unwrap_or_else(|| settings.today());
     let db = connect(settings).await?;
     let m = &settings.model;
-    let s = crate::scoring::score(&db, settings.day_start(date), &date.to_string(), m.bot_events_per_day, m.category_half_life_days).await;
+    let s = crate::scoring::score(&db, settings.day_start(date), &date.to_string(), m.bot_events_per_day, m.category_half_life_days, settings.campaigns.best_seller_days).await;
     db.close().await;
     let s = s?;
     println!(

@@ -46,6 +46,8 @@ pub struct BrandData {
     pub browse_from: i64,
     /// Nothing at or after this instant was loaded.
     pub until: i64,
+    /// Units sold per product since `LoadOptions::sales_from` (empty when not asked).
+    pub product_units: Vec<(String, i64)>,
     pub stats: LoadStats,
 }
 
@@ -67,6 +69,9 @@ pub struct LoadOptions {
     pub browse_from: i64,
     /// A customer-day with more events than this is a bot burst and is dropped.
     pub bot_events_per_day: u32,
+    /// Also count units sold per product in orders from this instant on (best sellers for
+    /// campaign product picks, computed while the order lines stream past anyway).
+    pub sales_from: Option<i64>,
 }
 
 impl BrandData {
@@ -156,10 +161,23 @@ impl BrandData {
         })
         .await?;
         let mut lines: Vec<(u32, u16, f32)> = Vec::new();
+        let mut sales: HashMap<String, i64> = HashMap::new();
+        let sales_from = opts.sales_from.unwrap_or(i64::MAX);
         let sql = "SELECT order_id, product_id, quantity, unit_price FROM order_items";
         crate::scan::scan(db, sql, &[], |row| {
             // Lines of cancelled, refunded or later orders are not loaded.
             let Some(&o) = order_index.get(&hasher.hash_one(row.text(0)?.unwrap_or_default())) else { return Ok(()) };
+            if b.at[o as usize] >= sales_from
+                && let Some(p) = row.text(1)?
+            {
+                let q = row.int(2)?.unwrap_or(0);
+                match sales.get_mut(p) {
+                    Some(u) => *u += q,
+                    None => {
+                        sales.insert(p.to_owned(), q);
+                    }
+                }
+            }
             if let Some(&(c, price)) = row.text(1)?.and_then(|p| products.get(p)) {
                 let spend = row.int(2)?.unwrap_or(0) as f64 * row.real(3)?.or(price).unwrap_or(0.0);
                 lines.push((o, c, spend as f32));
@@ -171,6 +189,9 @@ impl BrandData {
         tracing::info!(orders = totals.len(), lines = lines.len(), secs = started.elapsed().as_secs_f32(), "orders loaded");
         b.set_lines(lines, &totals);
         let mut data = b.into_orders(categories);
+        let mut sales: Vec<(String, i64)> = sales.into_iter().collect();
+        sales.sort_unstable();
+        data.product_units = sales;
         data.until = opts.until;
         data.browse_from = opts.browse_from;
         data.load_browsing(db, opts, &products).await?;

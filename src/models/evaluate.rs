@@ -41,6 +41,7 @@ pub async fn load(db: &Db, m: &ModelSettings, earliest_as_of: i64, until: i64) -
             until,
             browse_from: earliest - BROWSE_LOOKBACK_DAYS * DAY,
             bot_events_per_day: m.bot_events_per_day,
+            sales_from: None,
         },
     )
     .await

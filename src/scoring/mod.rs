@@ -54,6 +54,7 @@ const COLUMNS: &[&str] = &[
 ];
 
 /// Scores as of `as_of` (an instant: the start of `as_of_date` in the brand's time zone).
+/// Also stores units sold per product over the last `best_seller_days` (campaign product picks).
 #[tracing::instrument(skip(db, bot_events_per_day, category_half_life_days))]
 pub async fn score(
     db: &Db,
@@ -61,13 +62,19 @@ pub async fn score(
     as_of_date: &str,
     bot_events_per_day: u32,
     category_half_life_days: f64,
+    best_seller_days: u32,
 ) -> anyhow::Result<ScoreSummary> {
     let started = std::time::Instant::now();
     let (version, artifact) = registry::champion(db).await?.ok_or(ScoringError::NoChampion)?;
     let bundle = artifact.production;
     let data = BrandData::load(
         db,
-        LoadOptions { until: as_of, browse_from: as_of - BROWSE_LOOKBACK_DAYS * DAY, bot_events_per_day },
+        LoadOptions {
+            until: as_of,
+            browse_from: as_of - BROWSE_LOOKBACK_DAYS * DAY,
+            bot_events_per_day,
+            sales_from: Some(as_of - best_seller_days as i64 * DAY),
+        },
     )
     .await?;
     bundle.check_schema(&FeatureSchema::new(&data.categories))?;
@@ -145,6 +152,13 @@ pub async fn score(
         );
         tx.execute(&sql, &vals).await?;
     }
+    tx.execute("DELETE FROM product_sales WHERE as_of_date = $1", &[Val::Text(Some(as_of_date.into()))]).await?;
+    let sales: Vec<Vec<Val>> = data
+        .product_units
+        .iter()
+        .map(|(p, u)| vec![Val::Text(Some(as_of_date.into())), Val::Text(Some(p.clone())), Val::Int(Some(*u)), Val::Int(Some(best_seller_days as i64))])
+        .collect();
+    tx.insert_rows("product_sales", &["as_of_date", "product_id", "units", "window_days"], &sales).await?;
     tx.execute("DELETE FROM scoring_runs WHERE as_of_date = $1", &[Val::Text(Some(as_of_date.into()))]).await?;
     tx.execute(
         "INSERT INTO scoring_runs (as_of_date, model_version_id, as_of, scored_at, customers) VALUES ($1, $2, $3, $4, $5)",

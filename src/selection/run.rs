@@ -75,7 +75,8 @@ pub async fn plan(db: &Db, settings: &Settings, set: &CampaignSet, only: Option<
 
     let cs = &settings.campaigns;
     let until = settings.day_start(day);
-    let catalog = Catalog::load(db, until - cs.best_seller_days as i64 * 86_400, until).await?;
+    let catalog = Catalog::load(db, &day.to_string(), until - cs.best_seller_days as i64 * 86_400, until).await?;
+    tracing::info!(secs = started.elapsed().as_secs_f32(), "catalog ranked");
     for c in &set.campaigns {
         if let OfferCategory::Fixed(k) = &c.offer.category
             && !catalog.categories.is_empty()
@@ -90,6 +91,7 @@ pub async fn plan(db: &Db, settings: &Settings, set: &CampaignSet, only: Option<
     let inputs = load(db, set, day, cs.frequency_window_days).await?;
     let params = RunParams { day, now, brand_tz: settings.timezone(), frequency_cap: cs.frequency_cap, frequency_window_days: cs.frequency_window_days };
     let selections = select(set, only, &inputs, &params);
+    tracing::info!(secs = started.elapsed().as_secs_f32(), "selected");
 
     // Product history only for the customers who get a message with product picks.
     let mut ids: Vec<&str> = Vec::new();
@@ -102,6 +104,7 @@ pub async fn plan(db: &Db, settings: &Settings, set: &CampaignSet, only: Option<
     ids.sort_unstable();
     ids.dedup();
     let bought = bought_products(db, &ids).await?;
+    tracing::info!(customers = ids.len(), secs = started.elapsed().as_secs_f32(), "purchase history read");
 
     let env = MessageEnv { brand_name: &settings.brand.name, currency: &settings.brand.currency, settings: cs, secrets, now: now.timestamp() };
     let mut planned = Vec::new();
@@ -130,6 +133,7 @@ pub async fn plan(db: &Db, settings: &Settings, set: &CampaignSet, only: Option<
         }
         campaigns.push(report_of(s));
     }
+    tracing::info!(rows = planned.len(), secs = started.elapsed().as_secs_f32(), "offers built and messages rendered");
     Ok(PlanReport { day, now, customers_scored: inputs.customers.len(), campaigns, planned, seconds: started.elapsed().as_secs_f64() })
 }
 

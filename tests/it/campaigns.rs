@@ -80,8 +80,10 @@ async fn plan_and_run_on_generated_data(t: TestDb) {
     let m = ModelSettings { max_train_rows: 20_000, ..ModelSettings::default() };
     training::train(&t.db, &m, chrono_tz::UTC, end()).await.unwrap();
     let day = NaiveDate::from_ymd_opt(2026, 11, 1).unwrap();
-    retentiond::scoring::score(&t.db, end(), &day.to_string(), 200, 90.0).await.unwrap();
+    retentiond::scoring::score(&t.db, end(), &day.to_string(), 200, 90.0, 90).await.unwrap();
     let (s, set, now) = (settings(), shipped(), noon(day));
+    // Scoring counted the units sold per product that rank product picks.
+    assert!(count(&t.db, "SELECT COUNT(*) FROM product_sales WHERE as_of_date = '2026-11-01' AND units > 0").await > 10);
 
     // Plan: a dry run that writes nothing.
     let p = plan(&t.db, &s, &set, None, day, now, &secrets()).await.unwrap();
@@ -182,7 +184,7 @@ async fn cdnow_plan_and_run_fall_back_to_category_free_copy() {
     let as_of = day.and_hms_opt(0, 0, 0).unwrap().and_utc().timestamp();
     let m = ModelSettings::default();
     training::train(&t.db, &m, chrono_tz::UTC, as_of).await.unwrap();
-    retentiond::scoring::score(&t.db, as_of, &day.to_string(), 200, 90.0).await.unwrap();
+    retentiond::scoring::score(&t.db, as_of, &day.to_string(), 200, 90.0, 90).await.unwrap();
 
     let set = shipped();
     let mut only = set.get("slipping-away").unwrap().clone();

@@ -132,7 +132,7 @@ async fn scores_recover_the_planted_truth() {
     import(&t.db, &dir).await;
     let m = ModelSettings::default();
     training::train(&t.db, &m, chrono_tz::UTC, end()).await.unwrap();
-    retentiond::scoring::score(&t.db, end(), "2026-11-01", m.bot_events_per_day, m.category_half_life_days).await.unwrap();
+    retentiond::scoring::score(&t.db, end(), "2026-11-01", m.bot_events_per_day, m.category_half_life_days, 90).await.unwrap();
     let rows: Vec<(String, f64, f64)> = retentiond::with_pool!(&t.db, p => {
         sqlx::query_as("SELECT customer_id, p_return, p_alive FROM scores WHERE as_of_date = '2026-11-01'").fetch_all(p).await.unwrap()
     });
@@ -185,7 +185,7 @@ async fn appending_future_rows_changes_no_feature_and_no_training_label() {
     let load = |until: i64| {
         let db = t.db.clone();
         async move {
-            BrandData::load(&db, LoadOptions { until, browse_from: a - 400 * DAY, bot_events_per_day: 200 }).await.unwrap()
+            BrandData::load(&db, LoadOptions { until, browse_from: a - 400 * DAY, bot_events_per_day: 200, sales_from: None }).await.unwrap()
         }
     };
     // What a backtest at A may see vs. everything up to the end of the history.
@@ -217,8 +217,8 @@ async fn train_models_score_cycle(t: TestDb) {
     let (outcome, report) = training::train(&t.db, &m, chrono_tz::UTC, end()).await.unwrap();
     assert!(matches!(outcome, training::TrainOutcome::Promoted { .. }), "{outcome:?}");
     assert!(report.ret.auc > 0.8);
-    let summary = retentiond::scoring::score(&t.db, end(), "2026-11-01", 200, 90.0).await.unwrap();
-    let again = retentiond::scoring::score(&t.db, end(), "2026-11-01", 200, 90.0).await.unwrap();
+    let summary = retentiond::scoring::score(&t.db, end(), "2026-11-01", 200, 90.0, 90).await.unwrap();
+    let again = retentiond::scoring::score(&t.db, end(), "2026-11-01", 200, 90.0, 90).await.unwrap();
     assert_eq!(summary.customers, again.customers);
     assert_eq!(t.db.count("scores").await.unwrap() as usize, summary.customers, "re-scoring a day replaces it");
     assert_eq!(t.db.count("scoring_runs").await.unwrap(), 1);
@@ -263,7 +263,7 @@ async fn cold_start_uses_labelled_rules(t: TestDb) {
     assert!(report.cold_start_reason.as_deref().unwrap().contains("repeat buyers"), "{:?}", report.cold_start_reason);
     let versions = registry::list(&t.db).await.unwrap();
     assert_eq!(versions[0].kind, "rules");
-    let s = retentiond::scoring::score(&t.db, end(), "2026-11-01", 200, 90.0).await.unwrap();
+    let s = retentiond::scoring::score(&t.db, end(), "2026-11-01", 200, 90.0, 90).await.unwrap();
     assert_eq!(s.model_kind, "rules");
     let kinds: Vec<String> = retentiond::with_pool!(&t.db, p => sqlx::query_scalar("SELECT DISTINCT model_kind FROM scores").fetch_all(p).await.unwrap());
     assert_eq!(kinds, ["rules"]);
