@@ -124,6 +124,13 @@ pub enum Command {
         #[command(subcommand)]
         action: CampaignsAction,
     },
+    /// Send queued outbox messages through the configured providers (retries, leases, rate
+    /// limits); runs until SIGTERM/SIGINT, or with --once drains what is due and exits.
+    Dispatch {
+        /// Drain what is due now and exit.
+        #[arg(long)]
+        once: bool,
+    },
     /// The quick-start job: generate a synthetic brand, import it into the configured database
     /// (the embedded SQLite default unless told otherwise), train the models and score everyone.
     Demo {
@@ -190,7 +197,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Err(e) => return config_failure(&e),
     };
     let result = match cli.command {
-        Command::CheckConfig => match CampaignSet::load(&settings.campaigns.dir) {
+        Command::CheckConfig => match CampaignSet::load(&settings.campaigns.dir).and_then(|set| settings.providers(&cli.config.display().to_string()).map(|_| set)) {
             Ok(set) => {
                 println!("configuration OK: {} and {} campaign(s) in {}", cli.config.display(), set.campaigns.len(), settings.campaigns.dir.display());
                 Ok(ExitCode::SUCCESS)
@@ -198,6 +205,7 @@ pub async fn run(cli: Cli) -> ExitCode {
             Err(e) => return config_failure(&e),
         },
         Command::Campaigns { action } => campaigns(&settings, action).await,
+        Command::Dispatch { once } => dispatch(&settings, &cli.config, once).await,
         Command::Migrate => migrate(&settings).await,
         Command::Import { dir, skip_invalid, report_dir, quiet } => import(&settings, dir, skip_invalid, report_dir, quiet).await,
         Command::Generate { customers, seed, out, end, years } => gen_brand(customers, seed, &out, end, years).map(|_| ExitCode::SUCCESS),
@@ -328,6 +336,68 @@ fn demo_secrets(secrets: &mut Secrets, c: &crate::config::CampaignSettings) {
     };
     fill(&mut secrets.unsubscribe, &c.unsubscribe_secret_env);
     fill(&mut secrets.code, &c.code_secret_env);
+}
+
+/// Resolves when SIGTERM or SIGINT arrives.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => return std::future::pending().await,
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn dispatch(settings: &Settings, config: &std::path::Path, once: bool) -> anyhow::Result<ExitCode> {
+    crate::delivery::providers::install_crypto_provider();
+    let providers = match settings.providers(&config.display().to_string()) {
+        Ok(p) => p,
+        Err(e) => return Ok(config_failure(&e)),
+    };
+    // Falling back to another channel re-renders the message: it needs the campaigns and the
+    // unsubscribe secret; without them a permanent failure is final.
+    let secrets = Secrets::from_env(&settings.campaigns);
+    let fallback = match (CampaignSet::load(&settings.campaigns.dir), secrets.check(&settings.campaigns, false)) {
+        (Ok(campaigns), Ok(())) => Some(crate::delivery::dispatcher::Fallback { settings: settings.clone(), campaigns, secrets }),
+        (Err(e), _) => return Ok(config_failure(&e)),
+        (_, Err(e)) => {
+            tracing::warn!(error = %e, "channel fallback disabled");
+            None
+        }
+    };
+    let db = connect(settings).await?;
+    let d = std::sync::Arc::new(crate::delivery::dispatcher::Dispatcher::new(db.clone(), std::sync::Arc::new(providers), settings.dispatch.clone(), fallback));
+    tracing::info!(worker = d.owner(), "dispatcher started");
+    let stats = if once {
+        d.drain().await?
+    } else {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        let worker = tokio::spawn({
+            let d = d.clone();
+            async move { d.run(rx).await }
+        });
+        shutdown_signal().await;
+        tracing::info!("shutting down: no new claims, finishing in-flight sends");
+        let _ = tx.send(true);
+        match tokio::time::timeout(std::time::Duration::from_secs(settings.dispatch.shutdown_timeout_seconds), worker).await {
+            Ok(r) => r??,
+            Err(_) => {
+                tracing::warn!("shutdown timeout: in-flight claims are left to lease recovery");
+                crate::delivery::dispatcher::DispatchStats::default()
+            }
+        }
+    };
+    db.close().await;
+    println!("{}", serde_json::to_string(&stats)?);
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn campaigns(settings: &Settings, action: CampaignsAction) -> anyhow::Result<ExitCode> {

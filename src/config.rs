@@ -25,6 +25,8 @@ pub struct Settings {
     pub import: ImportSettings,
     pub model: ModelSettings,
     pub campaigns: CampaignSettings,
+    pub delivery: crate::delivery::providers::DeliverySettings,
+    pub dispatch: crate::delivery::retry::DispatchSettings,
     pub http: HttpSettings,
 }
 
@@ -437,6 +439,8 @@ impl Settings {
             import: sink.section("import", table.get("import")),
             model: sink.section("model", table.get("model")),
             campaigns: sink.section("campaigns", table.get("campaigns")),
+            delivery: sink.section("delivery", table.get("delivery")),
+            dispatch: sink.section("dispatch", table.get("dispatch")),
             http: sink.section("http", table.get("http")),
         }
     }
@@ -511,12 +515,26 @@ impl Settings {
         if !(1..=3650).contains(&c.best_seller_days) {
             sink.push("campaigns.best_seller_days", format!("{} is out of range", c.best_seller_days), "use 1..=3650 days (default 90)");
         }
+        self.dispatch.validate(&mut sink);
         if self.brand.name.trim().is_empty() {
             sink.push("brand.name", "is empty", "set the brand's name, e.g. \"Veda Roots\"");
         }
         if self.http.bind.parse::<SocketAddr>().is_err() {
             sink.push("http.bind", format!("{:?} is not an address:port", self.http.bind), "use a value such as \"127.0.0.1:8080\"");
         }
+        self.delivery.validate(file, sink.issues);
+    }
+
+    /// Builds the delivery providers, reporting every missing credential as a config error.
+    pub fn providers(&self, file: &str) -> Result<crate::delivery::providers::Providers, ConfigError> {
+        self.delivery.build(&|var| std::env::var(var).ok().filter(|v| !v.is_empty())).map_err(|mut issues| {
+            for i in &mut issues {
+                if i.file.is_empty() {
+                    i.file = file.to_string();
+                }
+            }
+            ConfigError { issues }
+        })
     }
 
     pub fn timezone(&self) -> chrono_tz::Tz {

@@ -292,6 +292,54 @@ pub fn render(c: &Campaign, cust: &Customer, channel: Channel, offer: &Offer, en
     })
 }
 
+/// One customer's contact, consent and suppressions, for re-rendering a message on a fallback
+/// channel (the scores are not needed there).
+pub async fn load_customer(db: &Db, customer_id: &str) -> anyhow::Result<Option<(Customer, super::Suppression)>> {
+    let mut found: Option<Customer> = None;
+    let sql = "SELECT customer_id, email, phone, first_name, country, timezone, CASE WHEN email_opt_in THEN 1 ELSE 0 END, \
+               CASE WHEN sms_opt_in THEN 1 ELSE 0 END, CASE WHEN whatsapp_opt_in THEN 1 ELSE 0 END FROM customers WHERE customer_id = $1";
+    scan_with(db, sql, &[Bind::Text(customer_id)], |r| {
+        let text = |i| r.text(i).map(|t| t.filter(|s| !s.is_empty()).map(str::to_owned));
+        found = Some(Customer {
+            customer_id: r.text(0)?.unwrap_or_default().to_owned(),
+            email: text(1)?,
+            phone: text(2)?,
+            first_name: text(3)?,
+            country: text(4)?,
+            tz: r.text(5)?.and_then(|z| z.parse().ok()),
+            email_opt_in: r.int(6)? == Some(1),
+            sms_opt_in: r.int(7)? == Some(1),
+            whatsapp_opt_in: r.int(8)? == Some(1),
+            ..Customer::default()
+        });
+        Ok(())
+    })
+    .await?;
+    let Some(c) = found else { return Ok(None) };
+    let mut sup = super::Suppression::default();
+    scan_with(db, "SELECT channel FROM suppressions WHERE customer_id = $1", &[Bind::Text(customer_id)], |r| {
+        match r.text(0)? {
+            Some("email") => sup.email = true,
+            Some("sms") => sup.sms = true,
+            Some("whatsapp") => sup.whatsapp = true,
+            _ => sup.all = true,
+        }
+        Ok(())
+    })
+    .await?;
+    Ok(Some((c, sup)))
+}
+
+/// Whether the customer may be messaged on `channel`: not suppressed, consented, with a contact.
+pub fn reachable_on(c: &Customer, sup: super::Suppression, channel: Channel) -> bool {
+    !sup.blocks(channel)
+        && match channel {
+            Channel::Email => c.email_opt_in && c.email.is_some(),
+            Channel::Sms => c.sms_opt_in && c.phone.is_some(),
+            Channel::Whatsapp => c.whatsapp_opt_in && c.phone.is_some(),
+        }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
