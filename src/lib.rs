@@ -8,6 +8,7 @@ pub mod campaigns;
 pub mod cli;
 pub mod config;
 pub mod datasets;
+pub mod delivery;
 pub mod features;
 pub mod db;
 pub mod generate;
