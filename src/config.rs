@@ -439,7 +439,7 @@ impl Settings {
             import: sink.section("import", table.get("import")),
             model: sink.section("model", table.get("model")),
             campaigns: sink.section("campaigns", table.get("campaigns")),
-            delivery: sink.section("delivery", table.get("delivery")),
+            delivery: crate::delivery::providers::DeliverySettings::from_toml(table.get("delivery"), &mut sink),
             dispatch: sink.section("dispatch", table.get("dispatch")),
             http: sink.section("http", table.get("http")),
         }
