@@ -11,6 +11,7 @@ pub mod datasets;
 pub mod features;
 pub mod db;
 pub mod generate;
+pub mod http;
 pub mod messages;
 pub mod ingest;
 pub mod models;

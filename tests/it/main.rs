@@ -5,3 +5,4 @@ mod cli;
 mod real_data;
 mod models;
 mod campaigns;
+mod http;
