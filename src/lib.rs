@@ -12,6 +12,7 @@ pub mod delivery;
 pub mod features;
 pub mod db;
 pub mod generate;
+pub mod http;
 pub mod messages;
 pub mod ingest;
 pub mod models;

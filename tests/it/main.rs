@@ -6,3 +6,4 @@ mod real_data;
 mod models;
 mod campaigns;
 mod delivery;
+mod http;

@@ -1,0 +1,146 @@
+//! The daemon's inbound HTTP server (axum): health, Prometheus metrics, one-click unsubscribe
+//! (RFC 8058) and the delivery providers' webhooks.
+//!
+//! | route | what |
+//! |---|---|
+//! | `GET /healthz` | `ok` when the database answers `SELECT 1`, 503 otherwise |
+//! | `GET /metrics` | Prometheus text: the recorder's metrics plus gauges read from the database |
+//! | `GET /unsubscribe/{token}` | a confirmation page; changes nothing (mail scanners follow links) |
+//! | `POST /unsubscribe/{token}` | the one-click POST (or the page's form): suppresses the channel |
+//! | `POST /webhooks/{provider}` | sendgrid, postmark, mailgun, twilio, whatsapp; each verified its own way |
+//! | `GET /webhooks/whatsapp` | Meta's subscription handshake |
+//!
+//! Every database change a request makes happens in one transaction. Webhook events are recorded
+//! once each in `webhook_events`, so a provider's retry or a replayed request changes nothing.
+//! Logs carry the route template, never the URI (unsubscribe tokens are capabilities), and never
+//! secrets, email addresses or full phone numbers.
+
+mod metrics;
+mod settings;
+mod store;
+mod unsubscribe;
+mod webhooks;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tracing::Instrument as _;
+
+use crate::db::Db;
+
+pub use metrics::{DELIVERY_LATENCY_BUCKETS, install_metrics_recorder};
+pub use settings::{WebhookSecrets, WebhookSettings};
+pub use webhooks::PROVIDERS;
+
+/// Largest request body accepted (webhook batches included); larger ones get 413.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// How long `/healthz` waits for the database.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// What the handlers share. Cheap to clone (pools and handles are reference-counted).
+#[derive(Clone)]
+pub struct AppState {
+    pub db: Db,
+    /// Signs and verifies unsubscribe tokens (`crate::unsubscribe`); the same secret the
+    /// campaign run used to sign the links.
+    pub unsubscribe_secret: Vec<u8>,
+    /// Webhook credentials; a provider without one answers 404 "not configured".
+    pub webhooks: WebhookSecrets,
+    /// `campaigns.public_base_url` without a trailing slash: Twilio signs the public URL it
+    /// called, `{public_base_url}/webhooks/twilio`.
+    pub public_base_url: String,
+    /// From [`install_metrics_recorder`].
+    pub metrics: PrometheusHandle,
+    /// Shown on the unsubscribe pages.
+    pub brand_name: String,
+}
+
+// Secrets stay out of logs; the pool's connect options may hold a password.
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("db", &self.db.backend())
+            .field("unsubscribe_secret", &"<redacted>")
+            .field("webhooks", &self.webhooks)
+            .field("public_base_url", &self.public_base_url)
+            .field("brand_name", &self.brand_name)
+            .finish_non_exhaustive()
+    }
+}
+
+type Shared = Arc<AppState>;
+
+/// All routes, with the body limit and per-request tracing spans.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics::scrape))
+        .route("/unsubscribe/{token}", get(unsubscribe::confirm_page).post(unsubscribe::unsubscribe))
+        .route("/webhooks/{provider}", get(webhooks::verify_subscription).post(webhooks::receive))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(trace_request))
+        .with_state(Arc::new(state))
+}
+
+/// Serves `router(state)` on `listener` until `shutdown` resolves, then lets in-flight requests
+/// finish (graceful shutdown).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let addr = listener.local_addr()?;
+    state.webhooks.log_status();
+    tracing::info!(%addr, "HTTP server listening");
+    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await?;
+    tracing::info!(%addr, "HTTP server stopped");
+    Ok(())
+}
+
+async fn healthz(State(s): State<Shared>) -> Response {
+    let ping = async { crate::with_pool!(&s.db, p => sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(p).await) };
+    match tokio::time::timeout(HEALTH_TIMEOUT, ping).await {
+        Ok(Ok(_)) => plain(StatusCode::OK, "ok"),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "health check: database error");
+            plain(StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
+        }
+        Err(_) => {
+            tracing::warn!("health check: database timed out");
+            plain(StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
+        }
+    }
+}
+
+/// One span per request with the route template (never the URI: it may hold a token), and a
+/// request counter by route and status.
+async fn trace_request(req: Request, next: Next) -> Response {
+    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().clone();
+    let span = tracing::info_span!("http", %method, %route);
+    let start = Instant::now();
+    let resp = next.run(req).instrument(span.clone()).await;
+    let status = resp.status().as_u16();
+    span.in_scope(|| tracing::debug!(status, ms = start.elapsed().as_millis() as u64, "request done"));
+    ::metrics::counter!("retentiond_http_requests_total", "route" => route, "status" => status.to_string()).increment(1);
+    resp
+}
+
+/// A `text/plain` response.
+pub(crate) fn plain(status: StatusCode, body: impl Into<String>) -> Response {
+    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body.into()).into_response()
+}
+
+/// Unix seconds now.
+pub(crate) fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
