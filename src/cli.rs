@@ -131,6 +131,9 @@ pub enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// Serve the HTTP endpoints (health, metrics, one-click unsubscribe, provider webhooks) on
+    /// `http.bind` and dispatch queued messages, until SIGTERM/SIGINT.
+    Serve,
     /// The quick-start job: generate a synthetic brand, import it into the configured database
     /// (the embedded SQLite default unless told otherwise), train the models and score everyone.
     Demo {
@@ -206,6 +209,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         },
         Command::Campaigns { action } => campaigns(&settings, action).await,
         Command::Dispatch { once } => dispatch(&settings, &cli.config, once).await,
+        Command::Serve => serve(&settings, &cli.config).await,
         Command::Migrate => migrate(&settings).await,
         Command::Import { dir, skip_invalid, report_dir, quiet } => import(&settings, dir, skip_invalid, report_dir, quiet).await,
         Command::Generate { customers, seed, out, end, years } => gen_brand(customers, seed, &out, end, years).map(|_| ExitCode::SUCCESS),
@@ -356,25 +360,80 @@ pub async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-async fn dispatch(settings: &Settings, config: &std::path::Path, once: bool) -> anyhow::Result<ExitCode> {
+type SharedDispatcher = std::sync::Arc<crate::delivery::dispatcher::Dispatcher>;
+
+/// The dispatcher from config: providers (a missing credential is a config error here, at
+/// start), and channel fallback when the campaigns and the unsubscribe secret are available.
+fn build_dispatcher(settings: &Settings, config: &std::path::Path, db: &Db) -> Result<SharedDispatcher, ConfigError> {
     crate::delivery::providers::install_crypto_provider();
-    let providers = match settings.providers(&config.display().to_string()) {
-        Ok(p) => p,
-        Err(e) => return Ok(config_failure(&e)),
-    };
+    let providers = settings.providers(&config.display().to_string())?;
     // Falling back to another channel re-renders the message: it needs the campaigns and the
     // unsubscribe secret; without them a permanent failure is final.
     let secrets = Secrets::from_env(&settings.campaigns);
-    let fallback = match (CampaignSet::load(&settings.campaigns.dir), secrets.check(&settings.campaigns, false)) {
-        (Ok(campaigns), Ok(())) => Some(crate::delivery::dispatcher::Fallback { settings: settings.clone(), campaigns, secrets }),
-        (Err(e), _) => return Ok(config_failure(&e)),
-        (_, Err(e)) => {
+    let campaigns = CampaignSet::load(&settings.campaigns.dir)?;
+    let fallback = match secrets.check(&settings.campaigns, false) {
+        Ok(()) => Some(crate::delivery::dispatcher::Fallback { settings: settings.clone(), campaigns, secrets }),
+        Err(e) => {
             tracing::warn!(error = %e, "channel fallback disabled");
             None
         }
     };
+    Ok(std::sync::Arc::new(crate::delivery::dispatcher::Dispatcher::new(db.clone(), std::sync::Arc::new(providers), settings.dispatch.clone(), fallback)))
+}
+
+async fn serve(settings: &Settings, config: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let secrets = Secrets::from_env(&settings.campaigns);
+    if let Err(e) = secrets.check(&settings.campaigns, false) {
+        eprintln!("error: {e}");
+        return Ok(ExitCode::from(2));
+    }
     let db = connect(settings).await?;
-    let d = std::sync::Arc::new(crate::delivery::dispatcher::Dispatcher::new(db.clone(), std::sync::Arc::new(providers), settings.dispatch.clone(), fallback));
+    let d = match build_dispatcher(settings, config, &db) {
+        Ok(d) => d,
+        Err(e) => return Ok(config_failure(&e)),
+    };
+    let state = crate::http::AppState {
+        db: db.clone(),
+        unsubscribe_secret: secrets.unsubscribe.clone().unwrap_or_default(),
+        webhooks: settings.http.webhooks.resolve(&|k| std::env::var(k).ok()),
+        public_base_url: settings.campaigns.public_base_url.clone(),
+        metrics: crate::http::install_metrics_recorder(),
+        brand_name: settings.brand.name.clone(),
+    };
+    let listener = tokio::net::TcpListener::bind(&settings.http.bind).await.with_context(|| format!("Failed to bind {}", settings.http.bind))?;
+    tracing::info!(addr = %settings.http.bind, worker = d.owner(), "serving HTTP and dispatching");
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let mut http_rx = rx.clone();
+    let http = tokio::spawn(crate::http::serve(listener, state, async move {
+        let _ = http_rx.wait_for(|stop| *stop).await;
+    }));
+    let worker = tokio::spawn({
+        let d = d.clone();
+        async move { d.run(rx).await }
+    });
+    shutdown_signal().await;
+    tracing::info!("shutting down: no new claims, finishing in-flight sends and requests");
+    let _ = tx.send(true);
+    let limit = std::time::Duration::from_secs(settings.dispatch.shutdown_timeout_seconds);
+    let stats = match tokio::time::timeout(limit, worker).await {
+        Ok(r) => r??,
+        Err(_) => {
+            tracing::warn!("shutdown timeout: in-flight claims are left to lease recovery");
+            crate::delivery::dispatcher::DispatchStats::default()
+        }
+    };
+    let _ = tokio::time::timeout(limit, http).await;
+    db.close().await;
+    println!("{}", serde_json::to_string(&stats)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn dispatch(settings: &Settings, config: &std::path::Path, once: bool) -> anyhow::Result<ExitCode> {
+    let db = connect(settings).await?;
+    let d = match build_dispatcher(settings, config, &db) {
+        Ok(d) => d,
+        Err(e) => return Ok(config_failure(&e)),
+    };
     tracing::info!(worker = d.owner(), "dispatcher started");
     let stats = if once {
         d.drain().await?

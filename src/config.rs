@@ -203,11 +203,13 @@ impl Default for CampaignSettings {
 pub struct HttpSettings {
     /// Address the daemon's HTTP server binds. Default "127.0.0.1:8080".
     pub bind: String,
+    /// Environment variables holding each provider's webhook signing secret.
+    pub webhooks: crate::http::WebhookSettings,
 }
 
 impl Default for HttpSettings {
     fn default() -> Self {
-        Self { bind: "127.0.0.1:8080".into() }
+        Self { bind: "127.0.0.1:8080".into(), webhooks: Default::default() }
     }
 }
 
@@ -522,6 +524,7 @@ impl Settings {
         if self.http.bind.parse::<SocketAddr>().is_err() {
             sink.push("http.bind", format!("{:?} is not an address:port", self.http.bind), "use a value such as \"127.0.0.1:8080\"");
         }
+        self.http.webhooks.validate("http.webhooks", &mut sink);
         self.delivery.validate(file, sink.issues);
     }
 

@@ -208,8 +208,9 @@ async fn transient_failures_retry_on_schedule_then_die(t: TestDb) {
     let st = statuses(&t.db).await;
     assert_eq!((st.get("sent"), st.get("dead")), (Some(&2), Some(&1)), "{st:?}");
     // Every attempt recorded with its status code.
-    assert_eq!(scalar(&t.db, "SELECT COUNT(*) FROM delivery_attempts").await, 6);
-    assert_eq!(scalar(&t.db, "SELECT COUNT(*) FROM delivery_attempts WHERE outcome = 'transient' AND status_code IN (429, 503)").await, 4);
+    // c0: 503 then accepted; c1: 429 then accepted; c2: three 503s.
+    assert_eq!(scalar(&t.db, "SELECT COUNT(*) FROM delivery_attempts").await, 7);
+    assert_eq!(scalar(&t.db, "SELECT COUNT(*) FROM delivery_attempts WHERE outcome = 'transient' AND status_code IN (429, 503)").await, 5);
     assert_eq!(p.count("slipping-away/c2/2026-11-01"), 3);
     assert_eq!(scalar(&t.db, "SELECT COUNT(*) FROM outbox WHERE provider_message_id = 'pm-c0'").await, 1);
 }
@@ -244,6 +245,7 @@ async fn permanent_failure_suppresses_and_falls_back(t: TestDb) {
     let mut tx = t.db.begin().await.unwrap();
     tx.execute("DELETE FROM outbox", &[]).await.unwrap();
     tx.execute("DELETE FROM customers", &[]).await.unwrap();
+    tx.execute("DELETE FROM suppressions", &[]).await.unwrap();
     tx.commit().await.unwrap();
     seed(&t.db, 1, Channel::Whatsapp, &[]).await;
     let s = d.drain().await.unwrap();
@@ -436,3 +438,87 @@ async fn sigkill_never_sends_twice_nor_loses(t: TestDb) {
     assert!(kills >= 5, "the test must actually kill the worker several times");
 }
 on_both_backends!(sigkill_sqlite, sigkill_postgres, sigkill_never_sends_twice_nor_loses);
+
+/// `retentiond serve` as deployed: health, metrics, a queued message dispatched to the file
+/// sink, a one-click unsubscribe, and a clean exit on SIGTERM.
+async fn serve_binary_end_to_end(t: TestDb) {
+    seed(&t.db, 3, Channel::Email, &[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let config = dir.path().join("r.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[http]\nbind = \"127.0.0.1:{port}\"\n[delivery.file]\ndir = \"{}\"\n[dispatch]\nidle_poll_ms = 50\n[campaigns]\ndir = \"{}\"\npublic_base_url = \"http://127.0.0.1:{port}\"\n",
+            dir.path().join("out").display(),
+            dir.path().join("none").display()
+        ),
+    )
+    .unwrap();
+    let secret = "serve-test-secret-0123456789";
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_retentiond"))
+        .args(["--config", config.to_str().unwrap(), "--database", &t.url, "--log", "warn", "serve"])
+        .env("RETENTIOND_UNSUBSCRIBE_SECRET", secret)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Killed if the test fails half-way, so no server outlives it.
+    struct KillOnDrop(Option<std::process::Child>);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            if let Some(c) = self.0.as_mut() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+    let mut guard = KillOnDrop(Some(child));
+    let child = guard.0.as_mut().unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    retentiond::delivery::providers::install_crypto_provider();
+    let client = reqwest::Client::new();
+    let mut up = false;
+    for _ in 0..100 {
+        if client.get(format!("{base}/healthz")).send().await.is_ok_and(|r| r.status() == 200) {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(up, "serve did not answer /healthz");
+    // The dispatcher sends the queued messages to the file sink.
+    for _ in 0..100 {
+        if statuses(&t.db).await.get("sent") == Some(&3) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(statuses(&t.db).await.get("sent"), Some(&3));
+    assert_eq!(std::fs::read_dir(dir.path().join("out")).unwrap().count(), 3);
+    let metrics = client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("retentiond_messages{"), "{metrics}");
+    assert!(metrics.contains("retentiond_delivery_attempts_total"), "{metrics}");
+    // One-click unsubscribe with a signed token; a forged one changes nothing.
+    let token = retentiond::unsubscribe::sign(secret.as_bytes(), &retentiond::unsubscribe::Claims { customer_id: "c1".into(), channel: "email".into(), issued_at: 0 });
+    let forged = retentiond::unsubscribe::sign(b"another-secret-0123456789", &retentiond::unsubscribe::Claims { customer_id: "c2".into(), channel: "email".into(), issued_at: 0 });
+    let r = client.post(format!("{base}/unsubscribe/{forged}")).body("List-Unsubscribe=One-Click").send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    let r = client.post(format!("{base}/unsubscribe/{token}")).body("List-Unsubscribe=One-Click").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(scalar(&t.db, "SELECT COUNT(*) FROM suppressions").await, 1);
+    assert_eq!(scalar(&t.db, "SELECT COUNT(*) FROM suppressions WHERE customer_id = 'c1' AND channel = 'email'").await, 1);
+    // SIGTERM: a clean exit.
+    let pid = child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let mut exited = None;
+    for _ in 0..100 {
+        if let Some(s) = child.try_wait().unwrap() {
+            exited = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(exited.expect("exits within 10 s of SIGTERM").success());
+    guard.0 = None;
+}
+on_both_backends!(serve_sqlite, serve_postgres, serve_binary_end_to_end);

@@ -345,6 +345,8 @@ async fn find_message(tx: &mut Tx, provider: &str, refs: &Refs) -> sqlx::Result<
     {
         return Ok(Some(row));
     }
+    // The webhook route is /webhooks/whatsapp; the sending provider is named whatsapp_cloud.
+    let provider = if provider == "whatsapp" { "whatsapp_cloud" } else { provider };
     for pmid in &refs.provider_message_ids {
         if let Some(row) = store::message_by_provider_id(tx, provider, pmid).await? {
             return Ok(Some(row));
