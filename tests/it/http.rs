@@ -606,8 +606,8 @@ fn whatsapp_request(secret: &str, body: &str) -> Request<Body> {
 async fn whatsapp(t: TestDb) {
     let db = &t.db;
     seed_customers(db).await;
-    let a = msg(db, "c1", 1, "sent", "whatsapp", "+919876543210", Some("whatsapp"), Some("wamid.A")).await;
-    let b = msg(db, "c2", 1, "sent", "whatsapp", "+15550001111", Some("whatsapp"), Some("wamid.B")).await;
+    let a = msg(db, "c1", 1, "sent", "whatsapp", "+919876543210", Some("whatsapp_cloud"), Some("wamid.A")).await;
+    let b = msg(db, "c2", 1, "sent", "whatsapp", "+15550001111", Some("whatsapp_cloud"), Some("wamid.B")).await;
     let w1 = msg(db, "c1", 2, "queued", "whatsapp", "+919876543210", None, None).await;
     let e1 = msg(db, "c1", 3, "queued", "email", "a@example.com", None, None).await;
     let k = keys();
