@@ -4,10 +4,10 @@
 //!    `UPDATE … RETURNING`; `FOR UPDATE SKIP LOCKED` on PostgreSQL so replicas never claim the
 //!    same row; SQLite has a single writer);
 //! 2. check suppression and consent again (the customer may have unsubscribed since selection);
-//! 3. record the attempt as `started` (committed) **right before** the provider call — no
-//!    transaction is held open across it;
-//! 4. send, paced per provider (rate and concurrency), and record the outcome in one short
-//!    transaction guarded by the lease.
+//! 3. record the attempts of a wave (at most the providers' concurrency) as `started`
+//!    (committed) **right before** the provider calls — no transaction is held open across them;
+//! 4. send, paced per provider (rate and concurrency), and record the wave's outcomes in one
+//!    short transaction guarded by the lease.
 //!
 //! A worker killed anywhere leaves rows `sending` with a lease that expires. **Recovery** then
 //! knows: no `started` attempt for the current try → never sent, queue again; a `started`
@@ -19,13 +19,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use rand::Rng;
 use serde::Serialize;
 use tokio::sync::{Semaphore, watch};
 
-use super::providers::{Outgoing, Providers, SendError};
+use super::providers::{Outgoing, Provider, Providers, SendError};
 use super::retry::{DispatchSettings, RetryDecision, next_retry};
 use crate::campaigns::{CampaignSet, Channel};
 use crate::config::Settings;
@@ -85,6 +84,14 @@ struct Claimed {
     offer: String,
 }
 
+/// What one provider call took, for its `delivery_attempts` row.
+struct Attempt {
+    outcome: &'static str,
+    latency_ms: i64,
+    status_code: Option<i64>,
+    error: Option<String>,
+}
+
 struct Pace {
     limiter: Option<DefaultDirectRateLimiter>,
     permits: Semaphore,
@@ -99,6 +106,7 @@ pub struct Dispatcher {
     fallback: Option<Fallback>,
 }
 
+#[derive(Clone)]
 enum Outcome {
     Sent { provider: String, provider_message_id: Option<String> },
     Failed { provider: Option<String>, error: SendError },
@@ -240,17 +248,82 @@ impl Dispatcher {
                 to_send.push(m);
             }
         }
+        // Waves of at most the providers' total concurrency: one transaction records the wave's
+        // attempts as started, the sends run concurrently, one transaction records the outcomes.
+        // (Two commits per wave instead of two per message; a crash inside a wave leaves its
+        // messages `started`, so recovery treats them as possibly sent — never resent blindly.)
         let concurrency = self.providers.entries().iter().map(|e| e.limits.concurrency.max(1) as usize).sum::<usize>().max(1);
-        let results: Vec<anyhow::Result<&'static str>> = futures_util::stream::iter(to_send)
-            .map(|m| async move {
-                let outcome = self.send_one(&m, shutdown).await?;
-                self.record(&m, outcome).await
-            })
-            .buffer_unordered(concurrency)
-            .collect()
-            .await;
-        for r in results {
-            match r? {
+        let wave_size = concurrency.min(self.settings.claim_batch as usize).max(1);
+        let mut queue = to_send.into_iter();
+        let mut labels: Vec<&'static str> = Vec::new();
+        loop {
+            let wave: Vec<Claimed> = queue.by_ref().take(wave_size).collect();
+            if wave.is_empty() {
+                break;
+            }
+            if *shutdown.borrow() {
+                // Stop: what has not started goes back to the queue.
+                let mut tx = self.db.begin().await?;
+                for m in wave.iter().chain(queue.by_ref().collect::<Vec<_>>().iter()) {
+                    labels.push(self.record(&mut tx, m, Outcome::Released).await?);
+                }
+                tx.commit().await?;
+                break;
+            }
+            let mut ready = Vec::new();
+            let mut done: Vec<(Claimed, Outcome, Option<Attempt>)> = Vec::new();
+            for m in wave {
+                match self.prepare(&m) {
+                    Ok((provider, rendered)) => ready.push((m, provider, rendered)),
+                    Err(error) => done.push((m, Outcome::Failed { provider: None, error }, None)),
+                }
+            }
+            if !ready.is_empty() {
+                // Committed before the calls: recovery must know a send may have happened.
+                let started = chrono::Utc::now().timestamp();
+                let rows: Vec<Vec<Val>> = ready
+                    .iter()
+                    .map(|(m, p, _)| {
+                        vec![
+                            Val::Int(Some(m.message_id)),
+                            Val::Int(Some(m.attempts)),
+                            Val::Text(Some(p.name().to_string())),
+                            Val::Text(Some(m.channel.clone())),
+                            Val::Int(Some(started)),
+                            Val::Text(Some("started".into())),
+                        ]
+                    })
+                    .collect();
+                let mut tx = self.db.begin().await?;
+                tx.insert_rows("delivery_attempts", &["message_id", "attempt", "provider", "channel", "started_at", "outcome"], &rows).await?;
+                tx.commit().await?;
+                let sent = futures_util::future::join_all(ready.iter().map(|(m, p, r)| self.send_prepared(m, p.clone(), r))).await;
+                for ((m, _, _), (outcome, attempt)) in ready.into_iter().zip(sent) {
+                    done.push((m, outcome, Some(attempt)));
+                }
+            }
+            let mut tx = self.db.begin().await?;
+            for (m, outcome, attempt) in &done {
+                if let Some(a) = attempt {
+                    tx.execute(
+                        "UPDATE delivery_attempts SET outcome = $1, latency_ms = $2, status_code = $3, error = $4 WHERE message_id = $5 AND attempt = $6 AND outcome = 'started'",
+                        &[
+                            Val::Text(Some(a.outcome.into())),
+                            Val::Int(Some(a.latency_ms)),
+                            Val::Int(a.status_code),
+                            Val::Text(a.error.clone()),
+                            Val::Int(Some(m.message_id)),
+                            Val::Int(Some(m.attempts)),
+                        ],
+                    )
+                    .await?;
+                }
+                labels.push(self.record(&mut tx, m, outcome.clone()).await?);
+            }
+            tx.commit().await?;
+        }
+        for l in labels {
+            match l {
                 "sent" => stats.sent += 1,
                 "retried" => stats.retried += 1,
                 "failed" => stats.failed += 1,
@@ -377,81 +450,59 @@ impl Dispatcher {
         Ok(())
     }
 
-    #[tracing::instrument(skip(self, m, shutdown), fields(message_id = m.message_id, channel = %m.channel))]
-    async fn send_one(&self, m: &Claimed, shutdown: &watch::Receiver<bool>) -> anyhow::Result<Outcome> {
-        let Some(channel) = Channel::parse(&m.channel) else {
-            return Ok(Outcome::Failed { provider: None, error: SendError::permanent(format!("unknown channel {:?}", m.channel)) });
-        };
-        let Some(provider) = self.providers.for_channel(channel) else {
-            return Ok(Outcome::Failed { provider: None, error: SendError::permanent(format!("no provider configured for {}", channel.as_str())) });
-        };
+    /// The provider and the stored message, or why it cannot be sent at all.
+    fn prepare(&self, m: &Claimed) -> Result<(Arc<dyn Provider>, Rendered), SendError> {
+        let channel = Channel::parse(&m.channel).ok_or_else(|| SendError::permanent(format!("unknown channel {:?}", m.channel)))?;
+        let provider = self.providers.for_channel(channel).ok_or_else(|| SendError::permanent(format!("no provider configured for {}", channel.as_str())))?;
         let rendered: Rendered = match m.message.as_deref().map(serde_json::from_str) {
             Some(Ok(r)) => r,
-            Some(Err(e)) => return Ok(Outcome::Failed { provider: None, error: SendError::permanent(format!("stored message unreadable: {e}")) }),
-            None => return Ok(Outcome::Failed { provider: None, error: SendError::permanent("no message to send") }),
+            Some(Err(e)) => return Err(SendError::permanent(format!("stored message unreadable: {e}"))),
+            None => return Err(SendError::permanent("no message to send")),
         };
+        Ok((provider, rendered))
+    }
+
+    /// One provider call, paced by the provider's concurrency and rate limit.
+    #[tracing::instrument(skip(self, m, provider, rendered), fields(message_id = m.message_id, channel = %m.channel))]
+    async fn send_prepared(&self, m: &Claimed, provider: Arc<dyn Provider>, rendered: &Rendered) -> (Outcome, Attempt) {
         let name = provider.name().to_string();
         let pace = self.pace.get(&name);
         let _permit = match pace {
-            Some(p) => Some(p.permits.acquire().await?),
+            Some(p) => p.permits.acquire().await.ok(),
             None => None,
         };
         if let Some(l) = pace.and_then(|p| p.limiter.as_ref()) {
             l.until_ready().await;
         }
-        if *shutdown.borrow() {
-            return Ok(Outcome::Released);
-        }
-        // Committed before the call: recovery must know a send may have happened.
-        let started = chrono::Utc::now().timestamp();
-        let mut tx = self.db.begin().await?;
-        tx.execute(
-            "INSERT INTO delivery_attempts (message_id, attempt, provider, channel, started_at, outcome) VALUES ($1, $2, $3, $4, $5, 'started')",
-            &[Val::Int(Some(m.message_id)), Val::Int(Some(m.attempts)), Val::Text(Some(name.clone())), Val::Text(Some(m.channel.clone())), Val::Int(Some(started))],
-        )
-        .await?;
-        tx.commit().await?;
-        let out = Outgoing { message_id: m.message_id, idempotency_key: &m.idempotency_key, campaign: &m.campaign, customer_id: &m.customer_id, rendered: &rendered };
+        let out = Outgoing { message_id: m.message_id, idempotency_key: &m.idempotency_key, campaign: &m.campaign, customer_id: &m.customer_id, rendered };
         let t0 = Instant::now();
         let result = provider.send(&out).await;
         let latency = t0.elapsed();
         metrics::histogram!("retentiond_delivery_latency_seconds", "provider" => name.clone()).record(latency.as_secs_f64());
-        let outcome_label = match &result {
+        let label = match &result {
             Ok(_) => "accepted",
             Err(e) if e.is_permanent() => "permanent",
             Err(_) => "transient",
         };
-        metrics::counter!("retentiond_delivery_attempts_total", "provider" => name.clone(), "outcome" => outcome_label).increment(1);
-        let mut tx = self.db.begin().await?;
-        let (code, err) = match &result {
-            Ok(_) => (None, None),
-            Err(e) => (e.status().map(i64::from), Some(e.reason().to_string())),
+        metrics::counter!("retentiond_delivery_attempts_total", "provider" => name.clone(), "outcome" => label).increment(1);
+        let attempt = Attempt {
+            outcome: label,
+            latency_ms: latency.as_millis() as i64,
+            status_code: result.as_ref().err().and_then(|e| e.status()).map(i64::from),
+            error: result.as_ref().err().map(|e| e.reason().to_string()),
         };
-        tx.execute(
-            "UPDATE delivery_attempts SET outcome = $1, latency_ms = $2, status_code = $3, error = $4 WHERE message_id = $5 AND attempt = $6 AND outcome = 'started'",
-            &[
-                Val::Text(Some(outcome_label.into())),
-                Val::Int(Some(latency.as_millis() as i64)),
-                Val::Int(code),
-                Val::Text(err),
-                Val::Int(Some(m.message_id)),
-                Val::Int(Some(m.attempts)),
-            ],
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(match result {
+        let outcome = match result {
             Ok(a) => Outcome::Sent { provider: name, provider_message_id: a.provider_message_id },
             Err(error) => Outcome::Failed { provider: Some(name), error },
-        })
+        };
+        (outcome, attempt)
     }
 
-    /// Writes the outcome, only while this worker still holds the lease.
-    async fn record(&self, m: &Claimed, outcome: Outcome) -> anyhow::Result<&'static str> {
+    /// Writes the outcome in `tx`, only while this worker still holds the lease.
+    async fn record(&self, tx: &mut crate::db::Tx, m: &Claimed, outcome: Outcome) -> anyhow::Result<&'static str> {
         let now = chrono::Utc::now().timestamp();
         let owner = Val::Text(Some(self.owner.clone()));
         let id = Val::Int(Some(m.message_id));
-        let mut tx = self.db.begin().await?;
         let label = match outcome {
             Outcome::Released => {
                 tx.execute(
@@ -536,7 +587,6 @@ impl Dispatcher {
                 }
             }
         };
-        tx.commit().await?;
         Ok(label)
     }
 

@@ -364,8 +364,8 @@ impl wiremock::Respond for SlowAccept {
     }
 }
 
-/// The daemon's dispatcher is killed with SIGKILL at random instants, many times, while it
-/// sends through SendGrid's API (no idempotency key) to a local server that counts receipts.
+/// Two dispatcher processes are killed with SIGKILL at random instants, many times, while they
+/// send through SendGrid's API (no idempotency key) to a local server that counts receipts.
 /// Afterwards every message is settled, none was received twice, every `sent` message was
 /// received exactly once, and only `unknown` ones (counted) may have been received once or not.
 async fn sigkill_never_sends_twice_nor_loses(t: TestDb) {
@@ -401,12 +401,18 @@ async fn sigkill_never_sends_twice_nor_loses(t: TestDb) {
         if done == N {
             break;
         }
-        let mut child = bin().arg("dispatch").spawn().unwrap();
-        let wait = rand::rng().random_range(150..700);
-        tokio::time::sleep(Duration::from_millis(wait)).await;
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
-        kills += 1;
+        // Two dispatcher processes on the same queue, each killed at its own random instant.
+        let mut a = bin().arg("dispatch").spawn().unwrap();
+        let mut b = bin().arg("dispatch").spawn().unwrap();
+        let (wa, wb) = (rand::rng().random_range(150..700), rand::rng().random_range(150..700));
+        tokio::time::sleep(Duration::from_millis(wa.min(wb))).await;
+        let (first, second) = if wa <= wb { (&mut a, &mut b) } else { (&mut b, &mut a) };
+        first.kill().unwrap(); // SIGKILL
+        tokio::time::sleep(Duration::from_millis(wa.abs_diff(wb))).await;
+        second.kill().unwrap();
+        a.wait().unwrap();
+        b.wait().unwrap();
+        kills += 2;
         // Sometimes let the leases of the killed worker expire, so recovery runs mid-way.
         if kills % 8 == 0 {
             tokio::time::sleep(Duration::from_secs(6)).await;
