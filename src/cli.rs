@@ -301,18 +301,18 @@ fn gen_brand(customers: u64, seed: u64, out: &std::path::Path, end: Option<chron
 
 async fn demo(settings: &Settings, customers: u64, seed: u64, out: PathBuf) -> anyhow::Result<ExitCode> {
     // The synthetic history ends today (UTC); train and score as of the brand's today.
-    println!("== 1/5 generate a synthetic brand ({customers} customers, seed {seed})");
+    println!("== 1/6 generate a synthetic brand ({customers} customers, seed {seed})");
     gen_brand(customers, seed, &out, None, 3)?;
-    println!("== 2/5 import it into {}", crate::config::redact_url(&settings.database.url));
+    println!("== 2/6 import it into {}", crate::config::redact_url(&settings.database.url));
     let code = import(settings, out, false, None, false).await?;
     if code != ExitCode::SUCCESS {
         return Ok(code);
     }
-    println!("== 3/5 train the models (backtested on the latest complete horizon)");
+    println!("== 3/6 train the models (backtested on the latest complete horizon)");
     train(settings, None, false).await?;
-    println!("== 4/5 score every customer");
+    println!("== 4/6 score every customer");
     score(settings, None).await?;
-    println!("== 5/5 select customers for the campaigns in {} and write the outbox", settings.campaigns.dir.display());
+    println!("== 5/6 select customers for the campaigns in {} and write the outbox", settings.campaigns.dir.display());
     let set = match CampaignSet::load(&settings.campaigns.dir) {
         Ok(s) => s,
         Err(e) => return Ok(config_failure(&e)),
@@ -321,8 +321,22 @@ async fn demo(settings: &Settings, customers: u64, seed: u64, out: PathBuf) -> a
     demo_secrets(&mut secrets, &settings.campaigns);
     let db = connect(settings).await?;
     let report = crate::selection::run::run(&db, settings, &set, None, settings.today(), chrono::Utc::now(), &secrets).await;
-    db.close().await;
     print!("{}", report?.table(3, settings.timezone()));
+    println!("== 6/6 dispatch what is due now (delivery.email/sms/whatsapp; the local file sink by default)");
+    let d = match build_dispatcher(settings, std::path::Path::new(DEFAULT_CONFIG_PATH), &db) {
+        Ok(d) => d,
+        Err(e) => return Ok(config_failure(&e)),
+    };
+    let stats = d.drain().await?;
+    let waiting = crate::delivery::dispatcher::queue_depth(&db).await?;
+    db.close().await;
+    println!(
+        "sent {} message(s), {} suppressed, {} failed; {} wait in the outbox for their customers' send hours (`retentiond serve` sends them)",
+        stats.sent, stats.suppressed, stats.failed + stats.dead, waiting
+    );
+    if settings.delivery.email == "file" {
+        println!("messages written to {}/", settings.delivery.file.dir.display());
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -8,8 +8,11 @@
 //! | `GET /unsubscribe/{token}` | a confirmation page; changes nothing (mail scanners follow links) |
 //! | `POST /unsubscribe/{token}` | the one-click POST (or the page's form): suppresses the channel |
 //! | `POST /webhooks/{provider}` | sendgrid, postmark, mailgun, twilio, whatsapp; each verified its own way |
+//! | `POST /webhooks/retentiond` | events from receivers of our signed-webhook provider, signed with its secret (`webhooks::retentiond`) |
 //! | `GET /webhooks/whatsapp` | Meta's subscription handshake |
 //!
+//! A webhook request without valid credentials (unsigned, badly signed, forged, altered, or
+//! signed too long ago) answers 401 and is logged at warn, without the secret or the payload.
 //! Every database change a request makes happens in one transaction. Webhook events are recorded
 //! once each in `webhook_events`, so a provider's retry or a replayed request changes nothing.
 //! Logs carry the route template, never the URI (unsubscribe tokens are capabilities), and never

@@ -24,6 +24,10 @@ pub struct WebhookSettings {
     pub whatsapp_app_secret_env: String,
     /// The verify token typed into Meta's webhook setup. Default "RETENTIOND_WHATSAPP_VERIFY_TOKEN".
     pub whatsapp_verify_token_env: String,
+    /// The signing secret of our own webhook provider, which its receivers also sign the events
+    /// they post back to `/webhooks/retentiond` with. Default "RETENTIOND_WEBHOOK_SECRET", the
+    /// default of `delivery.webhook.secret_env`: keep the two naming the same variable.
+    pub retentiond_secret_env: String,
 }
 
 impl Default for WebhookSettings {
@@ -35,12 +39,13 @@ impl Default for WebhookSettings {
             twilio_auth_token_env: "RETENTIOND_TWILIO_AUTH_TOKEN".into(),
             whatsapp_app_secret_env: "RETENTIOND_WHATSAPP_APP_SECRET".into(),
             whatsapp_verify_token_env: "RETENTIOND_WHATSAPP_VERIFY_TOKEN".into(),
+            retentiond_secret_env: "RETENTIOND_WEBHOOK_SECRET".into(),
         }
     }
 }
 
 impl WebhookSettings {
-    fn entries(&self) -> [(&'static str, &str); 6] {
+    fn entries(&self) -> [(&'static str, &str); 7] {
         [
             ("sendgrid_public_key_env", &self.sendgrid_public_key_env),
             ("postmark_basic_auth_env", &self.postmark_basic_auth_env),
@@ -48,6 +53,7 @@ impl WebhookSettings {
             ("twilio_auth_token_env", &self.twilio_auth_token_env),
             ("whatsapp_app_secret_env", &self.whatsapp_app_secret_env),
             ("whatsapp_verify_token_env", &self.whatsapp_verify_token_env),
+            ("retentiond_secret_env", &self.retentiond_secret_env),
         ]
     }
 
@@ -62,6 +68,7 @@ impl WebhookSettings {
             twilio_auth_token: get(&self.twilio_auth_token_env),
             whatsapp_app_secret: get(&self.whatsapp_app_secret_env),
             whatsapp_verify_token: get(&self.whatsapp_verify_token_env),
+            retentiond_secret: get(&self.retentiond_secret_env),
         }
     }
 
@@ -86,6 +93,8 @@ pub struct WebhookSecrets {
     pub twilio_auth_token: Option<String>,
     pub whatsapp_app_secret: Option<String>,
     pub whatsapp_verify_token: Option<String>,
+    /// Our webhook provider's signing secret (verifies `/webhooks/retentiond`).
+    pub retentiond_secret: Option<String>,
 }
 
 impl std::fmt::Debug for WebhookSecrets {
@@ -98,6 +107,7 @@ impl std::fmt::Debug for WebhookSecrets {
             .field("twilio_auth_token", &shown(&self.twilio_auth_token))
             .field("whatsapp_app_secret", &shown(&self.whatsapp_app_secret))
             .field("whatsapp_verify_token", &shown(&self.whatsapp_verify_token))
+            .field("retentiond_secret", &shown(&self.retentiond_secret))
             .finish()
     }
 }
@@ -111,6 +121,7 @@ impl WebhookSecrets {
             "mailgun" => self.mailgun_signing_key.is_some(),
             "twilio" => self.twilio_auth_token.is_some(),
             "whatsapp" => self.whatsapp_app_secret.is_some(),
+            "retentiond" => self.retentiond_secret.is_some(),
             _ => false,
         }
     }
@@ -154,10 +165,13 @@ mod tests {
         let env = |k: &str| match k {
             "RETENTIOND_MAILGUN_WEBHOOK_SIGNING_KEY" => Some(" key-1 ".to_string()),
             "RETENTIOND_TWILIO_AUTH_TOKEN" => Some("   ".to_string()),
+            "RETENTIOND_WEBHOOK_SECRET" => Some("whsec-1\n".to_string()),
             _ => None,
         };
         let secrets = s.resolve(&env);
         assert_eq!(secrets.mailgun_signing_key.as_deref(), Some("key-1"));
+        assert_eq!(secrets.retentiond_secret.as_deref(), Some("whsec-1"));
+        assert!(secrets.is_configured("retentiond"));
         assert!(secrets.twilio_auth_token.is_none());
         assert!(secrets.is_configured("mailgun"));
         assert!(!secrets.is_configured("twilio"));

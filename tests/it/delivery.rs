@@ -113,12 +113,14 @@ async fn fast_forward(db: &Db) {
     tx.commit().await.unwrap();
 }
 
+type Script = Box<dyn Fn(&str, u32) -> Result<Accepted, SendError> + Send + Sync>;
+
 /// A provider whose answers are scripted per attempt, counting what it receives.
 struct Scripted {
     name: &'static str,
     idempotent: bool,
     received: Mutex<HashMap<String, u32>>,
-    script: Box<dyn Fn(&str, u32) -> Result<Accepted, SendError> + Send + Sync>,
+    script: Script,
     delay: Duration,
     calls: AtomicU32,
 }

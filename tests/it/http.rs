@@ -1,6 +1,7 @@
 //! The HTTP server on both backends, through `tower::ServiceExt::oneshot`: health, metrics,
 //! one-click unsubscribe, and every provider's webhook (good signature → effect, bad or
-//! missing signature → rejected with nothing changed, replay → nothing changed).
+//! missing signature → 401 with nothing changed and a warning logged, replay → nothing
+//! changed), our own `/webhooks/retentiond` included.
 
 use axum::Router;
 use axum::body::Body;
@@ -28,6 +29,7 @@ const MAILGUN_KEY: &str = "mailgun-signing-key-abc";
 const TWILIO_TOKEN: &str = "twilio-auth-token-xyz";
 const WA_SECRET: &str = "meta-app-secret-42";
 const WA_VERIFY: &str = "verify-me-please";
+const RTD_SECRET: &str = "whsec-retentiond-0123456789";
 
 // ---- harness ----
 
@@ -60,6 +62,7 @@ fn secrets(k: &Keys) -> WebhookSecrets {
                 "RETENTIOND_TWILIO_AUTH_TOKEN" => TWILIO_TOKEN,
                 "RETENTIOND_WHATSAPP_APP_SECRET" => WA_SECRET,
                 "RETENTIOND_WHATSAPP_VERIFY_TOKEN" => WA_VERIFY,
+                "RETENTIOND_WEBHOOK_SECRET" => RTD_SECRET,
                 _ => return None,
             }
             .to_string(),
@@ -344,15 +347,15 @@ async fn sendgrid(t: TestDb) {
     let good = sendgrid_request(&k.sendgrid, ts, &events);
     let (parts, _) = good.into_parts();
     let tampered = Request::from_parts(parts, Body::from(events.replace("\"bounce\"", "\"delivered\"")));
-    assert_eq!(call(&app, tampered).await.status, StatusCode::FORBIDDEN);
-    assert_eq!(call(&app, sendgrid_request(&keys().sendgrid, ts, &events)).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(call(&app, tampered).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(call(&app, sendgrid_request(&keys().sendgrid, ts, &events)).await.status, StatusCode::UNAUTHORIZED);
     let garbage = post("/webhooks/sendgrid", &[("x-twilio-email-event-webhook-signature", "!!!"), ("x-twilio-email-event-webhook-timestamp", ts)], events.clone());
-    assert_eq!(call(&app, garbage).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(call(&app, garbage).await.status, StatusCode::UNAUTHORIZED);
     // Signed, but the timestamp header changed.
     let good = sendgrid_request(&k.sendgrid, ts, &events);
     let (mut parts, body) = good.into_parts();
     parts.headers.insert("x-twilio-email-event-webhook-timestamp", "1767000101".parse().unwrap());
-    assert_eq!(call(&app, Request::from_parts(parts, body)).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(call(&app, Request::from_parts(parts, body)).await.status, StatusCode::UNAUTHORIZED);
     assert_eq!(snapshot(db).await, before);
 
     // Correctly signed.
@@ -419,10 +422,12 @@ async fn postmark(t: TestDb) {
     let r = call(&app, postmark_request(None, &bounce)).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert!(r.headers.contains_key("www-authenticate"));
-    assert_eq!(call(&app, postmark_request(Some("hooks:wrong"), &bounce)).await.status, StatusCode::FORBIDDEN);
-    assert_eq!(call(&app, postmark_request(Some("hooks:pm-pass-1234"), &bounce)).await.status, StatusCode::FORBIDDEN);
+    let r = call(&app, postmark_request(Some("hooks:wrong"), &bounce)).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(r.headers.contains_key("www-authenticate"), "a 401 names the Basic scheme");
+    assert_eq!(call(&app, postmark_request(Some("hooks:pm-pass-1234"), &bounce)).await.status, StatusCode::UNAUTHORIZED);
     let bearer = post("/webhooks/postmark", &[("authorization", "Bearer hooks:pm-pass-123")], bounce.to_string());
-    assert_eq!(call(&app, bearer).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(call(&app, bearer).await.status, StatusCode::UNAUTHORIZED);
     assert_eq!(snapshot(db).await, before);
 
     for body in [&delivery, &bounce, &complaint, &sub_change] {
@@ -471,12 +476,12 @@ async fn mailgun(t: TestDb) {
     let complained = json!({"event": "complained", "id": "mg-ev-4", "timestamp": 1_767_000_003.4, "recipient": "c@example.com", "user-variables": {"message_id": c.to_string()}});
     let before = snapshot(db).await;
 
-    assert_eq!(call(&app, mailgun_request(mailgun_body("wrong-key", "tok-1", &failed))).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(call(&app, mailgun_request(mailgun_body("wrong-key", "tok-1", &failed))).await.status, StatusCode::UNAUTHORIZED);
     assert_eq!(call(&app, mailgun_request(json!({"event-data": failed}).to_string())).await.status, StatusCode::UNAUTHORIZED);
     assert_eq!(call(&app, mailgun_request("not json".into())).await.status, StatusCode::UNAUTHORIZED);
     let mut bad_hex: Value = serde_json::from_str(&mailgun_body(MAILGUN_KEY, "tok-1", &failed)).unwrap();
     bad_hex["signature"]["signature"] = json!("zz");
-    assert_eq!(call(&app, mailgun_request(bad_hex.to_string())).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(call(&app, mailgun_request(bad_hex.to_string())).await.status, StatusCode::UNAUTHORIZED);
     assert_eq!(snapshot(db).await, before);
 
     let bodies: Vec<String> = [&delivered, &failed, &temporary, &complained].iter().enumerate().map(|(i, e)| mailgun_body(MAILGUN_KEY, &format!("token-{i}"), e)).collect();
@@ -551,15 +556,15 @@ async fn twilio(t: TestDb) {
 
     let r = call(&app, post("/webhooks/twilio", &[("content-type", "application/x-www-form-urlencoded")], form(stop_sms))).await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(call(&app, twilio_request("wrong-token", &url, "/webhooks/twilio", stop_sms)).await.status, StatusCode::FORBIDDEN);
-    assert_eq!(call(&app, twilio_request(TWILIO_TOKEN, "https://evil.example.com/webhooks/twilio", "/webhooks/twilio", stop_sms)).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(call(&app, twilio_request("wrong-token", &url, "/webhooks/twilio", stop_sms)).await.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(call(&app, twilio_request(TWILIO_TOKEN, "https://evil.example.com/webhooks/twilio", "/webhooks/twilio", stop_sms)).await.status, StatusCode::UNAUTHORIZED);
     // Signed without the query string, sent with one.
-    assert_eq!(call(&app, twilio_request(TWILIO_TOKEN, &url, &g_path, g_delivered)).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(call(&app, twilio_request(TWILIO_TOKEN, &url, &g_path, g_delivered)).await.status, StatusCode::UNAUTHORIZED);
     // A parameter changed after signing.
     let sig = twilio_signature(TWILIO_TOKEN, &url, stop_sms);
     let tampered: Vec<(&str, &str)> = stop_sms.iter().map(|&(k, v)| if k == "From" { (k, "+15550001111") } else { (k, v) }).collect();
     let r = call(&app, post("/webhooks/twilio", &[("content-type", "application/x-www-form-urlencoded"), ("x-twilio-signature", &sig)], form(&tampered))).await;
-    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     assert_eq!(snapshot(db).await, before);
 
     let requests = [
@@ -616,6 +621,7 @@ async fn whatsapp(t: TestDb) {
     // The subscription handshake.
     let r = call(&app, get(&format!("/webhooks/whatsapp?hub.mode=subscribe&hub.verify_token={WA_VERIFY}&hub.challenge=1158201444"))).await;
     assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "1158201444"));
+    // Meta's handshake is not a signed event: Meta documents 403 for a wrong verify token.
     let r = call(&app, get("/webhooks/whatsapp?hub.mode=subscribe&hub.verify_token=nope&hub.challenge=1158201444")).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert!(!r.body.contains("1158201444"));
@@ -636,12 +642,12 @@ async fn whatsapp(t: TestDb) {
     .to_string();
     let before = snapshot(db).await;
     assert_eq!(call(&app, post("/webhooks/whatsapp", &[("content-type", "application/json")], body.clone())).await.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(call(&app, whatsapp_request("not-the-secret", &body)).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(call(&app, whatsapp_request("not-the-secret", &body)).await.status, StatusCode::UNAUTHORIZED);
     let bad = post("/webhooks/whatsapp", &[("x-hub-signature-256", "sha256=zz")], body.clone());
-    assert_eq!(call(&app, bad).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(call(&app, bad).await.status, StatusCode::UNAUTHORIZED);
     let sig_of_other = whatsapp_request(WA_SECRET, "{}");
     let (parts, _) = sig_of_other.into_parts();
-    assert_eq!(call(&app, Request::from_parts(parts, Body::from(body.clone()))).await.status, StatusCode::FORBIDDEN);
+    assert_eq!(call(&app, Request::from_parts(parts, Body::from(body.clone()))).await.status, StatusCode::UNAUTHORIZED);
     assert_eq!(snapshot(db).await, before);
 
     let r = call(&app, whatsapp_request(WA_SECRET, &body)).await;
@@ -660,12 +666,196 @@ async fn whatsapp(t: TestDb) {
 }
 on_both_backends!(whatsapp_sqlite, whatsapp_postgres, whatsapp);
 
+// ---- our own signed webhook (receivers of the `webhook` provider) ----
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// `v1=` + hex(HMAC-SHA256(secret, timestamp + "." + body)), computed here from the documented
+/// formula (not with the provider's own function).
+fn retentiond_signature(secret: &str, timestamp: u64, body: &str) -> String {
+    let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{timestamp}.{body}").as_bytes());
+    let hex: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    format!("v1={hex}")
+}
+
+fn retentiond_request(secret: &str, timestamp: u64, body: &str) -> Request<Body> {
+    let ts = timestamp.to_string();
+    let sig = retentiond_signature(secret, timestamp, body);
+    post("/webhooks/retentiond", &[("content-type", "application/json"), ("x-retentiond-timestamp", &ts), ("x-retentiond-signature", &sig)], body.to_string())
+}
+
+async fn retentiond_webhook(t: TestDb) {
+    let db = &t.db;
+    seed_customers(db).await;
+    let a = msg(db, "c1", 1, "sent", "email", "a@example.com", Some("webhook"), Some("rcv-a")).await;
+    let b = msg(db, "c2", 1, "sent", "sms", "+15550001111", Some("webhook"), None).await;
+    let c = msg(db, "c3", 1, "delivered", "email", "c@example.com", Some("webhook"), None).await;
+    let q2 = msg(db, "c2", 2, "queued", "sms", "+15550001111", None, None).await;
+    let e2 = msg(db, "c2", 3, "queued", "email", "b@example.com", None, None).await;
+    let q3 = msg(db, "c3", 2, "queued", "whatsapp", "+15550002222", None, None).await;
+    let k = keys();
+    let app = app(db, secrets(&k));
+    let events = json!([
+        {"event_id": "rcv-ev-1", "message_id": a, "event": "delivered", "timestamp": 1_767_000_000},
+        {"event_id": "rcv-ev-2", "message_id": b.to_string(), "event": "bounced", "reason": "30003 unreachable handset"},
+        {"event_id": "rcv-ev-3", "message_id": c, "event": "complained"},
+        // A message we do not know: the customer and channel say who to suppress.
+        {"event_id": "rcv-ev-4", "message_id": 999_999, "event": "unsubscribed", "customer_id": "c1", "channel": "whatsapp"},
+        // Neither a known message nor a channel: recorded, nothing else.
+        {"event_id": "rcv-ev-5", "message_id": 999_998, "event": "stop", "customer_id": "c1"}
+    ])
+    .to_string();
+    let now = unix_now();
+    let before = snapshot(db).await;
+
+    // Forged, altered, unsigned, stale: 401, nothing changes.
+    let unsigned = post("/webhooks/retentiond", &[("content-type", "application/json")], events.clone());
+    assert_eq!(call(&app, unsigned).await.status, StatusCode::UNAUTHORIZED);
+    let r = call(&app, retentiond_request("not-the-secret", now, &events)).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(!r.body.contains(RTD_SECRET));
+    let (parts, _) = retentiond_request(RTD_SECRET, now, &events).into_parts();
+    let altered = Request::from_parts(parts, Body::from(events.replace("\"complained\"", "\"delivered\"")));
+    assert_eq!(call(&app, altered).await.status, StatusCode::UNAUTHORIZED);
+    let (mut parts, body) = retentiond_request(RTD_SECRET, now, &events).into_parts();
+    parts.headers.insert("x-retentiond-timestamp", (now + 1).to_string().parse().unwrap());
+    assert_eq!(call(&app, Request::from_parts(parts, body)).await.status, StatusCode::UNAUTHORIZED, "timestamp changed after signing");
+    let (mut parts, body) = retentiond_request(RTD_SECRET, now, &events).into_parts();
+    parts.headers.remove("x-retentiond-timestamp");
+    assert_eq!(call(&app, Request::from_parts(parts, body)).await.status, StatusCode::UNAUTHORIZED);
+    let (mut parts, body) = retentiond_request(RTD_SECRET, now, &events).into_parts();
+    parts.headers.insert("x-retentiond-signature", "v1=zz".parse().unwrap());
+    assert_eq!(call(&app, Request::from_parts(parts, body)).await.status, StatusCode::UNAUTHORIZED);
+    // Correctly signed, but more than 5 minutes ago (a captured request replayed later), or
+    // too far ahead.
+    let r = call(&app, retentiond_request(RTD_SECRET, now - 6 * 60, &events)).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
+    assert!(r.body.contains("timestamp"), "{}", r.body);
+    assert_eq!(call(&app, retentiond_request(RTD_SECRET, now + 6 * 60, &events)).await.status, StatusCode::UNAUTHORIZED);
+    // Oversized (signed): 413 before anything is read.
+    let big = format!("[{}]", "{\"event_id\": \"x\", \"message_id\": 1, \"event\": \"stop\"},".repeat(retentiond::http::MAX_BODY_BYTES / 40));
+    assert!(big.len() > retentiond::http::MAX_BODY_BYTES);
+    assert_eq!(call(&app, retentiond_request(RTD_SECRET, now, &big)).await.status, StatusCode::PAYLOAD_TOO_LARGE);
+    // Authentic but not our contract: 400, the whole batch refused.
+    let typo = json!([{"event_id": "rcv-ev-9", "message_id": a, "event": "delivered"}, {"event_id": "rcv-ev-10", "message_id": a, "event": "deliverd"}]).to_string();
+    let r = call(&app, retentiond_request(RTD_SECRET, now, &typo)).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
+    assert!(r.body.contains("event 1"), "{}", r.body);
+    assert_eq!(snapshot(db).await, before);
+
+    // Valid.
+    let r = call(&app, retentiond_request(RTD_SECRET, now, &events)).await;
+    assert_eq!((r.status, r.body.as_str()), (StatusCode::OK, "ok"));
+    assert_eq!(status(db, a).await, "delivered");
+    assert_eq!(strings(db, &format!("SELECT CAST(delivered_at AS TEXT) FROM outbox WHERE message_id = {a}")).await, vec!["1767000000"]);
+    assert_eq!(status(db, b).await, "failed");
+    let err = strings(db, &format!("SELECT last_error FROM outbox WHERE message_id = {b}")).await;
+    assert!(err[0].contains("unreachable handset"), "{err:?}");
+    assert_eq!(status(db, c).await, "delivered", "a complaint does not change the status");
+    assert_eq!(suppressions(db).await, vec!["c1|whatsapp|unsubscribe|retentiond", "c2|sms|hard_bounce|retentiond", "c3|*|complaint|retentiond"]);
+    assert_eq!(status(db, q2).await, "suppressed", "c2's queued sms");
+    assert_eq!(status(db, e2).await, "queued", "a bounce on sms leaves email");
+    assert_eq!(status(db, q3).await, "suppressed", "a complaint stops every channel");
+    assert_eq!(
+        strings(db, "SELECT event_key || '|' || kind || '|' || COALESCE(CAST(message_id AS TEXT), '-') || '|' || COALESCE(customer_id, '-') FROM webhook_events ORDER BY event_key").await,
+        vec![
+            format!("retentiond/rcv-ev-1|delivered|{a}|c1"),
+            format!("retentiond/rcv-ev-2|bounced|{b}|c2"),
+            format!("retentiond/rcv-ev-3|complained|{c}|c3"),
+            "retentiond/rcv-ev-4|unsubscribed|-|c1".to_string(),
+            "retentiond/rcv-ev-5|stop|-|-".to_string(),
+        ]
+    );
+
+    // Replays: the same request again, and the same events re-signed later (a receiver's
+    // retry), change nothing.
+    let after = snapshot(db).await;
+    assert_eq!(call(&app, retentiond_request(RTD_SECRET, now, &events)).await.status, StatusCode::OK);
+    assert_eq!(call(&app, retentiond_request(RTD_SECRET, now + 30, &events)).await.status, StatusCode::OK);
+    let one = json!({"event_id": "rcv-ev-2", "message_id": b, "event": "bounced"}).to_string();
+    assert_eq!(call(&app, retentiond_request(RTD_SECRET, now, &one)).await.status, StatusCode::OK);
+    assert_eq!(snapshot(db).await, after, "replays change nothing");
+
+    // A single event object (not an array).
+    let d = msg(db, "c2", 4, "sent", "email", "b@example.com", Some("webhook"), None).await;
+    let one = json!({"event_id": "rcv-ev-6", "message_id": d, "event": "delivered"}).to_string();
+    assert_eq!(call(&app, retentiond_request(RTD_SECRET, unix_now(), &one)).await.status, StatusCode::OK);
+    assert_eq!(status(db, d).await, "delivered");
+}
+on_both_backends!(retentiond_webhook_sqlite, retentiond_webhook_postgres, retentiond_webhook);
+
+// ---- rejections are logged ----
+
+/// Log lines written while the guard lives (on this thread).
+#[derive(Clone, Default)]
+struct Logs(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    fn capture() -> (Logs, tracing::subscriber::DefaultGuard) {
+        let logs = Logs::default();
+        let writer = logs.clone();
+        let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).with_max_level(tracing::Level::INFO).finish();
+        (logs, tracing::subscriber::set_default(subscriber))
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+// A current-thread runtime: the handlers run on this thread, under the capturing subscriber.
+#[tokio::test]
+async fn rejections_are_401_and_logged_without_secrets() {
+    let t = crate::helpers::sqlite().await;
+    let k = keys();
+    let app = app(&t.db, secrets(&k));
+    let (logs, _guard) = Logs::capture();
+    let body = json!([{"event_id": "e", "message_id": 1, "event": "delivered"}]).to_string();
+    let now = unix_now();
+    let forged_sig = retentiond_signature("guessed-secret", now, &body);
+    let requests = [
+        ("sendgrid", sendgrid_request(&keys().sendgrid, "1767000100", &body)),
+        ("postmark", postmark_request(Some("hooks:wrong-password"), &json!({"RecordType": "Delivery"}))),
+        ("mailgun", mailgun_request(mailgun_body("wrong-key", "tok-9", &json!({"event": "delivered"})))),
+        ("twilio", twilio_request("wrong-token", &format!("{BASE}/webhooks/twilio"), "/webhooks/twilio", &[("MessageSid", "SM1"), ("MessageStatus", "delivered")])),
+        ("whatsapp", whatsapp_request("not-the-secret", &body)),
+        ("retentiond", retentiond_request("guessed-secret", now, &body)),
+        ("retentiond", post("/webhooks/retentiond", &[], body.clone())),
+    ];
+    for (provider, req) in requests {
+        let r = call(&app, req).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{provider}: {}", r.body);
+    }
+    let text = logs.text();
+    for provider in ["sendgrid", "postmark", "mailgun", "twilio", "whatsapp", "retentiond"] {
+        assert!(text.lines().any(|l| l.contains(" WARN ") && l.contains("webhook rejected") && l.contains(&format!("provider=\"{provider}\""))), "{provider} not logged:\n{text}");
+    }
+    assert!(text.contains("outcome=\"invalid_signature\"") && text.contains("outcome=\"unauthenticated\""), "{text}");
+    for secret in [POSTMARK_AUTH, "pm-pass-123", "wrong-password", MAILGUN_KEY, TWILIO_TOKEN, WA_SECRET, RTD_SECRET, "guessed-secret", forged_sig.as_str(), "a@example.com"] {
+        assert!(!text.contains(secret), "{secret:?} logged:\n{text}");
+    }
+    assert_eq!(event_count(&t.db).await, 0);
+}
+
 // ---- configuration and limits ----
 
 async fn unconfigured_and_limits(t: TestDb) {
     let db = &t.db;
     let closed = app(db, WebhookSecrets::default());
-    for provider in ["sendgrid", "postmark", "mailgun", "twilio", "whatsapp"] {
+    for provider in ["sendgrid", "postmark", "mailgun", "twilio", "whatsapp", "retentiond"] {
         let r = call(&closed, post(&format!("/webhooks/{provider}"), &[], "{}")).await;
         assert_eq!(r.status, StatusCode::NOT_FOUND, "{provider}");
         assert!(r.body.contains("not configured"), "{provider}: {}", r.body);

@@ -7,3 +7,4 @@ mod models;
 mod campaigns;
 mod delivery;
 mod http;
+mod smtp;

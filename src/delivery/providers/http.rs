@@ -1,11 +1,28 @@
 //! Shared HTTP plumbing: one client per provider, status classification, Retry-After parsing,
 //! and transport errors mapped to [`SendError`].
+//!
+//! Every HTTP provider maps the failure classes the same way:
+//!
+//! | what happened | outcome |
+//! |---|---|
+//! | 429 (with or without `Retry-After`), 408, 5xx | [`SendError::Transient`], `retry_after` from the header |
+//! | timeout, refused or reset connection, TLS failure | [`SendError::Transient`] without a status |
+//! | other 4xx | [`SendError::Permanent`]; `bad_address` when the provider says the recipient is invalid |
+//! | 2xx whose body is not the JSON expected (cut short, HTML, garbage) | **accepted**, without a provider message id |
+//!
+//! The last row is a choice. The status line is the provider's verdict: a 2xx means it took
+//! the message, and none of these APIs has an idempotency key, so treating an unreadable 2xx
+//! body as a transient failure would send the customer a second copy on retry. Without the
+//! provider's id, its delivery reports are matched by our `message_id` where the provider echoes
+//! it (SendGrid `custom_args`, Postmark `Metadata`, Mailgun `v:` variables), else they go
+//! unmatched; [`Reply::accepted`] logs a warning so a `base_url` pointing at the wrong server
+//! (which would answer every send this way) shows up in the logs.
 
 use std::time::{Duration, SystemTime};
 
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 
-use super::{SendError, install_crypto_provider, sanitize_reason};
+use super::{Accepted, SendError, install_crypto_provider, sanitize_reason};
 
 /// Largest response body read from a provider (error bodies are short; anything longer is cut).
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -73,6 +90,20 @@ impl Reply {
 
     pub fn retry_after(&self) -> Option<Duration> {
         retry_after(&self.headers)
+    }
+
+    /// A 2xx reply: the provider took the message. `id` is its message id as read from the
+    /// reply; when there is none (the body was cut short, was not JSON, or lacked the field) the
+    /// message is accepted all the same (see the module docs) and a warning says so.
+    pub fn accepted(&self, id: Option<String>) -> Accepted {
+        if id.is_none() {
+            tracing::warn!(
+                status = self.status,
+                body_is_json = self.json().is_some(),
+                "provider accepted the message but its reply carried no message id: its delivery reports can only be matched by our message id (check base_url if every send says this)"
+            );
+        }
+        Accepted { provider_message_id: id }
     }
 
     /// The error for a non-2xx reply with `detail` (the provider's own message, when the body

@@ -73,7 +73,7 @@ impl Mailgun {
         let message = json.as_ref().and_then(|v| v.get("message")).and_then(Value::as_str);
         if reply.is_success() {
             let id = json.as_ref().and_then(|v| v.get("id")).and_then(Value::as_str).map(str::to_string);
-            return Ok(Accepted { provider_message_id: id });
+            return Ok(reply.accepted(id));
         }
         let mut err = reply.error(message, to);
         if let SendError::Permanent { bad_address, .. } = &mut err {
@@ -121,8 +121,12 @@ mod tests {
     use crate::delivery::providers::testutil::{self, parse_multipart};
 
     fn provider(server: &MockServer) -> Mailgun {
+        provider_at(server.uri())
+    }
+
+    fn provider_at(base_url: String) -> Mailgun {
         let s = MailgunSettings {
-            base_url: server.uri(),
+            base_url,
             domain: "mg.vedaroots.example".into(),
             from: "Veda Roots <hello@mg.vedaroots.example>".into(),
             timeout_ms: 300,
@@ -197,5 +201,16 @@ mod tests {
         assert!(matches!(err, SendError::Transient { status: Some(503), .. }), "{err:?}");
         let err = reply_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(2))).await.unwrap_err();
         assert!(matches!(err, SendError::Transient { status: None, .. }), "{err:?}");
+    }
+
+    testutil::failure_class_tests! {
+        reply_with: reply_with,
+        provider_at: provider_at,
+        message: testutil::email,
+        accepted: ResponseTemplate::new(200).set_body_json(json!({ "id": "<20261103100000.1.ABCDEF@mg.vedaroots.example>", "message": "Queued. Thank you." })),
+        rate_limited: ResponseTemplate::new(429).set_body_json(json!({ "message": "Too many requests" })),
+        malformed_success: ResponseTemplate::new(200).set_body_raw(testutil::TRUNCATED_JSON, "application/json")
+            => Ok(Accepted { provider_message_id: None }),
+        invalid_recipient: ResponseTemplate::new(400).set_body_json(json!({ "message": "'to' parameter is not a valid address. please check documentation" })),
     }
 }

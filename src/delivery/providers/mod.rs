@@ -308,6 +308,108 @@ pub(crate) mod testutil {
         Outgoing { message_id: 4711, idempotency_key: KEY, campaign: "spring-winback", customer_id: "C-10042", rendered }
     }
 
+    /// A base URL where nothing listens: a port that was free a moment ago (bound to
+    /// 127.0.0.1:0, then released), so a connection to it is refused.
+    pub fn closed_port_url() -> String {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = listener.local_addr().expect("local address").port();
+        drop(listener);
+        format!("http://127.0.0.1:{port}")
+    }
+
+    /// `Retry-After` as an HTTP date `secs` from now.
+    pub fn http_date_in(secs: u64) -> String {
+        httpdate::fmt_http_date(std::time::SystemTime::now() + std::time::Duration::from_secs(secs))
+    }
+
+    /// One test per failure class for an HTTP provider, in a `failure_classes` module:
+    /// 429 with `Retry-After` (seconds and HTTP date), 500, a timeout, a refused connection,
+    /// malformed JSON in a 2xx reply, and an invalid recipient.
+    ///
+    /// - `reply_with`: `async fn(ResponseTemplate) -> Result<Accepted, SendError>` that sends
+    ///   `message()` through a provider whose request timeout is below 2 s, against a mock
+    ///   server answering with the template;
+    /// - `provider_at`: builds the provider for a base URL (`fn(String) -> impl Provider`);
+    /// - `accepted`: the provider's normal 2xx reply (delayed 2 s for the timeout case);
+    /// - `rate_limited`: its 429 reply (the macro adds `Retry-After`);
+    /// - `malformed_success => outcome`: a 2xx reply with a body that is not valid JSON, and
+    ///   what the send must return (see the [`super::http`] module docs for why: accepted);
+    /// - `invalid_recipient`: its reply for an invalid recipient (must be a bad address).
+    macro_rules! failure_class_tests {
+        (
+            reply_with: $reply_with:path,
+            provider_at: $provider_at:path,
+            message: $message:path,
+            accepted: $accepted:expr,
+            rate_limited: $rate_limited:expr,
+            malformed_success: $malformed:expr => $malformed_outcome:expr,
+            invalid_recipient: $invalid:expr $(,)?
+        ) => {
+            mod failure_classes {
+                #[allow(unused_imports)]
+                use super::*;
+                use std::time::Duration;
+
+                use wiremock::ResponseTemplate;
+
+                // `Provider` (for `send`) comes with `super::*`: every provider module imports it.
+                use $crate::delivery::providers::{SendError, testutil};
+
+                #[tokio::test]
+                async fn rate_limited_429_with_retry_after_is_transient() {
+                    let err = $reply_with($rate_limited.insert_header("Retry-After", "7")).await.unwrap_err();
+                    assert!(matches!(err, SendError::Transient { status: Some(429), retry_after: Some(d), .. } if d == Duration::from_secs(7)), "{err:?}");
+                    let err = $reply_with($rate_limited.insert_header("Retry-After", testutil::http_date_in(60).as_str())).await.unwrap_err();
+                    let after = err.retry_after().expect("Retry-After as an HTTP date");
+                    assert!(err.status() == Some(429) && after <= Duration::from_secs(60) && after >= Duration::from_secs(55), "{err:?}");
+                    let err = $reply_with($rate_limited).await.unwrap_err();
+                    assert!(matches!(err, SendError::Transient { status: Some(429), retry_after: None, .. }), "{err:?}");
+                }
+
+                #[tokio::test]
+                async fn server_error_500_is_transient() {
+                    let page = ResponseTemplate::new(500).set_body_raw("<html><body><h1>500 Internal Server Error</h1></body></html>", "text/html");
+                    let err = $reply_with(page).await.unwrap_err();
+                    assert!(matches!(err, SendError::Transient { status: Some(500), retry_after: None, .. }), "{err:?}");
+                    assert!(err.reason().contains("HTTP 500"), "{err:?}");
+                }
+
+                #[tokio::test]
+                async fn timeout_is_transient() {
+                    let err = $reply_with($accepted.set_delay(Duration::from_secs(2))).await.unwrap_err();
+                    assert!(matches!(err, SendError::Transient { status: None, retry_after: None, .. }), "{err:?}");
+                    assert!(err.reason().contains("timed out"), "{err:?}");
+                }
+
+                #[tokio::test]
+                async fn refused_connection_is_transient() {
+                    let provider = $provider_at(testutil::closed_port_url());
+                    let rendered = $message();
+                    let err = provider.send(&testutil::outgoing(&rendered)).await.unwrap_err();
+                    assert!(matches!(err, SendError::Transient { status: None, retry_after: None, .. }), "{err:?}");
+                    assert!(err.reason().contains("connection failed"), "{err:?}");
+                }
+
+                #[tokio::test]
+                async fn malformed_json_in_a_success_reply_is_accepted_without_panicking() {
+                    let outcome = $reply_with($malformed).await;
+                    assert_eq!(outcome, $malformed_outcome);
+                }
+
+                #[tokio::test]
+                async fn invalid_recipient_is_a_permanent_bad_address() {
+                    let err = $reply_with($invalid).await.unwrap_err();
+                    assert!(matches!(err, SendError::Permanent { bad_address: true, .. }), "{err:?}");
+                    assert!(!err.reason().contains("asha.rao@") && !err.reason().contains("9812345678"), "recipient masked: {err:?}");
+                }
+            }
+        };
+    }
+    pub(crate) use failure_class_tests;
+
+    /// A 2xx body cut off mid-JSON.
+    pub const TRUNCATED_JSON: &str = "{\"id\": \"abc";
+
     /// A form-urlencoded body as (name, value) pairs, in order.
     pub fn parse_form(body: &[u8]) -> Vec<(String, String)> {
         let decode = |s: &str| percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8().expect("utf-8").into_owned();

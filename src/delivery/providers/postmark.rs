@@ -91,8 +91,9 @@ impl Postmark {
         let code = json.as_ref().and_then(|v| v.get("ErrorCode")).and_then(Value::as_i64);
         let message = json.as_ref().and_then(|v| v.get("Message")).and_then(Value::as_str).unwrap_or("");
         if reply.is_success() && code.unwrap_or(0) == 0 {
+            // A 2xx body that is not JSON has no ErrorCode: accepted (see `http`).
             let id = json.as_ref().and_then(|v| v.get("MessageID")).and_then(Value::as_str).map(str::to_string);
-            return Ok(Accepted { provider_message_id: id });
+            return Ok(reply.accepted(id));
         }
         Err(error(&reply, code, message, to))
     }
@@ -152,7 +153,11 @@ mod tests {
     use crate::delivery::providers::testutil;
 
     fn provider(server: &MockServer) -> Postmark {
-        let s = PostmarkSettings { base_url: server.uri(), from: "Veda Roots <hello@vedaroots.example>".into(), timeout_ms: 300, ..Default::default() };
+        provider_at(server.uri())
+    }
+
+    fn provider_at(base_url: String) -> Postmark {
+        let s = PostmarkSettings { base_url, from: "Veda Roots <hello@vedaroots.example>".into(), timeout_ms: 300, ..Default::default() };
         Postmark::new(&s, "pm-server-token".into()).unwrap()
     }
 
@@ -240,5 +245,17 @@ mod tests {
         assert!(matches!(err, SendError::Transient { status: Some(503), .. }), "{err:?}");
         let err = reply_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(2))).await.unwrap_err();
         assert!(matches!(err, SendError::Transient { status: None, .. }), "{err:?}");
+    }
+
+    testutil::failure_class_tests! {
+        reply_with: reply_with,
+        provider_at: provider_at,
+        message: testutil::email,
+        accepted: ResponseTemplate::new(200).set_body_json(json!({ "To": "asha.rao@example.com", "MessageID": "b7bc2f4a-e38e-4336-af7d-e6c392c2f817", "ErrorCode": 0, "Message": "OK" })),
+        rate_limited: ResponseTemplate::new(429).set_body_json(json!({ "ErrorCode": 429, "Message": "Rate limit exceeded" })),
+        // Without a readable body there is no ErrorCode to contradict the 200: accepted.
+        malformed_success: ResponseTemplate::new(200).set_body_raw(testutil::TRUNCATED_JSON, "application/json")
+            => Ok(Accepted { provider_message_id: None }),
+        invalid_recipient: ResponseTemplate::new(422).set_body_json(json!({ "ErrorCode": 300, "Message": "Error parsing 'To': Illegal email address 'asha.rao@example.com'. It must contain the '@' symbol." })),
     }
 }

@@ -84,8 +84,9 @@ impl SendGrid {
         let req = self.client.post(&self.endpoint).bearer_auth(&self.api_key).json(&self.body(msg, to, email));
         let reply = http::execute(req, to).await?;
         if reply.is_success() {
+            // The id is a header: the body (normally empty) is not read.
             let id = reply.headers.get("x-message-id").and_then(|v| v.to_str().ok()).map(str::to_string);
-            return Ok(Accepted { provider_message_id: id });
+            return Ok(reply.accepted(id));
         }
         Err(error(&reply, to))
     }
@@ -145,8 +146,12 @@ mod tests {
     use crate::delivery::providers::testutil;
 
     fn provider(server: &MockServer) -> SendGrid {
+        provider_at(server.uri())
+    }
+
+    fn provider_at(base_url: String) -> SendGrid {
         let s = SendgridSettings {
-            base_url: server.uri(),
+            base_url,
             from_email: "hello@vedaroots.example".into(),
             from_name: "Veda Roots".into(),
             timeout_ms: 300,
@@ -234,12 +239,23 @@ mod tests {
 
     #[tokio::test]
     async fn connection_refused_is_transient() {
-        let s = SendgridSettings { base_url: "http://127.0.0.1:9".into(), from_email: "hello@vedaroots.example".into(), ..Default::default() };
-        let p = SendGrid::new(&s, "SG.test-key".into()).unwrap();
+        let p = provider_at(testutil::closed_port_url());
         let r = testutil::email();
         let err = p.send(&testutil::outgoing(&r)).await.unwrap_err();
         assert!(matches!(err, SendError::Transient { status: None, .. }), "{err:?}");
-        assert!(!format!("{p:?}").contains("SG.test-key"));
+        assert!(!format!("{p:?}").contains("SG.test-key") && !err.reason().contains("SG.test-key"));
+    }
+
+    testutil::failure_class_tests! {
+        reply_with: reply_with,
+        provider_at: provider_at,
+        message: testutil::email,
+        accepted: ResponseTemplate::new(202).insert_header("X-Message-Id", "sg-accepted-1"),
+        rate_limited: ResponseTemplate::new(429).set_body_json(json!({ "errors": [{ "field": null, "message": "too many requests" }] })),
+        // SendGrid's id is the X-Message-Id header; the (normally empty) body is never parsed.
+        malformed_success: ResponseTemplate::new(202).insert_header("X-Message-Id", "sg-accepted-1").set_body_raw(testutil::TRUNCATED_JSON, "application/json")
+            => Ok(Accepted { provider_message_id: Some("sg-accepted-1".into()) }),
+        invalid_recipient: ResponseTemplate::new(400).set_body_json(json!({ "errors": [{ "message": "Does not contain a valid address.", "field": "personalizations.0.to.0.email", "help": null }] })),
     }
 
     #[tokio::test]

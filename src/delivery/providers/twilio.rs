@@ -116,7 +116,7 @@ impl Twilio {
         let json = reply.json();
         if reply.is_success() {
             let sid = json.as_ref().and_then(|v| v.get("sid")).and_then(Value::as_str).map(str::to_string);
-            return Ok(Accepted { provider_message_id: sid });
+            return Ok(reply.accepted(sid));
         }
         Err(error(&reply, json.as_ref(), to))
     }
@@ -172,8 +172,12 @@ mod tests {
     const CONTENT_SID: &str = "HXb5b62575e6e4ff6129ad7c8efe1f983e";
 
     fn settings(server: &MockServer) -> TwilioSettings {
+        settings_at(server.uri())
+    }
+
+    fn settings_at(base_url: String) -> TwilioSettings {
         TwilioSettings {
-            base_url: server.uri(),
+            base_url,
             account_sid: SID.into(),
             from: "+14155550100".into(),
             whatsapp_from: "+14155238886".into(),
@@ -184,7 +188,11 @@ mod tests {
     }
 
     fn provider(server: &MockServer) -> Twilio {
-        Twilio::new(&settings(server), "twilio-auth-token".into()).unwrap()
+        provider_at(server.uri())
+    }
+
+    fn provider_at(base_url: String) -> Twilio {
+        Twilio::new(&settings_at(base_url), "twilio-auth-token".into()).unwrap()
     }
 
     fn created() -> ResponseTemplate {
@@ -280,5 +288,16 @@ mod tests {
         assert!(matches!(err, SendError::Transient { status: Some(503), .. }), "{err:?}");
         let err = reply_with(created().set_delay(Duration::from_secs(2))).await.unwrap_err();
         assert!(matches!(err, SendError::Transient { status: None, .. }), "{err:?}");
+    }
+
+    testutil::failure_class_tests! {
+        reply_with: reply_with,
+        provider_at: provider_at,
+        message: testutil::sms,
+        accepted: created(),
+        rate_limited: twilio_error(20429, "Too Many Requests", 429),
+        malformed_success: ResponseTemplate::new(201).set_body_raw(testutil::TRUNCATED_JSON, "application/json")
+            => Ok(Accepted { provider_message_id: None }),
+        invalid_recipient: twilio_error(21211, "The 'To' number +919812345678 is not a valid phone number.", 400),
     }
 }

@@ -19,6 +19,14 @@
 //! Replies: any 2xx accepts (an optional JSON `{"id": "…"}` is kept as the provider's message
 //! id); 408, 429 (with `Retry-After`) and 5xx are retried; other 4xx fail the message, and a 4xx
 //! with JSON `{"bad_address": true}` also marks the recipient as invalid.
+//!
+//! ## Reporting back
+//!
+//! A receiver reports what became of a message by posting JSON events
+//! (`{"event_id", "message_id", "event": "delivered" | "bounced" | "complained" | "unsubscribed"
+//! | "stop", "customer_id"?}`, one object or an array) to `POST /webhooks/retentiond` on the
+//! daemon's HTTP server, signed the same way with the same secret. Unsigned, badly signed or
+//! stale (over 5 minutes) requests get 401; see `crate::http` (`webhooks::retentiond`).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -97,6 +105,8 @@ impl Webhook {
         let reply = http::execute(req, to).await?;
         let json = reply.json();
         if reply.is_success() {
+            // The id is optional in the receiver's contract (a bare 204 is normal), and a 2xx
+            // body that is not JSON is still an acceptance: no warning here.
             let id = json.as_ref().and_then(|v| v.get("id")).and_then(Value::as_str).map(str::to_string);
             return Ok(Accepted { provider_message_id: id });
         }
@@ -144,7 +154,11 @@ mod tests {
     const SECRET: &[u8] = b"whsec-0123456789abcdef";
 
     fn provider(server: &MockServer) -> Webhook {
-        let s = WebhookSettings { url: format!("{}/hooks/retentiond?token=abc", server.uri()), timeout_ms: 300, ..Default::default() };
+        provider_at(server.uri())
+    }
+
+    fn provider_at(base_url: String) -> Webhook {
+        let s = WebhookSettings { url: format!("{base_url}/hooks/retentiond?token=abc"), timeout_ms: 300, ..Default::default() };
         Webhook::new(&s, SECRET.to_vec()).unwrap()
     }
 
@@ -218,5 +232,17 @@ mod tests {
         assert!(matches!(err, SendError::Transient { status: None, .. }), "{err:?}");
         assert!(!err.reason().contains("token=abc"), "{err:?}");
         assert_eq!(reply_with(ResponseTemplate::new(204)).await.unwrap(), Accepted { provider_message_id: None });
+    }
+
+    testutil::failure_class_tests! {
+        reply_with: reply_with,
+        provider_at: provider_at,
+        message: testutil::sms,
+        accepted: ResponseTemplate::new(200).set_body_json(json!({ "id": "rcv-981" })),
+        rate_limited: ResponseTemplate::new(429).set_body_json(json!({ "error": "slow down" })),
+        // The receiver's `{"id"}` is optional: a 2xx is an acceptance whatever its body.
+        malformed_success: ResponseTemplate::new(200).set_body_raw(testutil::TRUNCATED_JSON, "application/json")
+            => Ok(Accepted { provider_message_id: None }),
+        invalid_recipient: ResponseTemplate::new(422).set_body_json(json!({ "error": "+919812345678 is not a number we can reach", "bad_address": true })),
     }
 }

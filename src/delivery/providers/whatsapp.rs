@@ -103,7 +103,7 @@ impl WhatsappCloud {
         let json = reply.json();
         if reply.is_success() {
             let id = json.as_ref().and_then(|v| v.pointer("/messages/0/id")).and_then(Value::as_str).map(str::to_string);
-            return Ok(Accepted { provider_message_id: id });
+            return Ok(reply.accepted(id));
         }
         Err(error(&reply, json.as_ref(), to))
     }
@@ -171,7 +171,11 @@ mod tests {
     const PATH: &str = "/v21.0/106540352242922/messages";
 
     fn provider(server: &MockServer) -> WhatsappCloud {
-        let s = WhatsappCloudSettings { base_url: server.uri(), phone_number_id: "106540352242922".into(), timeout_ms: 300, ..Default::default() };
+        provider_at(server.uri())
+    }
+
+    fn provider_at(base_url: String) -> WhatsappCloud {
+        let s = WhatsappCloudSettings { base_url, phone_number_id: "106540352242922".into(), timeout_ms: 300, ..Default::default() };
         WhatsappCloud::new(&s, "EAAJB-test-token".into()).unwrap()
     }
 
@@ -257,5 +261,16 @@ mod tests {
     fn template_without_parameters_has_no_components() {
         let t = RenderedWhatsapp { name: "hello_world".into(), language: "en_US".into(), params: vec![], preview: String::new() };
         assert!(WhatsappCloud::body("+14155550123", &t)["template"].get("components").is_none());
+    }
+
+    testutil::failure_class_tests! {
+        reply_with: reply_with,
+        provider_at: provider_at,
+        message: testutil::whatsapp,
+        accepted: ResponseTemplate::new(200).set_body_json(json!({ "messaging_product": "whatsapp", "messages": [{ "id": "wamid.HBgLMTY0NjcwNDM1OTUVAgARGBI1RjQyNUE3NEYxMzAzMzQ5MkEA" }] })),
+        rate_limited: ResponseTemplate::new(429).set_body_json(graph_error(130429, "(#130429) Rate limit hit", "Cloud API message throughput has been reached.")),
+        malformed_success: ResponseTemplate::new(200).set_body_raw(testutil::TRUNCATED_JSON, "application/json")
+            => Ok(Accepted { provider_message_id: None }),
+        invalid_recipient: ResponseTemplate::new(400).set_body_json(graph_error(131026, "(#131026) Message undeliverable", "Message Undeliverable. +919812345678 is not a WhatsApp user")),
     }
 }

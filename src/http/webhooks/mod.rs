@@ -1,11 +1,19 @@
 //! Delivery providers' webhooks: verify the request the way the provider signs it, turn the
 //! payload into provider-neutral [`Event`]s, and apply them in one transaction.
 //!
+//! Rejections: a request without its credentials or signature, or with wrong ones (a bad
+//! signature, a forged or altered body, wrong Basic auth, a stale timestamp), answers
+//! **401 Unauthorized**, changes nothing, and is logged at warn with the provider and what was
+//! wrong (never the secret, the signature or the payload). An authentic but unreadable payload
+//! answers 400, a provider without configured credentials 404, a body over
+//! [`crate::http::MAX_BODY_BYTES`] 413.
+//!
 //! Matching an event to an outbox row: our `message_id` when the provider echoes it (SendGrid
 //! `custom_args`, Postmark `Metadata`, Mailgun `user-variables`, a `message_id` query parameter
-//! on Twilio's status callback URL, WhatsApp `biz_opaque_callback_data`), else the provider's
-//! own id against `outbox.provider_message_id` where `outbox.provider` is the provider's name
-//! as it appears in the URL (`sendgrid`, `postmark`, `mailgun`, `twilio`, `whatsapp`).
+//! on Twilio's status callback URL, WhatsApp `biz_opaque_callback_data`, the `message_id` of a
+//! [`retentiond`] event), else the provider's own id against `outbox.provider_message_id` where
+//! `outbox.provider` is the provider's name as it appears in the URL (`sendgrid`, `postmark`,
+//! `mailgun`, `twilio`, `whatsapp`).
 //!
 //! Effects: delivered → status `delivered` (only from sending/sent/unknown); permanent failure
 //! → `failed` + last_error, and a channel suppression when the address is bad (hard_bounce) or
@@ -16,6 +24,7 @@
 
 pub(crate) mod mailgun;
 pub(crate) mod postmark;
+pub(crate) mod retentiond;
 pub(crate) mod sendgrid;
 pub(crate) mod twilio;
 pub(crate) mod whatsapp;
@@ -33,9 +42,10 @@ use super::store::{self, NewSuppression, OutboxRow};
 use super::{Shared, plain};
 use crate::db::{Db, Tx};
 
-/// The providers with a webhook endpoint, as they appear in `/webhooks/{provider}` and in
-/// `outbox.provider`.
-pub const PROVIDERS: [&str; 5] = ["sendgrid", "postmark", "mailgun", "twilio", "whatsapp"];
+/// The providers with a webhook endpoint, as they appear in `/webhooks/{provider}` (and, but
+/// for `whatsapp` = `whatsapp_cloud` and `retentiond` = `webhook`, in `outbox.provider`).
+/// `retentiond` is for the receivers of our own signed-webhook provider.
+pub const PROVIDERS: [&str; 6] = ["sendgrid", "postmark", "mailgun", "twilio", "whatsapp", "retentiond"];
 
 /// Inbound replies that opt out (trimmed, case-insensitive, the whole message).
 pub const STOP_KEYWORDS: [&str; 6] = ["STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"];
@@ -124,7 +134,7 @@ pub(crate) enum Rejection {
     NotConfigured,
     /// Credentials or signature absent.
     Missing(&'static str),
-    /// Credentials or signature wrong.
+    /// Credentials or signature wrong (or its timestamp outside the accepted window).
     Invalid(&'static str),
     /// Authentic but unreadable.
     Malformed(String),
@@ -137,23 +147,37 @@ impl Rejection {
         match self {
             Rejection::NotConfigured => "not_configured",
             Rejection::Missing(_) => "unauthenticated",
-            Rejection::Invalid(_) => "forbidden",
+            Rejection::Invalid(_) => "invalid_signature",
             Rejection::Malformed(_) => "malformed",
             Rejection::Misconfigured(_) => "misconfigured",
         }
     }
 
+    /// What was wrong, for the log: static text or a parser's message, never a secret, a
+    /// signature or the payload.
+    fn detail(&self) -> String {
+        match self {
+            Rejection::NotConfigured => "no credentials configured".into(),
+            Rejection::Missing(what) => format!("missing {what}"),
+            Rejection::Invalid(what) => format!("invalid {what}"),
+            Rejection::Malformed(why) => format!("malformed payload: {why}"),
+            Rejection::Misconfigured(why) => (*why).into(),
+        }
+    }
+
     fn into_response(self, provider: &str) -> Response {
+        let unauthorized = |text: String| {
+            let mut r = plain(StatusCode::UNAUTHORIZED, text);
+            if provider == "postmark" {
+                r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"retentiond webhooks\""));
+            }
+            r
+        };
         match self {
             Rejection::NotConfigured => plain(StatusCode::NOT_FOUND, format!("{provider} webhook not configured")),
-            Rejection::Missing(what) => {
-                let mut r = plain(StatusCode::UNAUTHORIZED, format!("missing {what}"));
-                if provider == "postmark" {
-                    r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"retentiond webhooks\""));
-                }
-                r
-            }
-            Rejection::Invalid(what) => plain(StatusCode::FORBIDDEN, format!("invalid {what}")),
+            // Missing and wrong credentials alike: 401, the request is not authenticated.
+            Rejection::Missing(what) => unauthorized(format!("missing {what}")),
+            Rejection::Invalid(what) => unauthorized(format!("invalid {what}")),
             Rejection::Malformed(why) => plain(StatusCode::BAD_REQUEST, format!("malformed payload: {why}")),
             Rejection::Misconfigured(why) => {
                 tracing::error!(provider, "webhook misconfigured: {why}");
@@ -207,6 +231,7 @@ pub(crate) async fn receive(State(s): State<Shared>, Path(provider): Path<String
         "mailgun" => w.mailgun_signing_key.as_deref().map(|k| mailgun::parse(k, &incoming)),
         "twilio" => w.twilio_auth_token.as_deref().map(|k| twilio::parse(k, &incoming).map(Parsed::from)),
         "whatsapp" => w.whatsapp_app_secret.as_deref().map(|k| whatsapp::parse(k, &incoming).map(Parsed::from)),
+        "retentiond" => w.retentiond_secret.as_deref().map(|k| retentiond::parse(k, &incoming, super::now()).map(Parsed::from)),
         _ => unreachable!("PROVIDERS lists the arms"),
     }
     .unwrap_or(Err(Rejection::NotConfigured));
@@ -214,7 +239,7 @@ pub(crate) async fn receive(State(s): State<Shared>, Path(provider): Path<String
     let parsed = match parsed {
         Ok(parsed) => parsed,
         Err(r) => {
-            span.in_scope(|| tracing::warn!(outcome = r.label(), "webhook rejected"));
+            span.in_scope(|| tracing::warn!(outcome = r.label(), reason = %r.detail(), "webhook rejected"));
             ::metrics::counter!("retentiond_webhook_requests_total", "provider" => provider, "outcome" => r.label()).increment(1);
             return r.into_response(provider);
         }
@@ -345,8 +370,13 @@ async fn find_message(tx: &mut Tx, provider: &str, refs: &Refs) -> sqlx::Result<
     {
         return Ok(Some(row));
     }
-    // The webhook route is /webhooks/whatsapp; the sending provider is named whatsapp_cloud.
-    let provider = if provider == "whatsapp" { "whatsapp_cloud" } else { provider };
+    // The webhook routes are /webhooks/whatsapp and /webhooks/retentiond; the sending
+    // providers are named whatsapp_cloud and webhook.
+    let provider = match provider {
+        "whatsapp" => "whatsapp_cloud",
+        "retentiond" => "webhook",
+        p => p,
+    };
     for pmid in &refs.provider_message_ids {
         if let Some(row) = store::message_by_provider_id(tx, provider, pmid).await? {
             return Ok(Some(row));
