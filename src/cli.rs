@@ -323,7 +323,7 @@ async fn demo(settings: &Settings, customers: u64, seed: u64, out: PathBuf) -> a
     let report = crate::selection::run::run(&db, settings, &set, None, settings.today(), chrono::Utc::now(), &secrets).await;
     print!("{}", report?.table(3, settings.timezone()));
     println!("== 6/6 dispatch what is due now (delivery.email/sms/whatsapp; the local file sink by default)");
-    let d = match build_dispatcher(settings, std::path::Path::new(DEFAULT_CONFIG_PATH), &db) {
+    let d = match build_dispatcher(settings, std::path::Path::new(DEFAULT_CONFIG_PATH), &db, secrets) {
         Ok(d) => d,
         Err(e) => return Ok(config_failure(&e)),
     };
@@ -378,12 +378,11 @@ type SharedDispatcher = std::sync::Arc<crate::delivery::dispatcher::Dispatcher>;
 
 /// The dispatcher from config: providers (a missing credential is a config error here, at
 /// start), and channel fallback when the campaigns and the unsubscribe secret are available.
-fn build_dispatcher(settings: &Settings, config: &std::path::Path, db: &Db) -> Result<SharedDispatcher, ConfigError> {
+fn build_dispatcher(settings: &Settings, config: &std::path::Path, db: &Db, secrets: Secrets) -> Result<SharedDispatcher, ConfigError> {
     crate::delivery::providers::install_crypto_provider();
     let providers = settings.providers(&config.display().to_string())?;
     // Falling back to another channel re-renders the message: it needs the campaigns and the
     // unsubscribe secret; without them a permanent failure is final.
-    let secrets = Secrets::from_env(&settings.campaigns);
     let campaigns = CampaignSet::load(&settings.campaigns.dir)?;
     let fallback = match secrets.check(&settings.campaigns, false) {
         Ok(()) => Some(crate::delivery::dispatcher::Fallback { settings: settings.clone(), campaigns, secrets }),
@@ -402,7 +401,7 @@ async fn serve(settings: &Settings, config: &std::path::Path) -> anyhow::Result<
         return Ok(ExitCode::from(2));
     }
     let db = connect(settings).await?;
-    let d = match build_dispatcher(settings, config, &db) {
+    let d = match build_dispatcher(settings, config, &db, secrets.clone()) {
         Ok(d) => d,
         Err(e) => return Ok(config_failure(&e)),
     };
@@ -444,7 +443,7 @@ async fn serve(settings: &Settings, config: &std::path::Path) -> anyhow::Result<
 
 async fn dispatch(settings: &Settings, config: &std::path::Path, once: bool) -> anyhow::Result<ExitCode> {
     let db = connect(settings).await?;
-    let d = match build_dispatcher(settings, config, &db) {
+    let d = match build_dispatcher(settings, config, &db, Secrets::from_env(&settings.campaigns)) {
         Ok(d) => d,
         Err(e) => return Ok(config_failure(&e)),
     };
