@@ -405,10 +405,16 @@ async fn serve(settings: &Settings, config: &std::path::Path) -> anyhow::Result<
         Ok(d) => d,
         Err(e) => return Ok(config_failure(&e)),
     };
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let mut webhooks = settings.http.webhooks.resolve(&env);
+    // Receivers of our own webhook sign their events with the secret we sign ours with.
+    if webhooks.retentiond_secret.is_none() {
+        webhooks.retentiond_secret = env(&settings.delivery.webhook.secret_env);
+    }
     let state = crate::http::AppState {
         db: db.clone(),
         unsubscribe_secret: secrets.unsubscribe.clone().unwrap_or_default(),
-        webhooks: settings.http.webhooks.resolve(&|k| std::env::var(k).ok()),
+        webhooks,
         public_base_url: settings.campaigns.public_base_url.clone(),
         metrics: crate::http::install_metrics_recorder(),
         brand_name: settings.brand.name.clone(),
