@@ -361,7 +361,7 @@ struct SlowAccept;
 impl wiremock::Respond for SlowAccept {
     fn respond(&self, _: &wiremock::Request) -> wiremock::ResponseTemplate {
         use rand::Rng;
-        let ms = rand::rng().random_range(0..40);
+        let ms = rand::rng().random_range(0..60);
         wiremock::ResponseTemplate::new(202).insert_header("X-Message-Id", "sg-1").set_delay(Duration::from_millis(ms))
     }
 }
@@ -372,7 +372,7 @@ impl wiremock::Respond for SlowAccept {
 /// received exactly once, and only `unknown` ones (counted) may have been received once or not.
 async fn sigkill_never_sends_twice_nor_loses(t: TestDb) {
     use rand::Rng;
-    const N: i64 = 150;
+    const N: i64 = 400;
     seed(&t.db, N as usize, Channel::Email, &[]).await;
     let server = wiremock::MockServer::start().await;
     wiremock::Mock::given(wiremock::matchers::method("POST")).and(wiremock::matchers::path("/v3/mail/send")).respond_with(SlowAccept).mount(&server).await;
@@ -406,7 +406,7 @@ async fn sigkill_never_sends_twice_nor_loses(t: TestDb) {
         // Two dispatcher processes on the same queue, each killed at its own random instant.
         let mut a = bin().arg("dispatch").spawn().unwrap();
         let mut b = bin().arg("dispatch").spawn().unwrap();
-        let (wa, wb) = (rand::rng().random_range(150..700), rand::rng().random_range(150..700));
+        let (wa, wb) = (rand::rng().random_range(100..500), rand::rng().random_range(100..500));
         tokio::time::sleep(Duration::from_millis(wa.min(wb))).await;
         let (first, second) = if wa <= wb { (&mut a, &mut b) } else { (&mut b, &mut a) };
         first.kill().unwrap(); // SIGKILL
@@ -443,7 +443,8 @@ async fn sigkill_never_sends_twice_nor_loses(t: TestDb) {
         assert_eq!(receipts.get(k), Some(&1), "sent message {k} must have been received exactly once");
     }
     eprintln!("SIGKILL test ({}): {kills} kills, {sent} sent, {unknown} unknown (left for review), {} receipts", t.name, receipts.len());
-    assert!(kills >= 5, "the test must actually kill the worker several times");
+    // At least two rounds of two killed processes before the queue was drained.
+    assert!(kills >= 4, "the test must actually kill the workers several times");
 }
 on_both_backends!(sigkill_sqlite, sigkill_postgres, sigkill_never_sends_twice_nor_loses);
 
