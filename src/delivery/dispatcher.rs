@@ -279,8 +279,26 @@ impl Dispatcher {
                 }
             }
             if !ready.is_empty() {
-                // Committed before the calls: recovery must know a send may have happened.
+                // Committed before the calls: recovery must know a send may have happened. The
+                // same transaction renews the wave's leases; a row whose lease this worker lost
+                // (a batch slower than `lease_seconds`, then recovered elsewhere) is not sent.
                 let started = chrono::Utc::now().timestamp();
+                let mut tx = self.db.begin().await?;
+                let mut kept = Vec::with_capacity(ready.len());
+                for r in ready {
+                    let n = tx
+                        .execute(
+                            "UPDATE outbox SET lease_until = $1 WHERE message_id = $2 AND lease_owner = $3 AND status = 'sending'",
+                            &[Val::Int(Some(started + self.settings.lease_seconds as i64)), Val::Int(Some(r.0.message_id)), Val::Text(Some(self.owner.clone()))],
+                        )
+                        .await?;
+                    if n == 1 {
+                        kept.push(r);
+                    } else {
+                        tracing::warn!(message_id = r.0.message_id, "lease lost before sending; left to its new owner");
+                    }
+                }
+                let ready = kept;
                 let rows: Vec<Vec<Val>> = ready
                     .iter()
                     .map(|(m, p, _)| {
@@ -294,7 +312,6 @@ impl Dispatcher {
                         ]
                     })
                     .collect();
-                let mut tx = self.db.begin().await?;
                 tx.insert_rows("delivery_attempts", &["message_id", "attempt", "provider", "channel", "started_at", "outcome"], &rows).await?;
                 tx.commit().await?;
                 let sent = futures_util::future::join_all(ready.iter().map(|(m, p, r)| self.send_prepared(m, p.clone(), r))).await;
