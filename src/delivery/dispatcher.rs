@@ -284,21 +284,19 @@ impl Dispatcher {
                 // (a batch slower than `lease_seconds`, then recovered elsewhere) is not sent.
                 let started = chrono::Utc::now().timestamp();
                 let mut tx = self.db.begin().await?;
-                let mut kept = Vec::with_capacity(ready.len());
-                for r in ready {
-                    let n = tx
-                        .execute(
-                            "UPDATE outbox SET lease_until = $1 WHERE message_id = $2 AND lease_owner = $3 AND status = 'sending'",
-                            &[Val::Int(Some(started + self.settings.lease_seconds as i64)), Val::Int(Some(r.0.message_id)), Val::Text(Some(self.owner.clone()))],
-                        )
-                        .await?;
-                    if n == 1 {
-                        kept.push(r);
-                    } else {
-                        tracing::warn!(message_id = r.0.message_id, "lease lost before sending; left to its new owner");
-                    }
+                let params: Vec<String> = (3..3 + ready.len()).map(|i| format!("${i}")).collect();
+                let sql = format!(
+                    "UPDATE outbox SET lease_until = $1 WHERE lease_owner = $2 AND status = 'sending' AND message_id IN ({}) \
+                     RETURNING CAST(message_id AS TEXT)",
+                    params.join(", ")
+                );
+                let mut binds = vec![Val::Int(Some(started + self.settings.lease_seconds as i64)), Val::Text(Some(self.owner.clone()))];
+                binds.extend(ready.iter().map(|r| Val::Int(Some(r.0.message_id))));
+                let held: HashSet<String> = tx.fetch_strings(&sql, &binds).await?.into_iter().collect();
+                let (ready, lost): (Vec<_>, Vec<_>) = ready.into_iter().partition(|r| held.contains(&r.0.message_id.to_string()));
+                for r in lost {
+                    tracing::warn!(message_id = r.0.message_id, "lease lost before sending; left to its new owner");
                 }
-                let ready = kept;
                 let rows: Vec<Vec<Val>> = ready
                     .iter()
                     .map(|(m, p, _)| {
