@@ -92,13 +92,7 @@ pub async fn load(db: &Db, set: &CampaignSet, day: NaiveDate, frequency_window_d
 
     let mut suppressions: HashMap<String, Suppression> = HashMap::new();
     scan_with(db, "SELECT customer_id, channel FROM suppressions", &[], |r| {
-        let s = suppressions.entry(r.text(0)?.unwrap_or_default().to_owned()).or_default();
-        match r.text(1)? {
-            Some("email") => s.email = true,
-            Some("sms") => s.sms = true,
-            Some("whatsapp") => s.whatsapp = true,
-            _ => s.all = true,
-        }
+        suppressions.entry(r.text(0)?.unwrap_or_default().to_owned()).or_default().add(r.text(1)?);
         Ok(())
     })
     .await?;

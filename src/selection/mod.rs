@@ -40,6 +40,17 @@ pub struct Customer {
     pub score: Score,
 }
 
+impl Customer {
+    /// (opted in, has an address) for a channel.
+    pub fn consent_and_contact(&self, ch: Channel) -> (bool, bool) {
+        match ch {
+            Channel::Email => (self.email_opt_in, self.email.is_some()),
+            Channel::Sms => (self.sms_opt_in, self.phone.is_some()),
+            Channel::Whatsapp => (self.whatsapp_opt_in, self.phone.is_some()),
+        }
+    }
+}
+
 /// The customer's row of the day's `scores`.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Score {
@@ -79,6 +90,16 @@ pub struct Suppression {
 }
 
 impl Suppression {
+    /// Records a `suppressions.channel` value (NULL or unknown = every channel).
+    pub fn add(&mut self, channel: Option<&str>) {
+        match channel {
+            Some("email") => self.email = true,
+            Some("sms") => self.sms = true,
+            Some("whatsapp") => self.whatsapp = true,
+            _ => self.all = true,
+        }
+    }
+
     pub fn blocks(&self, ch: Channel) -> bool {
         self.all
             || match ch {
@@ -434,11 +455,7 @@ fn reachable(c: &Campaign, cust: &Customer, sup: Suppression) -> Result<(Vec<Cha
     let mut notes = Vec::new();
     let (mut suppressed, mut consented) = (false, false);
     for &ch in &c.channels {
-        let (consent, contact) = match ch {
-            Channel::Email => (cust.email_opt_in, cust.email.is_some()),
-            Channel::Sms => (cust.sms_opt_in, cust.phone.is_some()),
-            Channel::Whatsapp => (cust.whatsapp_opt_in, cust.phone.is_some()),
-        };
+        let (consent, contact) = cust.consent_and_contact(ch);
         let why = if sup.blocks(ch) {
             suppressed = true;
             Some("suppressed")

@@ -318,12 +318,7 @@ pub async fn load_customer(db: &Db, customer_id: &str) -> anyhow::Result<Option<
     let Some(c) = found else { return Ok(None) };
     let mut sup = super::Suppression::default();
     scan_with(db, "SELECT channel FROM suppressions WHERE customer_id = $1", &[Bind::Text(customer_id)], |r| {
-        match r.text(0)? {
-            Some("email") => sup.email = true,
-            Some("sms") => sup.sms = true,
-            Some("whatsapp") => sup.whatsapp = true,
-            _ => sup.all = true,
-        }
+        sup.add(r.text(0)?);
         Ok(())
     })
     .await?;
@@ -332,12 +327,8 @@ pub async fn load_customer(db: &Db, customer_id: &str) -> anyhow::Result<Option<
 
 /// Whether the customer may be messaged on `channel`: not suppressed, consented, with a contact.
 pub fn reachable_on(c: &Customer, sup: super::Suppression, channel: Channel) -> bool {
-    !sup.blocks(channel)
-        && match channel {
-            Channel::Email => c.email_opt_in && c.email.is_some(),
-            Channel::Sms => c.sms_opt_in && c.phone.is_some(),
-            Channel::Whatsapp => c.whatsapp_opt_in && c.phone.is_some(),
-        }
+    let (consent, contact) = c.consent_and_contact(channel);
+    !sup.blocks(channel) && consent && contact
 }
 
 #[cfg(test)]
