@@ -8,7 +8,7 @@
 #
 # Prints a table and writes target/bench/results.json. Steps measured so far: generate, import,
 # train, score, campaigns (the three shipped campaigns, `campaigns run` into an empty outbox),
-# dispatch (`dispatch --once` of that outbox to the local file sink, limits off).
+# dispatch (`dispatch --once` of that outbox to a local mock HTTP provider, limits off).
 # PostgreSQL: BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/test) is used to
 # create a scratch database per size.
 set -euo pipefail
@@ -19,8 +19,15 @@ backends=${BENCH_BACKENDS:-"sqlite postgres"}
 pg_admin=${BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}
 work=${BENCH_DIR:-target/bench}
 mkdir -p "$work"
-cargo build --release --quiet
+cargo build --release --quiet --bin retentiond --example mock_provider
 bin=target/release/retentiond
+# dispatch sends to a local mock provider (examples/mock_provider.rs) through the signed
+# webhook provider: real HTTP, real signing, a receiver that counts receipts by idempotency key.
+mock_addr=${BENCH_MOCK_ADDR:-127.0.0.1:18999}
+target/release/examples/mock_provider "$mock_addr" 2> "$work/mock_provider.err" &
+mock_pid=$!
+trap 'kill $mock_pid 2>/dev/null || true' EXIT
+export RETENTIOND_WEBHOOK_SECRET=${RETENTIOND_WEBHOOK_SECRET:-bench-webhook-secret-$RANDOM$RANDOM}
 # Campaign runs sign links and derive codes: throw-away secrets for the benchmark.
 export RETENTIOND_UNSUBSCRIBE_SECRET=${RETENTIOND_UNSUBSCRIBE_SECRET:-bench-unsubscribe-secret-$RANDOM$RANDOM}
 export RETENTIOND_CODE_SECRET=${RETENTIOND_CODE_SECRET:-bench-code-secret-$RANDOM$RANDOM}
@@ -56,12 +63,13 @@ for n in "${sizes[@]}"; do
     measure score "$n" "$backend" "$bin" --config /dev/null --log warn --database "$url" score --as-of 2026-11-01
     measure campaigns "$n" "$backend" "$bin" --config /dev/null --log warn --database "$url" campaigns run --as-of 2026-11-01 --at 2026-11-01T12:00:00+05:30
     # The run was rehearsed at a past clock: make its queued messages due now (send hours are
-    # not what is measured), then drain them to the file sink with limits off.
+    # not what is measured), then drain them to the mock provider with limits off.
     due="UPDATE outbox SET not_before = 0, expires_at = 4102444800 WHERE status = 'queued'"
     case $backend in sqlite) sqlite3 "$db" "$due" ;; postgres) psql "$url" -qc "$due" ;; esac
-    rm -rf "$work/outbox-files"
-    printf '[delivery.file]\ndir = "%s"\nconcurrency = 64\n[dispatch]\nclaim_batch = 1000\n' "$work/outbox-files" > "$work/dispatch.toml"
+    printf '[delivery]\nemail = "webhook"\nsms = "webhook"\nwhatsapp = "webhook"\n[delivery.webhook]\nurl = "http://%s/messages"\nconcurrency = 64\n[dispatch]\nclaim_batch = 1000\n' "$mock_addr" > "$work/dispatch.toml"
+    curl -s -X DELETE "http://$mock_addr/stats" > /dev/null
     measure dispatch "$n" "$backend" "$bin" --config "$work/dispatch.toml" --log warn --database "$url" dispatch --once
+    echo "mock provider after dispatch $backend $n: $(curl -s "http://$mock_addr/stats")" | tee -a "$work/mock_provider.log"
   done
 done
 

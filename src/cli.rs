@@ -131,11 +131,27 @@ pub enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// The daemon: scheduled retraining, scoring, campaigns and housekeeping (on the leader
+    /// replica), continuous dispatch and the HTTP endpoints, until SIGTERM/SIGINT. SIGHUP
+    /// reloads the campaign files. Catches up at start on whatever is missing.
+    Run {
+        /// Run whatever is due now (catch-up), dispatch what can be sent, and exit: for hosts
+        /// without a long-running process, CI and tests.
+        #[arg(long)]
+        once: bool,
+    },
+    /// The champion model, every job's last and next run, the queue by status, suppressions.
+    Status {
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Serve the HTTP endpoints (health, metrics, one-click unsubscribe, provider webhooks) on
     /// `http.bind` and dispatch queued messages, until SIGTERM/SIGINT.
     Serve,
     /// The quick-start job: generate a synthetic brand, import it into the configured database
-    /// (the embedded SQLite default unless told otherwise), train the models and score everyone.
+    /// (the embedded SQLite default unless told otherwise), and run one full daemon cycle:
+    /// train, score, campaigns, dispatch to the local file sink.
     Demo {
         /// Number of customers to generate.
         #[arg(long, default_value_t = 20_000)]
@@ -210,10 +226,12 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Campaigns { action } => campaigns(&settings, action).await,
         Command::Dispatch { once } => dispatch(&settings, &cli.config, once).await,
         Command::Serve => serve(&settings, &cli.config).await,
+        Command::Run { once } => crate::daemon::run(&settings, &cli.config, once).await,
+        Command::Status { json } => crate::daemon::status(&settings, json).await,
         Command::Migrate => migrate(&settings).await,
         Command::Import { dir, skip_invalid, report_dir, quiet } => import(&settings, dir, skip_invalid, report_dir, quiet).await,
         Command::Generate { customers, seed, out, end, years } => gen_brand(customers, seed, &out, end, years).map(|_| ExitCode::SUCCESS),
-        Command::Demo { customers, seed, out } => demo(&settings, customers, seed, out).await,
+        Command::Demo { customers, seed, out } => demo(&settings, &cli.config, customers, seed, out).await,
         Command::DefaultConfig => unreachable!("handled above"),
         Command::Backtest { as_of, horizon_days, json } => backtest(&settings, as_of, horizon_days, json).await,
         Command::Train { as_of, json } => train(&settings, as_of, json).await,
@@ -234,12 +252,12 @@ pub async fn run(cli: Cli) -> ExitCode {
     }
 }
 
-fn config_failure(e: &ConfigError) -> ExitCode {
+pub(crate) fn config_failure(e: &ConfigError) -> ExitCode {
     eprint!("{e}");
     ExitCode::from(2)
 }
 
-async fn connect(settings: &Settings) -> anyhow::Result<Db> {
+pub(crate) async fn connect(settings: &Settings) -> anyhow::Result<Db> {
     Db::connect_and_migrate(&settings.database).await.context("Failed to open the database")
 }
 
@@ -299,50 +317,22 @@ fn gen_brand(customers: u64, seed: u64, out: &std::path::Path, end: Option<chron
     Ok(())
 }
 
-async fn demo(settings: &Settings, customers: u64, seed: u64, out: PathBuf) -> anyhow::Result<ExitCode> {
-    // The synthetic history ends today (UTC); train and score as of the brand's today.
-    println!("== 1/6 generate a synthetic brand ({customers} customers, seed {seed})");
+async fn demo(settings: &Settings, config: &std::path::Path, customers: u64, seed: u64, out: PathBuf) -> anyhow::Result<ExitCode> {
+    // The synthetic history ends today (UTC); the cycle trains and scores as of the brand's today.
+    println!("== 1/3 generate a synthetic brand ({customers} customers, seed {seed})");
     gen_brand(customers, seed, &out, None, 3)?;
-    println!("== 2/6 import it into {}", crate::config::redact_url(&settings.database.url));
+    println!("== 2/3 import it into {}", crate::config::redact_url(&settings.database.url));
     let code = import(settings, out, false, None, false).await?;
     if code != ExitCode::SUCCESS {
         return Ok(code);
     }
-    println!("== 3/6 train the models (backtested on the latest complete horizon)");
-    train(settings, None, false).await?;
-    println!("== 4/6 score every customer");
-    score(settings, None).await?;
-    println!("== 5/6 select customers for the campaigns in {} and write the outbox", settings.campaigns.dir.display());
-    let set = match CampaignSet::load(&settings.campaigns.dir) {
-        Ok(s) => s,
-        Err(e) => return Ok(config_failure(&e)),
-    };
-    let mut secrets = Secrets::from_env(&settings.campaigns);
-    demo_secrets(&mut secrets, &settings.campaigns);
-    let db = connect(settings).await?;
-    let report = crate::selection::run::run(&db, settings, &set, None, settings.today(), chrono::Utc::now(), &secrets).await;
-    print!("{}", report?.table(3, settings.timezone()));
-    println!("== 6/6 dispatch what is due now (delivery.email/sms/whatsapp; the local file sink by default)");
-    let d = match build_dispatcher(settings, std::path::Path::new(DEFAULT_CONFIG_PATH), &db, secrets) {
-        Ok(d) => d,
-        Err(e) => return Ok(config_failure(&e)),
-    };
-    let stats = d.drain().await?;
-    let waiting = crate::delivery::dispatcher::queue_depth(&db).await?;
-    db.close().await;
-    println!(
-        "sent {} message(s), {} suppressed, {} failed; {} wait in the outbox for their customers' send hours (`retentiond serve` sends them)",
-        stats.sent, stats.suppressed, stats.failed + stats.dead, waiting
-    );
-    if settings.delivery.email == "file" {
-        println!("messages written to {}/", settings.delivery.file.dir.display());
-    }
-    Ok(ExitCode::SUCCESS)
+    println!("== 3/3 one daemon cycle, as `retentiond run` does at start: train, score, campaigns, dispatch");
+    crate::daemon::demo_cycle(settings, config).await
 }
 
 /// The demo runs on a fresh machine without secrets in the environment: it uses random ones
 /// for this process only (so its unsubscribe links stop verifying after it exits) and says so.
-fn demo_secrets(secrets: &mut Secrets, c: &crate::config::CampaignSettings) {
+pub(crate) fn demo_secrets(secrets: &mut Secrets, c: &crate::config::CampaignSettings) {
     use rand::RngCore;
     let fill = |slot: &mut Option<Vec<u8>>, var: &str| {
         if slot.is_none() {
@@ -378,12 +368,21 @@ type SharedDispatcher = std::sync::Arc<crate::delivery::dispatcher::Dispatcher>;
 
 /// The dispatcher from config: providers (a missing credential is a config error here, at
 /// start), and channel fallback when the campaigns and the unsubscribe secret are available.
-fn build_dispatcher(settings: &Settings, config: &std::path::Path, db: &Db, secrets: Secrets) -> Result<SharedDispatcher, ConfigError> {
+pub(crate) fn build_dispatcher(
+    settings: &Settings,
+    config: &std::path::Path,
+    db: &Db,
+    secrets: Secrets,
+    campaigns: Option<crate::campaigns::SharedCampaigns>,
+) -> Result<SharedDispatcher, ConfigError> {
     crate::delivery::providers::install_crypto_provider();
     let providers = settings.providers(&config.display().to_string())?;
     // Falling back to another channel re-renders the message: it needs the campaigns and the
     // unsubscribe secret; without them a permanent failure is final.
-    let campaigns = CampaignSet::load(&settings.campaigns.dir)?;
+    let campaigns = match campaigns {
+        Some(c) => c,
+        None => crate::campaigns::SharedCampaigns::new(CampaignSet::load(&settings.campaigns.dir)?),
+    };
     let fallback = match secrets.check(&settings.campaigns, false) {
         Ok(()) => Some(crate::delivery::dispatcher::Fallback { settings: settings.clone(), campaigns, secrets }),
         Err(e) => {
@@ -394,6 +393,24 @@ fn build_dispatcher(settings: &Settings, config: &std::path::Path, db: &Db, secr
     Ok(std::sync::Arc::new(crate::delivery::dispatcher::Dispatcher::new(db.clone(), std::sync::Arc::new(providers), settings.dispatch.clone(), fallback)))
 }
 
+/// The HTTP server's state: webhook secrets from the environment, metrics recorder.
+pub(crate) fn http_state(settings: &Settings, db: &Db, secrets: &Secrets) -> crate::http::AppState {
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let mut webhooks = settings.http.webhooks.resolve(&env);
+    // Receivers of our own webhook sign their events with the secret we sign ours with.
+    if webhooks.retentiond_secret.is_none() {
+        webhooks.retentiond_secret = env(&settings.delivery.webhook.secret_env);
+    }
+    crate::http::AppState {
+        db: db.clone(),
+        unsubscribe_secret: secrets.unsubscribe.clone().unwrap_or_default(),
+        webhooks,
+        public_base_url: settings.campaigns.public_base_url.clone(),
+        metrics: crate::http::install_metrics_recorder(),
+        brand_name: settings.brand.name.clone(),
+    }
+}
+
 async fn serve(settings: &Settings, config: &std::path::Path) -> anyhow::Result<ExitCode> {
     let secrets = Secrets::from_env(&settings.campaigns);
     if let Err(e) = secrets.check(&settings.campaigns, false) {
@@ -401,24 +418,11 @@ async fn serve(settings: &Settings, config: &std::path::Path) -> anyhow::Result<
         return Ok(ExitCode::from(2));
     }
     let db = connect(settings).await?;
-    let d = match build_dispatcher(settings, config, &db, secrets.clone()) {
+    let d = match build_dispatcher(settings, config, &db, secrets.clone(), None) {
         Ok(d) => d,
         Err(e) => return Ok(config_failure(&e)),
     };
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let mut webhooks = settings.http.webhooks.resolve(&env);
-    // Receivers of our own webhook sign their events with the secret we sign ours with.
-    if webhooks.retentiond_secret.is_none() {
-        webhooks.retentiond_secret = env(&settings.delivery.webhook.secret_env);
-    }
-    let state = crate::http::AppState {
-        db: db.clone(),
-        unsubscribe_secret: secrets.unsubscribe.clone().unwrap_or_default(),
-        webhooks,
-        public_base_url: settings.campaigns.public_base_url.clone(),
-        metrics: crate::http::install_metrics_recorder(),
-        brand_name: settings.brand.name.clone(),
-    };
+    let state = http_state(settings, &db, &secrets);
     let listener = tokio::net::TcpListener::bind(&settings.http.bind).await.with_context(|| format!("Failed to bind {}", settings.http.bind))?;
     tracing::info!(addr = %settings.http.bind, worker = d.owner(), "serving HTTP and dispatching");
     let (tx, rx) = tokio::sync::watch::channel(false);
@@ -449,7 +453,7 @@ async fn serve(settings: &Settings, config: &std::path::Path) -> anyhow::Result<
 
 async fn dispatch(settings: &Settings, config: &std::path::Path, once: bool) -> anyhow::Result<ExitCode> {
     let db = connect(settings).await?;
-    let d = match build_dispatcher(settings, config, &db, Secrets::from_env(&settings.campaigns)) {
+    let d = match build_dispatcher(settings, config, &db, Secrets::from_env(&settings.campaigns), None) {
         Ok(d) => d,
         Err(e) => return Ok(config_failure(&e)),
     };

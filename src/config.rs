@@ -28,6 +28,8 @@ pub struct Settings {
     pub delivery: crate::delivery::providers::DeliverySettings,
     pub dispatch: crate::delivery::retry::DispatchSettings,
     pub http: HttpSettings,
+    pub scheduler: crate::scheduler::SchedulerSettings,
+    pub housekeeping: crate::scheduler::HousekeepingSettings,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -444,6 +446,8 @@ impl Settings {
             delivery: crate::delivery::providers::DeliverySettings::from_toml(table.get("delivery"), &mut sink),
             dispatch: sink.section("dispatch", table.get("dispatch")),
             http: sink.section("http", table.get("http")),
+            scheduler: sink.section("scheduler", table.get("scheduler")),
+            housekeeping: sink.section("housekeeping", table.get("housekeeping")),
         }
     }
 
@@ -525,6 +529,19 @@ impl Settings {
             sink.push("http.bind", format!("{:?} is not an address:port", self.http.bind), "use a value such as \"127.0.0.1:8080\"");
         }
         self.http.webhooks.validate("http.webhooks", &mut sink);
+        self.scheduler.validate(&mut sink);
+        if self.housekeeping.keep_scores_days < self.model.horizon_days {
+            sink.push(
+                "housekeeping.keep_scores_days",
+                format!("{} is shorter than model.horizon_days ({})", self.housekeeping.keep_scores_days, self.model.horizon_days),
+                "keep scores at least one horizon, so monitoring can compare them with what happened",
+            );
+        }
+        for (key, v) in [("housekeeping.keep_attempts_days", self.housekeeping.keep_attempts_days), ("housekeeping.keep_webhook_events_days", self.housekeeping.keep_webhook_events_days), ("housekeeping.keep_job_runs_days", self.housekeeping.keep_job_runs_days)] {
+            if v == 0 {
+                sink.push(key, "must be at least 1", "keep at least a day");
+            }
+        }
         self.delivery.validate(file, sink.issues);
     }
 

@@ -7,6 +7,7 @@
 pub mod campaigns;
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod datasets;
 pub mod delivery;
 pub mod features;
@@ -18,6 +19,7 @@ pub mod ingest;
 pub mod models;
 pub mod outbox;
 pub mod scan;
+pub mod scheduler;
 pub mod scoring;
 pub mod selection;
 pub mod telemetry;

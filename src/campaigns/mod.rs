@@ -219,6 +219,9 @@ pub struct SendHours {
 impl SendHours {
     /// Whether a local time of day is inside the hours (the range may wrap past midnight).
     pub fn contains(&self, t: NaiveTime) -> bool {
+        if self.start == self.end {
+            return true; // "00:00-24:00": all day
+        }
         if self.start <= self.end { t >= self.start && t < self.end } else { t >= self.start || t < self.end }
     }
 }
@@ -319,6 +322,25 @@ pub fn default_generic_copy() -> CopyFile {
 pub struct CampaignSet {
     pub dir: PathBuf,
     pub campaigns: Vec<Campaign>,
+}
+
+/// The campaigns in force, shared by the scheduler and the dispatcher: SIGHUP swaps in a
+/// newly loaded set, and readers keep the set they started with until they finish.
+#[derive(Debug, Clone, Default)]
+pub struct SharedCampaigns(std::sync::Arc<std::sync::RwLock<std::sync::Arc<CampaignSet>>>);
+
+impl SharedCampaigns {
+    pub fn new(set: CampaignSet) -> Self {
+        Self(std::sync::Arc::new(std::sync::RwLock::new(std::sync::Arc::new(set))))
+    }
+
+    pub fn current(&self) -> std::sync::Arc<CampaignSet> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn replace(&self, set: CampaignSet) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = std::sync::Arc::new(set);
+    }
 }
 
 impl CampaignSet {
@@ -643,12 +665,13 @@ fn check_copy(sink: &mut IssueSink<'_>, section: &str, c: &CopyFile, channels: &
     }
 }
 
-/// `HH:MM-HH:MM`.
+/// `HH:MM-HH:MM`; `00:00-24:00` is all day.
 pub fn parse_hours(s: &str) -> Option<SendHours> {
     let (a, b) = s.split_once('-')?;
     let start = NaiveTime::parse_from_str(a.trim(), "%H:%M").ok()?;
     let end = if b.trim() == "24:00" { NaiveTime::MIN } else { NaiveTime::parse_from_str(b.trim(), "%H:%M").ok()? };
-    (start != end).then_some(SendHours { start, end })
+    let all_day = start == NaiveTime::MIN && b.trim() == "24:00";
+    (start != end || all_day).then_some(SendHours { start, end })
 }
 
 impl CampaignFile {

@@ -151,6 +151,16 @@ fn send_hours_may_wrap_midnight() {
     assert!(!d.contains(NaiveTime::from_hms_opt(21, 0, 0).unwrap()));
     assert!(parse_hours("09:00-09:00").is_none());
     assert!(parse_hours("25:00-26:00").is_none());
+    // All day, and sendable at once with the day's end as its deadline.
+    let all = parse_hours("00:00-24:00").unwrap();
+    for h in [0, 7, 23] {
+        assert!(all.contains(NaiveTime::from_hms_opt(h, 59, 0).unwrap()));
+    }
+    let tz: chrono_tz::Tz = "Asia/Kolkata".parse().unwrap();
+    let now = chrono::DateTime::parse_from_rfc3339("2026-11-25T20:00:00Z").unwrap().with_timezone(&chrono::Utc);
+    let (from, until) = crate::selection::send_slot(all, now, tz);
+    assert_eq!(from, now.timestamp());
+    assert_eq!(until, chrono::DateTime::parse_from_rfc3339("2026-11-26T18:30:00Z").unwrap().timestamp(), "local midnight after");
 }
 
 #[test]

@@ -26,7 +26,7 @@ use tokio::sync::{Semaphore, watch};
 
 use super::providers::{Outgoing, Provider, Providers, SendError};
 use super::retry::{DispatchSettings, RetryDecision, next_retry};
-use crate::campaigns::{CampaignSet, Channel};
+use crate::campaigns::Channel;
 use crate::config::Settings;
 use crate::db::{Backend, Db, Val};
 use crate::scan::{Bind, scan_with};
@@ -35,7 +35,7 @@ use crate::selection::offer::{Offer, Rendered, Secrets};
 /// Re-renders a message for a fallback channel after a permanent failure.
 pub struct Fallback {
     pub settings: Settings,
-    pub campaigns: CampaignSet,
+    pub campaigns: crate::campaigns::SharedCampaigns,
     pub secrets: Secrets,
 }
 
@@ -613,7 +613,8 @@ impl Dispatcher {
         let (next, rest) = rest.split_first()?;
         let channel = Channel::parse(next)?;
         self.providers.for_channel(channel)?;
-        let campaign = fb.campaigns.get(&m.campaign)?;
+        let set = fb.campaigns.current();
+        let campaign = set.get(&m.campaign)?;
         let offer: Offer = serde_json::from_str(&m.offer).ok()?;
         let customer = match crate::selection::offer::load_customer(&self.db, &m.customer_id).await {
             Ok(Some((c, sup))) if crate::selection::offer::reachable_on(&c, sup, channel) => c,

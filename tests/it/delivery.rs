@@ -230,7 +230,7 @@ async fn permanent_failure_suppresses_and_falls_back(t: TestDb) {
     let mut s = retentiond::config::Settings::default();
     s.campaigns.dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/campaigns");
     let fallback = Fallback {
-        campaigns: CampaignSet::load(&s.campaigns.dir).unwrap(),
+        campaigns: retentiond::campaigns::SharedCampaigns::new(CampaignSet::load(&s.campaigns.dir).unwrap()),
         settings: s,
         secrets: Secrets { unsubscribe: Some(b"0123456789abcdef0123".to_vec()), code: Some(b"0123456789abcdef0123".to_vec()) },
     };

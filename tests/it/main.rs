@@ -8,3 +8,4 @@ mod campaigns;
 mod delivery;
 mod http;
 mod smtp;
+mod daemon;

@@ -1,0 +1,102 @@
+//! What each scheduled job does. Each body returns what it did as JSON for the ledger, or
+//! why it had nothing to do; errors carry their chain to the ledger and the log.
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+
+use super::ledger::{self, Trigger};
+use super::schedule::{HousekeepingSettings, JobKind};
+use crate::campaigns::SharedCampaigns;
+use crate::config::Settings;
+use crate::db::{Db, Val};
+use crate::selection::offer::Secrets;
+
+/// What a job needs.
+#[derive(Clone)]
+pub struct JobContext {
+    pub db: Db,
+    pub settings: Settings,
+    pub campaigns: SharedCampaigns,
+    pub secrets: Secrets,
+}
+
+/// A finished body.
+#[derive(Debug)]
+pub enum Done {
+    Ok(Value),
+    /// Nothing to do, and why.
+    Skipped(String),
+}
+
+/// Runs `job` for the brand-local day of `now`.
+pub async fn run(ctx: &JobContext, job: JobKind, trigger: Trigger, now: DateTime<Utc>) -> anyhow::Result<Done> {
+    let s = &ctx.settings;
+    let day = super::schedule::local_day(now, s.timezone());
+    match job {
+        JobKind::Retrain => {
+            // A failure here leaves the registry as it was: the champion keeps scoring.
+            let (outcome, report) = crate::models::training::train(&ctx.db, &s.model, s.timezone(), s.day_start(day)).await?;
+            Ok(Done::Ok(json!({ "as_of": day.to_string(), "outcome": outcome, "evaluation": summary(&report) })))
+        }
+        JobKind::Score => {
+            let m = &s.model;
+            let r = crate::scoring::score(&ctx.db, s.day_start(day), &day.to_string(), m.bot_events_per_day, m.category_half_life_days, s.campaigns.best_seller_days).await?;
+            Ok(Done::Ok(serde_json::to_value(&r)?))
+        }
+        JobKind::Campaigns => {
+            let d = day.to_string();
+            // Never on stale scores: without the day's scoring there is nothing to select from.
+            if !scores_exist(&ctx.db, &d).await? {
+                return Ok(Done::Skipped(format!("no scores for {d} yet: campaigns run as soon as the day's scoring finishes")));
+            }
+            if trigger == Trigger::Schedule && ledger::done_for_day(&ctx.db, job.as_str(), &d).await? {
+                return Ok(Done::Skipped(format!("campaigns already ran for {d}")));
+            }
+            let set = ctx.campaigns.current();
+            let r = crate::selection::run::run(&ctx.db, s, &set, None, day, now, &ctx.secrets).await?;
+            let per: Vec<Value> = r
+                .campaigns
+                .iter()
+                .map(|c| json!({ "campaign": c.campaign, "active": c.active, "selected": c.selected, "held_out": c.held_out, "queued": c.inserted }))
+                .collect();
+            Ok(Done::Ok(json!({ "day": d, "customers_scored": r.customers_scored, "campaigns": per, "seconds": r.seconds })))
+        }
+        JobKind::Housekeeping => Ok(Done::Ok(housekeeping(&ctx.db, &s.housekeeping, now, s.timezone()).await?)),
+    }
+}
+
+fn summary(r: &crate::models::evaluate::BacktestReport) -> Value {
+    let v = serde_json::to_value(r).unwrap_or(Value::Null);
+    json!({
+        "auc": v["return"]["auc"],
+        "c_index": v["timing"]["c_index"],
+        "hit_at_1": v["category"]["hit_at_1"],
+    })
+}
+
+/// True when the day's scoring finished (it commits in one transaction).
+pub async fn scores_exist(db: &Db, day: &str) -> sqlx::Result<bool> {
+    let n: i64 = crate::with_pool!(db, p => sqlx::query_scalar("SELECT COUNT(*) FROM scoring_runs WHERE as_of_date = $1").bind(day).fetch_one(p).await)?;
+    Ok(n > 0)
+}
+
+/// Prunes what is older than its retention. Never the outbox (measurement reads it), nor
+/// suppressions, campaign runs or models; attempts of messages still in flight stay.
+pub async fn housekeeping(db: &Db, k: &HousekeepingSettings, now: DateTime<Utc>, tz: chrono_tz::Tz) -> anyhow::Result<Value> {
+    let t = now.timestamp();
+    let days = |n: u32| t - i64::from(n) * 86_400;
+    let scores_before = super::schedule::local_day(now - chrono::Duration::days(i64::from(k.keep_scores_days)), tz).to_string();
+    let mut tx = db.begin().await?;
+    let scores = tx.execute("DELETE FROM scores WHERE as_of_date < $1", &[Val::Text(Some(scores_before.clone()))]).await?;
+    let attempts = tx
+        .execute(
+            "DELETE FROM delivery_attempts WHERE started_at < $1 \
+             AND message_id NOT IN (SELECT message_id FROM outbox WHERE status IN ('queued', 'sending'))",
+            &[Val::Int(Some(days(k.keep_attempts_days)))],
+        )
+        .await?;
+    let events = tx.execute("DELETE FROM webhook_events WHERE received_at < $1", &[Val::Int(Some(days(k.keep_webhook_events_days)))]).await?;
+    let runs = tx.execute("DELETE FROM job_runs WHERE started_at < $1 AND outcome <> 'running'", &[Val::Int(Some(days(k.keep_job_runs_days)))]).await?;
+    tx.commit().await?;
+    Ok(json!({ "scores_deleted": scores, "scores_before": scores_before, "attempts_deleted": attempts, "webhook_events_deleted": events, "job_runs_deleted": runs }))
+}
