@@ -26,8 +26,37 @@ fn campaigns_and_secrets(settings: &Settings, secrets: &Secrets) -> Result<Campa
 }
 
 fn print_report(r: &RunReport) {
-    let detail = if r.detail.len() > 300 { format!("{}…", &r.detail[..r.detail.floor_char_boundary(300)]) } else { r.detail.clone() };
-    println!("   {:<12} {:<9} {:>6.1} s  {}", r.job.as_str(), r.outcome.as_str(), r.seconds, detail);
+    println!("   {:<12} {:<9} {:>6.1} s  {}", r.job.as_str(), r.outcome.as_str(), r.seconds, summarize(r));
+}
+
+/// One line a person can read from a run's stats.
+fn summarize(r: &RunReport) -> String {
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&r.detail) else { return r.detail.clone() };
+    let f = |x: &serde_json::Value| x.as_f64().map_or("-".to_string(), |f| format!("{f:.3}"));
+    match r.job {
+        JobKind::Retrain => {
+            let (verb, o) = match (&v["outcome"]["Promoted"], &v["outcome"]["KeptChampion"]) {
+                (p, _) if p.is_object() => ("promoted", p),
+                (_, k) => ("stored, champion kept", k),
+            };
+            format!(
+                "model version {} {verb} ({}); backtest AUC {}, C-index {}, hit@1 {}",
+                o["model_version_id"], o["reason"].as_str().unwrap_or(""), f(&v["evaluation"]["auc"]), f(&v["evaluation"]["c_index"]), f(&v["evaluation"]["hit_at_1"])
+            )
+        }
+        JobKind::Score => format!("{} customers scored as of {} with model version {}; mean P(return) {}", v["customers"], v["as_of_date"].as_str().unwrap_or(""), v["model_version_id"], f(&v["mean_p_return"])),
+        JobKind::Campaigns => {
+            let parts: Vec<String> = v["campaigns"]
+                .as_array()
+                .map(|cs| cs.iter().map(|c| format!("{}: {} selected, {} held out, {} new outbox rows", c["campaign"].as_str().unwrap_or(""), c["selected"], c["held_out"], c["queued"])).collect())
+                .unwrap_or_default();
+            if parts.is_empty() { "no active campaigns".into() } else { parts.join("; ") }
+        }
+        JobKind::Housekeeping => format!(
+            "pruned {} scores, {} attempts, {} webhook events, {} ledger rows",
+            v["scores_deleted"], v["attempts_deleted"], v["webhook_events_deleted"], v["job_runs_deleted"]
+        ),
+    }
 }
 
 /// `retentiond run [--once]`.

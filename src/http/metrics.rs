@@ -9,8 +9,9 @@
 //! - `retentiond_messages{status,provider}`: outbox rows by status and provider ("" when NULL);
 //! - `retentiond_queue_depth`: outbox rows with status `queued`;
 //! - `retentiond_suppressions_total`: suppression rows;
-//! - `retentiond_job_last_run_timestamp_seconds{job}` / `retentiond_job_last_outcome{job}` (1 ok,
-//!   0 otherwise) from `job_runs(job, finished_at, outcome)` when that table exists;
+//! - `retentiond_job_last_run_timestamp_seconds{job}` / `retentiond_job_last_outcome{job}` (1 ok
+//!   or skipped, 0 failed or abandoned) from the job ledger; `retentiond_job_runs_total{job,outcome}`
+//!   and `retentiond_job_duration_seconds{job}` from the scheduler;
 //! - `retentiond_database_up`: 1 when the queries above worked.
 
 use std::fmt::Write as _;
@@ -133,7 +134,8 @@ async fn database_gauges(db: &Db, out: &mut String) {
         Ok(rows) if !rows.is_empty() => {
             let mut last: Vec<(String, i64, bool)> = Vec::new();
             for (job, at, outcome) in rows {
-                let ok = matches!(outcome.to_ascii_lowercase().as_str(), "ok" | "success" | "succeeded");
+                // A skipped run (nothing to do) is not a failure.
+                let ok = matches!(outcome.as_str(), "ok" | "skipped");
                 match last.iter_mut().find(|(j, _, _)| *j == job) {
                     // Two runs finishing in the same second: a failure wins.
                     Some(entry) => entry.2 &= ok,
