@@ -30,6 +30,7 @@ pub struct Settings {
     pub http: HttpSettings,
     pub scheduler: crate::scheduler::SchedulerSettings,
     pub housekeeping: crate::scheduler::HousekeepingSettings,
+    pub measurement: crate::measurement::MeasurementSettings,
 }
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -448,6 +449,7 @@ impl Settings {
             http: sink.section("http", table.get("http")),
             scheduler: sink.section("scheduler", table.get("scheduler")),
             housekeeping: sink.section("housekeeping", table.get("housekeeping")),
+            measurement: sink.section("measurement", table.get("measurement")),
         }
     }
 
@@ -530,6 +532,7 @@ impl Settings {
         }
         self.http.webhooks.validate("http.webhooks", &mut sink);
         self.scheduler.validate(&mut sink);
+        self.measurement.validate(&mut sink);
         if self.housekeeping.keep_scores_days < self.model.horizon_days {
             sink.push(
                 "housekeeping.keep_scores_days",

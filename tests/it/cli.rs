@@ -178,10 +178,12 @@ fn demo_runs_the_main_job_and_models_lists_the_champion() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "demo failed: {}\n{}", stdout, String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("is the champion"), "{stdout}");
-    assert!(stdout.contains("Will they return?"), "{stdout}");
-    assert!(stdout.contains("scored "), "{stdout}");
-    assert!(stdout.contains("new outbox rows"), "{stdout}");
+    // One daemon cycle, one line per job.
+    assert!(stdout.contains("retrain      ok") && stdout.contains("model version 1 promoted (first model); backtest AUC 0."), "{stdout}");
+    assert!(stdout.contains("score        ok") && stdout.contains("customers scored as of"), "{stdout}");
+    assert!(stdout.contains("campaigns    ok") && stdout.contains("new outbox rows"), "{stdout}");
+    assert!(stdout.contains("housekeeping ok"), "{stdout}");
+    assert!(stdout.contains("sent ") && stdout.contains("message(s)"), "{stdout}");
     assert!(stdout.contains("throw-away secret"), "the demo says its links are signed with a throw-away secret: {stdout}");
     // A dry run afterwards: the demo's rows are already in today's outbox, the CSV lists nothing
     // new, and nothing is written.

@@ -196,11 +196,16 @@ async fn health_and_metrics(t: TestDb) {
     ] {
         assert!(m.lines().any(|l| l.starts_with(line)), "missing {line:?} in\n{m}");
     }
-    assert!(!m.contains("retentiond_job_last"), "no job_runs table yet:\n{m}");
+    assert!(!m.contains("retentiond_job_last"), "no job runs yet:\n{m}");
 
-    // The scheduler's table, once it exists.
-    exec(db, "CREATE TABLE job_runs (run_id BIGINT, job TEXT NOT NULL, started_at BIGINT, finished_at BIGINT, outcome TEXT)").await;
-    exec(db, "INSERT INTO job_runs VALUES (1, 'score', 100, 110, 'ok'), (2, 'score', 200, 210, 'error'), (3, 'send', 300, 305, 'ok'), (4, 'send', 400, NULL, 'running')").await;
+    // The scheduler's ledger: the last finished run of each job; a skipped run is not a failure.
+    exec(
+        db,
+        "INSERT INTO job_runs (job, scheduled_for, trigger_kind, runner, day, started_at, heartbeat_at, finished_at, outcome) VALUES \
+         ('score', 1, 'schedule', 'r', 'd', 100, 100, 110, 'ok'), ('score', 2, 'schedule', 'r', 'd', 200, 200, 210, 'failed'), \
+         ('send', 3, 'schedule', 'r', 'd', 300, 300, 305, 'skipped'), ('send', 4, 'schedule', 'r', 'd', 400, 400, NULL, 'running')",
+    )
+    .await;
     let m = call(&app, get("/metrics")).await.body;
     for line in [
         "retentiond_job_last_run_timestamp_seconds{job=\"score\"} 210",

@@ -9,3 +9,4 @@ mod delivery;
 mod http;
 mod smtp;
 mod daemon;
+mod measurement;
