@@ -146,6 +146,22 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write the retention report: one self-contained HTML page with uplift (treated versus
+    /// holdout, 95% intervals), the campaign funnel, model metrics over time, calibration,
+    /// gain, window coverage, category hit rates and drift. Attributes conversions and checks
+    /// matured scores first. The daemon serves the same page at `GET /`.
+    Report {
+        /// Output file.
+        #[arg(long, default_value = "data/report.html", value_name = "FILE.html")]
+        out: PathBuf,
+        /// First day of outreach to measure (YYYY-MM-DD); default `measurement.report_days`
+        /// before --to.
+        #[arg(long, value_name = "DATE")]
+        from: Option<chrono::NaiveDate>,
+        /// Last day of outreach to measure; default today (brand time zone).
+        #[arg(long, value_name = "DATE")]
+        to: Option<chrono::NaiveDate>,
+    },
     /// Serve the HTTP endpoints (health, metrics, one-click unsubscribe, provider webhooks) on
     /// `http.bind` and dispatch queued messages, until SIGTERM/SIGINT.
     Serve,
@@ -228,6 +244,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Serve => serve(&settings, &cli.config).await,
         Command::Run { once } => crate::daemon::run(&settings, &cli.config, once).await,
         Command::Status { json } => crate::daemon::status(&settings, json).await,
+        Command::Report { out, from, to } => report(&settings, &out, from, to).await,
         Command::Migrate => migrate(&settings).await,
         Command::Import { dir, skip_invalid, report_dir, quiet } => import(&settings, dir, skip_invalid, report_dir, quiet).await,
         Command::Generate { customers, seed, out, end, years } => gen_brand(customers, seed, &out, end, years).map(|_| ExitCode::SUCCESS),
@@ -259,6 +276,19 @@ pub(crate) fn config_failure(e: &ConfigError) -> ExitCode {
 
 pub(crate) async fn connect(settings: &Settings) -> anyhow::Result<Db> {
     Db::connect_and_migrate(&settings.database).await.context("Failed to open the database")
+}
+
+async fn report(settings: &Settings, out: &std::path::Path, from: Option<chrono::NaiveDate>, to: Option<chrono::NaiveDate>) -> anyhow::Result<ExitCode> {
+    let set = match CampaignSet::load(&settings.campaigns.dir) {
+        Ok(s) => s,
+        Err(e) => return Ok(config_failure(&e)),
+    };
+    let db = connect(settings).await?;
+    let r = crate::report::write(&db, settings, &set, out, from, to).await;
+    db.close().await;
+    let r = r?;
+    println!("{r}");
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn migrate(settings: &Settings) -> anyhow::Result<ExitCode> {
@@ -394,7 +424,7 @@ pub(crate) fn build_dispatcher(
 }
 
 /// The HTTP server's state: webhook secrets from the environment, metrics recorder.
-pub(crate) fn http_state(settings: &Settings, db: &Db, secrets: &Secrets) -> crate::http::AppState {
+pub(crate) fn http_state(settings: &Settings, db: &Db, secrets: &Secrets, campaigns: Option<crate::campaigns::SharedCampaigns>) -> crate::http::AppState {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let mut webhooks = settings.http.webhooks.resolve(&env);
     // Receivers of our own webhook sign their events with the secret we sign ours with.
@@ -408,6 +438,7 @@ pub(crate) fn http_state(settings: &Settings, db: &Db, secrets: &Secrets) -> cra
         public_base_url: settings.campaigns.public_base_url.clone(),
         metrics: crate::http::install_metrics_recorder(),
         brand_name: settings.brand.name.clone(),
+        report: campaigns.map(|campaigns| crate::http::ReportContext { settings: settings.clone(), campaigns }),
     }
 }
 
@@ -422,7 +453,8 @@ async fn serve(settings: &Settings, config: &std::path::Path) -> anyhow::Result<
         Ok(d) => d,
         Err(e) => return Ok(config_failure(&e)),
     };
-    let state = http_state(settings, &db, &secrets);
+    let campaigns = crate::campaigns::CampaignSet::load(&settings.campaigns.dir).ok().map(crate::campaigns::SharedCampaigns::new);
+    let state = http_state(settings, &db, &secrets, campaigns);
     let listener = tokio::net::TcpListener::bind(&settings.http.bind).await.with_context(|| format!("Failed to bind {}", settings.http.bind))?;
     tracing::info!(addr = %settings.http.bind, worker = d.owner(), "serving HTTP and dispatching");
     let (tx, rx) = tokio::sync::watch::channel(false);

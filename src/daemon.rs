@@ -94,7 +94,7 @@ pub async fn run(settings: &Settings, config: &Path, once: bool) -> anyhow::Resu
     }
 
     let listener = tokio::net::TcpListener::bind(&settings.http.bind).await.with_context(|| format!("Failed to bind {}", settings.http.bind))?;
-    let state = http_state(settings, &db, &secrets);
+    let state = http_state(settings, &db, &secrets, Some(campaigns.clone()));
     let (tx, rx) = tokio::sync::watch::channel(false);
     let http = tokio::spawn({
         let mut rx = rx.clone();
@@ -196,7 +196,7 @@ pub async fn demo_cycle(settings: &Settings, config: &Path) -> anyhow::Result<Ex
         Ok(d) => d,
         Err(e) => return Ok(config_failure(&e)),
     };
-    let daemon = Daemon::new(JobContext { db: db.clone(), settings: settings.clone(), campaigns, secrets });
+    let daemon = Daemon::new(JobContext { db: db.clone(), settings: settings.clone(), campaigns: campaigns.clone(), secrets });
     if !daemon.try_lead().await {
         anyhow::bail!("another retentiond daemon leads on this database: stop it before running the demo");
     }
@@ -208,6 +208,10 @@ pub async fn demo_cycle(settings: &Settings, config: &Path) -> anyhow::Result<Ex
     daemon.resign().await;
     let stats = dispatcher.drain().await?;
     let waiting = crate::delivery::dispatcher::queue_depth(&db).await?;
+    // The report as `retentiond report` writes it; the outreach just went out, so its uplift
+    // says "too early" until the attribution windows close.
+    let report_path = Path::new("data/report.html");
+    let report = crate::report::write(&db, settings, &campaigns.current(), report_path, None, None).await;
     db.close().await;
     println!(
         "   {:<12} sent {} message(s), {} suppressed, {} failed; {} wait in the outbox for their customers' send hours (`retentiond run` sends them)",
@@ -215,6 +219,13 @@ pub async fn demo_cycle(settings: &Settings, config: &Path) -> anyhow::Result<Ex
     );
     if [&settings.delivery.email, &settings.delivery.sms, &settings.delivery.whatsapp].iter().any(|p| p.as_str() == "file") {
         println!("messages written to {}/ (one JSON file per message)", settings.delivery.file.dir.display());
+    }
+    match report {
+        Ok(line) => println!("{line}\nopen {} in a browser (the daemon serves the same page at http://{}/)", report_path.display(), settings.http.bind),
+        Err(e) => {
+            failed = true;
+            eprintln!("error: the report failed: {e:#}");
+        }
     }
     println!("every step is recorded in the job ledger: `retentiond status`");
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })

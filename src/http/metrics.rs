@@ -12,6 +12,11 @@
 //! - `retentiond_job_last_run_timestamp_seconds{job}` / `retentiond_job_last_outcome{job}` (1 ok
 //!   or skipped, 0 failed or abandoned) from the job ledger; `retentiond_job_runs_total{job,outcome}`
 //!   and `retentiond_job_duration_seconds{job}` from the scheduler;
+//! - `retentiond_feature_psi{feature}`: population stability index of each feature on the latest
+//!   scoring day against the champion's training data (`crate::monitoring`; above 0.2 is drift);
+//! - `retentiond_model_realized{metric}` / `retentiond_model_promised{metric}`: AUC, Brier score,
+//!   window coverage and category hit@3 of the latest scoring day whose horizon has passed,
+//!   beside what the model promised at training (promised has no Brier score);
 //! - `retentiond_database_up`: 1 when the queries above worked.
 
 use std::fmt::Write as _;
@@ -154,8 +159,41 @@ async fn database_gauges(db: &Db, out: &mut String) {
         Ok(_) => {}
         Err(e) => tracing::debug!(error = %e, "metrics: no job_runs gauges"),
     }
+    monitoring_gauges(db, out).await;
     head(out, "retentiond_database_up", "1 when the database answered the metrics queries.");
     let _ = writeln!(out, "retentiond_database_up {}", u8::from(up));
+}
+
+/// Drift and realized performance; absent until the first scoring (or matured scoring).
+async fn monitoring_gauges(db: &Db, out: &mut String) {
+    match crate::monitoring::latest_drift(db).await {
+        Ok(Some((day, rows))) => {
+            head(out, "retentiond_feature_psi", &format!("Population stability index of each feature on the latest scoring day ({day}) against the training data; above 0.2 is drift."));
+            for (f, p) in &rows {
+                let _ = writeln!(out, "retentiond_feature_psi{{feature=\"{}\"}} {p}", label(f));
+            }
+        }
+        Ok(None) => {}
+        Err(e) => tracing::debug!(error = %e, "metrics: no drift gauges"),
+    }
+    match crate::monitoring::evaluations(db).await {
+        Ok(all) => {
+            let Some(e) = all.last() else { return };
+            head(out, "retentiond_model_realized", &format!("Realized metrics of the latest scoring day whose horizon has passed ({}).", e.as_of_date));
+            for (m, v) in [("auc", e.auc), ("brier", e.brier), ("window_coverage", e.window_coverage), ("hit_at_3", e.hit_at_3)] {
+                if v.is_finite() {
+                    let _ = writeln!(out, "retentiond_model_realized{{metric=\"{m}\"}} {v}");
+                }
+            }
+            head(out, "retentiond_model_promised", "What the model that scored that day promised at training (its backtest).");
+            for (m, v) in [("auc", e.promised_auc), ("window_coverage", e.promised_window_coverage), ("hit_at_3", e.promised_hit_at_3)] {
+                if let Some(v) = v {
+                    let _ = writeln!(out, "retentiond_model_promised{{metric=\"{m}\"}} {v}");
+                }
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "metrics: no evaluation gauges"),
+    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //!
 //! | route | what |
 //! |---|---|
+//! | `GET /` | the retention report (`crate::report`), when the server has campaigns to report on |
 //! | `GET /healthz` | `ok` when the database answers `SELECT 1`, 503 otherwise |
 //! | `GET /metrics` | Prometheus text: the recorder's metrics plus gauges read from the database |
 //! | `GET /unsubscribe/{token}` | a confirmation page; changes nothing (mail scanners follow links) |
@@ -65,6 +66,15 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Shown on the unsubscribe pages.
     pub brand_name: String,
+    /// What `GET /` reports with; `None` answers 404 (a server without campaign settings).
+    pub report: Option<ReportContext>,
+}
+
+/// The settings and (reloadable) campaigns the report at `GET /` reads.
+#[derive(Clone)]
+pub struct ReportContext {
+    pub settings: crate::config::Settings,
+    pub campaigns: crate::campaigns::SharedCampaigns,
 }
 
 // Secrets stay out of logs; the pool's connect options may hold a password.
@@ -85,6 +95,7 @@ type Shared = Arc<AppState>;
 /// All routes, with the body limit and per-request tracing spans.
 pub fn router(state: AppState) -> Router {
     Router::new()
+        .route("/", get(report))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics::scrape))
         .route("/unsubscribe/{token}", get(unsubscribe::confirm_page).post(unsubscribe::unsubscribe))
@@ -120,6 +131,26 @@ async fn healthz(State(s): State<Shared>) -> Response {
         Err(_) => {
             tracing::warn!("health check: database timed out");
             plain(StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
+        }
+    }
+}
+
+/// `GET /`: the report page, from what the database holds now (attribution and monitoring are
+/// refreshed by the daily score job, not by a page view).
+async fn report(State(s): State<Shared>) -> Response {
+    let Some(r) = &s.report else { return plain(StatusCode::NOT_FOUND, "no report on this server") };
+    let set = r.campaigns.current();
+    let today = crate::scheduler::schedule::local_day(chrono::Utc::now(), r.settings.timezone());
+    let (from, to) = crate::measurement::default_period(&r.settings.measurement, today);
+    let page = async {
+        let input = crate::report::gather(&s.db, &r.settings, &set, from, to, false).await?;
+        crate::report::render(&r.settings, &input)
+    };
+    match page.await {
+        Ok(html) => (StatusCode::OK, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response(),
+        Err(e) => {
+            tracing::error!(error = %format!("{e:#}"), "report failed");
+            plain(StatusCode::INTERNAL_SERVER_ERROR, "the report could not be built; see the daemon's log")
         }
     }
 }

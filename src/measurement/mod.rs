@@ -39,11 +39,14 @@ pub struct MeasurementSettings {
     pub min_group_size: u64,
     /// Days of outreach the report's uplift covers, ending today. Default 90.
     pub report_days: u32,
+    /// Matured scoring days checked against what happened per scoring run (newest first), so a
+    /// first run over a long history stays bounded. Default 7.
+    pub max_evaluations_per_run: usize,
 }
 
 impl Default for MeasurementSettings {
     fn default() -> Self {
-        Self { window_days_email: 7, window_days_sms: 3, window_days_whatsapp: 3, min_group_size: 100, report_days: 90 }
+        Self { window_days_email: 7, window_days_sms: 3, window_days_whatsapp: 3, min_group_size: 100, report_days: 90, max_evaluations_per_run: 7 }
     }
 }
 
@@ -64,6 +67,9 @@ impl MeasurementSettings {
         }
         if !(1..=3650).contains(&self.report_days) {
             sink.push("measurement.report_days", format!("{} is out of range", self.report_days), "use 1..=3650");
+        }
+        if !(1..=366).contains(&self.max_evaluations_per_run) {
+            sink.push("measurement.max_evaluations_per_run", format!("{} is out of range", self.max_evaluations_per_run), "use 1..=366");
         }
     }
 }

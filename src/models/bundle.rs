@@ -70,6 +70,10 @@ pub struct ModelBundle {
     pub timing: Option<FittedReturnTime>,
     pub category: Option<FittedCategory>,
     pub rules: Option<RulesModel>,
+    /// Deciles of each base feature on the newest training cutoff: what scoring measures drift
+    /// against (absent in models stored before monitoring existed).
+    #[serde(default)]
+    pub feature_reference: Option<crate::monitoring::FeatureReference>,
 }
 
 /// A training cutoff's snapshot and its labels.
@@ -88,6 +92,11 @@ pub enum BundleError {
     Classifier(#[from] super::return_classifier::ReturnClassifierError),
     #[error(transparent)]
     Linear(#[from] super::linear::LinearError),
+}
+
+fn reference(s: &Snapshot) -> crate::monitoring::FeatureReference {
+    let names: Vec<String> = crate::features::BASE_FEATURES.iter().map(|s| s.to_string()).collect();
+    crate::monitoring::FeatureReference::build(s.cutoff, &names, &s.base)
 }
 
 fn base_f64(s: &Snapshot, rows: impl Iterator<Item = usize>, out: &mut Vec<f64>) {
@@ -148,6 +157,7 @@ impl BundleParams {
             timing: Some(timing),
             category,
             rules: None,
+            feature_reference: Some(reference(&sets[0].snap)),
         })
     }
 
@@ -207,6 +217,7 @@ impl BundleParams {
             timing: None,
             category: None,
             rules: Some(RulesModel::from_snapshot(latest)),
+            feature_reference: Some(reference(latest)),
         }
     }
 }

@@ -98,7 +98,7 @@ pub fn accuracy(p: &[f64], labels: &[bool]) -> f64 {
 }
 
 /// One row of a reliability (calibration) table.
-#[derive(Debug, Clone, serde::Serialize, PartialEq)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq)]
 pub struct CalibrationBin {
     /// Smallest predicted probability in the bin.
     pub lo: f64,

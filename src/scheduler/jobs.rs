@@ -41,7 +41,15 @@ pub async fn run(ctx: &JobContext, job: JobKind, trigger: Trigger, now: DateTime
         JobKind::Score => {
             let m = &s.model;
             let r = crate::scoring::score(&ctx.db, s.day_start(day), &day.to_string(), m.bot_events_per_day, m.category_half_life_days, s.campaigns.best_seller_days).await?;
-            Ok(Done::Ok(serde_json::to_value(&r)?))
+            let mut stats = serde_json::to_value(&r)?;
+            // Measurement follows each scoring: past scores whose horizon has now passed are
+            // checked against what happened, and orders are attributed to messages. A failure
+            // here is the day's job failing (recorded, retried tomorrow); the scores stay.
+            let evaluated = crate::monitoring::evaluate_matured(&ctx.db, m.bot_events_per_day, now.timestamp(), s.measurement.max_evaluations_per_run).await?;
+            let attribution = crate::measurement::attribute(&ctx.db, &s.measurement, &ctx.campaigns.current()).await?;
+            stats["evaluated"] = json!(evaluated.iter().map(|e| json!({ "day": e.as_of_date, "auc": e.auc, "window_coverage": e.window_coverage, "hit_at_3": e.hit_at_3 })).collect::<Vec<_>>());
+            stats["attribution"] = serde_json::to_value(&attribution)?;
+            Ok(Done::Ok(stats))
         }
         JobKind::Campaigns => {
             let d = day.to_string();
@@ -97,6 +105,10 @@ pub async fn housekeeping(db: &Db, k: &HousekeepingSettings, now: DateTime<Utc>,
         .await?;
     let events = tx.execute("DELETE FROM webhook_events WHERE received_at < $1", &[Val::Int(Some(days(k.keep_webhook_events_days)))]).await?;
     let runs = tx.execute("DELETE FROM job_runs WHERE started_at < $1 AND outcome <> 'running'", &[Val::Int(Some(days(k.keep_job_runs_days)))]).await?;
+    // Drift rows are small (one per feature and day) and chart the model's history: they live
+    // as long as the ledger.
+    let drift_before = super::schedule::local_day(now - chrono::Duration::days(i64::from(k.keep_job_runs_days)), tz).to_string();
+    let drift = tx.execute("DELETE FROM feature_drift WHERE as_of_date < $1", &[Val::Text(Some(drift_before))]).await?;
     tx.commit().await?;
-    Ok(json!({ "scores_deleted": scores, "scores_before": scores_before, "attempts_deleted": attempts, "webhook_events_deleted": events, "job_runs_deleted": runs }))
+    Ok(json!({ "scores_deleted": scores, "scores_before": scores_before, "attempts_deleted": attempts, "webhook_events_deleted": events, "job_runs_deleted": runs, "drift_rows_deleted": drift }))
 }

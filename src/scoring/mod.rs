@@ -16,6 +16,9 @@ pub struct ScoreSummary {
     pub model_kind: String,
     pub customers: usize,
     pub mean_p_return: f64,
+    /// Features whose population stability index against the training data is above 0.2.
+    pub drifted_features: Vec<String>,
+    pub max_psi: Option<f64>,
     pub seconds: f64,
 }
 
@@ -82,6 +85,8 @@ pub async fn score(
     let snap = snapshot(&data, as_of, &fp, None)?;
     let p = bundle.predict(&snap);
     tracing::info!(customers = snap.len(), secs = started.elapsed().as_secs_f32(), "predicted");
+    // Drift of today's population against the training data (monitoring.rs).
+    let drift = bundle.feature_reference.as_ref().map(|r| (r.cutoff, r.psi(&snap.base)));
 
     let mut tx = db.begin().await?;
     tx.execute("DELETE FROM scores WHERE as_of_date = $1", &[Val::Text(Some(as_of_date.into()))]).await?;
@@ -159,6 +164,9 @@ pub async fn score(
         .map(|(p, u)| vec![Val::Text(Some(as_of_date.into())), Val::Text(Some(p.clone())), Val::Int(Some(*u)), Val::Int(Some(best_seller_days as i64))])
         .collect();
     tx.insert_rows("product_sales", &["as_of_date", "product_id", "units", "window_days"], &sales).await?;
+    if let Some((cutoff, d)) = &drift {
+        crate::monitoring::store_drift(&mut tx, as_of_date, version.model_version_id, *cutoff, d).await?;
+    }
     tx.execute("DELETE FROM scoring_runs WHERE as_of_date = $1", &[Val::Text(Some(as_of_date.into()))]).await?;
     tx.execute(
         "INSERT INTO scoring_runs (as_of_date, model_version_id, as_of, scored_at, customers) VALUES ($1, $2, $3, $4, $5)",
@@ -179,6 +187,8 @@ pub async fn score(
         model_kind: kind.into(),
         customers: snap.len(),
         mean_p_return: mean,
+        drifted_features: drift.iter().flat_map(|(_, d)| d.iter().filter(|(_, p)| *p > crate::monitoring::PSI_WARN).map(|(f, _)| f.clone())).collect(),
+        max_psi: drift.as_ref().and_then(|(_, d)| d.iter().map(|(_, p)| *p).reduce(f64::max)),
         seconds: started.elapsed().as_secs_f64(),
     })
 }

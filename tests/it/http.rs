@@ -81,6 +81,7 @@ fn app(db: &Db, webhooks: WebhookSecrets) -> Router {
         public_base_url: BASE.into(),
         metrics: install_metrics_recorder(),
         brand_name: "Veda <Roots>".into(),
+        report: None,
     })
 }
 
@@ -898,6 +899,7 @@ async fn serve_answers_over_tcp_and_shuts_down() {
         public_base_url: BASE.into(),
         metrics: install_metrics_recorder(),
         brand_name: "Veda Roots".into(),
+        report: None,
     };
     assert!(!format!("{state:?}").contains("http-test-unsubscribe-secret"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

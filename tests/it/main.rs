@@ -10,3 +10,4 @@ mod http;
 mod smtp;
 mod daemon;
 mod measurement;
+mod report;

@@ -105,7 +105,7 @@ async fn attribution_edge_cases(t: TestDb) {
 }
 on_both_backends!(attribution_sqlite, attribution_postgres, attribution_edge_cases);
 
-const CAMPAIGN: &str = r#"name = "winback"
+pub(crate) const CAMPAIGN: &str = r#"name = "winback"
 enabled = true
 channels = ["email"]
 [audience]

@@ -1,0 +1,373 @@
+//! `retentiond report` and the daemon's `GET /`: one self-contained HTML page that shows the
+//! state of retention at a glance — uplift with its intervals, the campaign funnel, the model's
+//! metrics over time, calibration, lift/gain, predicted-window coverage, category hit rates and
+//! feature drift. Plots are SVG drawn by plotters and inlined; the page loads nothing else.
+
+pub mod charts;
+
+use askama::Template;
+use chrono::{NaiveDate, TimeZone, Utc};
+use serde_json::Value;
+
+use crate::campaigns::CampaignSet;
+use crate::config::Settings;
+use crate::db::Db;
+use crate::measurement::{self, Comparison, UpliftReport};
+use crate::monitoring::{self, ScoreEvaluation};
+
+/// One plot on the page.
+pub struct Plot {
+    pub id: &'static str,
+    pub title: String,
+    pub caption: String,
+    pub svg: String,
+}
+
+/// A row of the uplift table, formatted.
+pub struct UpliftRow {
+    pub campaign: String,
+    pub treated: String,
+    pub holdout: String,
+    pub lift: String,
+    pub lift_ci: String,
+    pub relative: String,
+    pub p_value: String,
+    pub revenue_lift: String,
+    pub verdict: String,
+    pub class: &'static str,
+}
+
+#[derive(Template)]
+#[template(path = "report.html")]
+struct Page<'a> {
+    brand: &'a str,
+    generated: String,
+    period: String,
+    headline: Vec<(String, String)>,
+    uplift: Vec<UpliftRow>,
+    still_open: u64,
+    plots: Vec<Plot>,
+    warnings: Vec<String>,
+    champion: String,
+    drift: Vec<(String, String, bool)>,
+    drift_day: String,
+    realized: Vec<Vec<String>>,
+}
+
+fn pct(x: f64) -> String {
+    format!("{:.1}%", x * 100.0)
+}
+
+fn pts(x: f64) -> String {
+    format!("{:+.1} pts", x * 100.0)
+}
+
+fn row(c: &Comparison) -> UpliftRow {
+    let l = &c.return_lift;
+    let (verdict, class) = match (&c.warning, l.significant, l.absolute > 0.0) {
+        (Some(w), _, _) => (w.clone(), "muted"),
+        (None, true, true) => ("significant increase".to_string(), "good"),
+        (None, true, false) => ("significant decrease".to_string(), "bad"),
+        (None, false, _) => ("no significant difference".to_string(), "muted"),
+    };
+    UpliftRow {
+        campaign: c.campaign.clone(),
+        treated: format!("{} of {} ({})", c.treated.converted, c.treated.n, pct(c.treated.rate())),
+        holdout: format!("{} of {} ({})", c.holdout.converted, c.holdout.n, pct(c.holdout.rate())),
+        lift: pts(l.absolute),
+        lift_ci: format!("{} to {}", pts(l.absolute_ci.0), pts(l.absolute_ci.1)),
+        relative: l.relative.map_or("-".into(), |r| format!("{:+.0}%", r * 100.0)),
+        p_value: format!("{:.3}", l.p_value),
+        revenue_lift: format!("{:+.0} ({:+.0} to {:+.0}) per customer", c.revenue_lift.absolute, c.revenue_lift.absolute_ci.0, c.revenue_lift.absolute_ci.1),
+        verdict,
+        class,
+    }
+}
+
+/// Everything the page shows, gathered from the database.
+pub struct ReportInput {
+    pub uplift: UpliftReport,
+    /// Model versions, oldest first: (trained_at, metrics JSON, status, id).
+    pub versions: Vec<(i64, Value, String, i64)>,
+    /// The latest scoring day's PSI per feature (largest first) and that day.
+    pub drift: Vec<(String, f64)>,
+    pub drift_day: Option<String>,
+    /// Matured scoring days checked against what happened, oldest first.
+    pub evaluations: Vec<ScoreEvaluation>,
+}
+
+/// Attributes conversions, then gathers the period's uplift and the models' history.
+pub async fn gather(db: &Db, settings: &Settings, campaigns: &CampaignSet, from: NaiveDate, to: NaiveDate, attribute_first: bool) -> anyhow::Result<ReportInput> {
+    let m = &settings.measurement;
+    if attribute_first {
+        measurement::attribute(db, m, campaigns).await?;
+    }
+    let uplift = measurement::uplift(db, m, campaigns, from, to, measurement::now()).await?;
+    let mut versions: Vec<(i64, Value, String, i64)> =
+        crate::models::registry::list(db).await?.into_iter().map(|v| (v.trained_at, v.metrics, v.status, v.model_version_id)).collect();
+    versions.reverse();
+    let (drift_day, drift) = match monitoring::latest_drift(db).await? {
+        Some((d, rows)) => (Some(d), rows),
+        None => (None, Vec::new()),
+    };
+    let evaluations = monitoring::evaluations(db).await?;
+    Ok(ReportInput { uplift, versions, drift, drift_day, evaluations })
+}
+
+/// `retentiond report`: attributes conversions, evaluates matured scores, renders the page into
+/// `out` (written to a temporary file and renamed, so a reader never sees half a page), and
+/// says what it wrote.
+pub async fn write(db: &Db, settings: &Settings, campaigns: &CampaignSet, out: &std::path::Path, from: Option<NaiveDate>, to: Option<NaiveDate>) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    let m = &settings.measurement;
+    let today = crate::scheduler::schedule::local_day(Utc::now(), settings.timezone());
+    let to = to.unwrap_or(today);
+    let from = from.unwrap_or_else(|| measurement::default_period(m, to).0);
+    if from > to {
+        anyhow::bail!("--from {from} is after --to {to}");
+    }
+    let evaluated = monitoring::evaluate_matured(db, settings.model.bot_events_per_day, measurement::now(), m.max_evaluations_per_run).await?;
+    let input = gather(db, settings, campaigns, from, to, true).await?;
+    let html = render(settings, &input)?;
+    if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("Failed to create {}", dir.display()))?;
+    }
+    let tmp = out.with_extension("html.tmp");
+    std::fs::write(&tmp, &html).with_context(|| format!("Failed to write {}", tmp.display()))?;
+    std::fs::rename(&tmp, out).with_context(|| format!("Failed to write {}", out.display()))?;
+    let o = &input.uplift.overall;
+    Ok(format!(
+        "report: {} ({} KB) — outreach {from} to {to}: {} selection(s) still inside their attribution window; measured {} treated, {} held out, return-rate lift {:+.1} pts (95% CI {:+.1} to {:+.1}, p = {:.3}){}; {} matured scoring day(s) evaluated now, {} in all; drift on {} feature(s)",
+        out.display(),
+        html.len() / 1024,
+        input.uplift.still_open,
+        o.treated.n,
+        o.holdout.n,
+        o.return_lift.absolute * 100.0,
+        o.return_lift.absolute_ci.0 * 100.0,
+        o.return_lift.absolute_ci.1 * 100.0,
+        o.return_lift.p_value,
+        o.warning.as_ref().map_or(String::new(), |w| format!(" [{w}]")),
+        evaluated.len(),
+        input.evaluations.len(),
+        input.drift.iter().filter(|d| d.1 > monitoring::PSI_WARN).count(),
+    ))
+}
+
+fn day_label(tz: chrono_tz::Tz) -> impl Fn(&f64) -> String {
+    move |x: &f64| tz.timestamp_opt(*x as i64, 0).single().map(|t| t.format("%d %b %y").to_string()).unwrap_or_default()
+}
+
+/// Renders the page.
+pub fn render(settings: &Settings, input: &ReportInput) -> anyhow::Result<String> {
+    let tz = settings.timezone();
+    let u = &input.uplift;
+    let mut warnings = Vec::new();
+    let mut plots = Vec::new();
+    let champion = input.versions.iter().rev().find(|v| v.2 == "champion");
+    let eval = |v: &Value| v["evaluation"].clone();
+
+    // 1. Uplift with intervals.
+    let mut items: Vec<(String, f64, f64, f64)> = u.campaigns.iter().map(|c| (c.campaign.clone(), c.return_lift.absolute * 100.0, c.return_lift.absolute_ci.0 * 100.0, c.return_lift.absolute_ci.1 * 100.0)).collect();
+    items.push(("all".into(), u.overall.return_lift.absolute * 100.0, u.overall.return_lift.absolute_ci.0 * 100.0, u.overall.return_lift.absolute_ci.1 * 100.0));
+    plots.push(Plot {
+        id: "uplift",
+        title: "Uplift: return rate, treated minus holdout".into(),
+        caption: "Percentage points with 95% confidence intervals; green excludes zero.".into(),
+        svg: charts::intervals("Return-rate uplift (95% CI)", "percentage points", &items).map_err(anyhow::Error::msg)?,
+    });
+    // 2. Funnel.
+    let stages = ["selected", "held out", "sent", "delivered", "converted"].map(String::from).to_vec();
+    let series: Vec<(String, Vec<f64>)> = u
+        .funnel
+        .iter()
+        .map(|f| (f.campaign.clone(), vec![f.selected as f64, f.held_out as f64, f.sent as f64, f.delivered as f64, f.converted as f64]))
+        .collect();
+    plots.push(Plot {
+        id: "funnel",
+        title: "Campaign funnel".into(),
+        caption: "Selected → held out / sent → delivered (provider webhooks) → converted within the channel's window.".into(),
+        svg: charts::bars("Campaign funnel", "customers", &stages, &series, None).map_err(anyhow::Error::msg)?,
+    });
+    // 3. Model metrics over time (backtests of every version; realized AUC when matured).
+    let mut auc = Vec::new();
+    let mut cidx = Vec::new();
+    let mut hit = Vec::new();
+    for (t, m, _, _) in &input.versions {
+        let e = eval(m);
+        let x = *t as f64;
+        if let Some(v) = e["return"]["auc"].as_f64() {
+            auc.push((x, v));
+        }
+        if let Some(v) = e["timing"]["c_index"].as_f64() {
+            cidx.push((x, v));
+        }
+        if let Some(v) = e["category"]["hit_at_1"].as_f64() {
+            hit.push((x, v));
+        }
+    }
+    let mut series = vec![("return AUC (backtest)".to_string(), auc), ("timing C-index".to_string(), cidx), ("category hit@1".to_string(), hit)];
+    let realized = |f: fn(&ScoreEvaluation) -> f64| -> Vec<(f64, f64)> {
+        input.evaluations.iter().map(|e| (e.as_of as f64, f(e))).filter(|p| p.1.is_finite()).collect()
+    };
+    for (name, f) in [
+        ("return AUC (realized)", (|e: &ScoreEvaluation| e.auc) as fn(&ScoreEvaluation) -> f64),
+        ("window coverage (realized)", |e| e.window_coverage),
+        ("category hit@3 (realized)", |e| e.hit_at_3),
+    ] {
+        let pts = realized(f);
+        if !pts.is_empty() {
+            series.push((name.to_string(), pts));
+        }
+    }
+    plots.push(Plot {
+        id: "metrics",
+        title: "Model metrics over time".into(),
+        caption: "Each model version's backtest on the latest complete horizon when it was trained; realized AUC of past scores once their horizon passed.".into(),
+        svg: charts::lines("Model metrics over time", "metric", &series, (0.0, 1.0), &day_label(tz), false).map_err(anyhow::Error::msg)?,
+    });
+    let (bins, coverage, nominal, category) = match champion {
+        Some(c) => {
+            let e = eval(&c.1);
+            (e["return"]["calibration"].as_array().cloned().unwrap_or_default(), e["timing"]["window_coverage"].as_f64(), e["timing"]["window_nominal"].as_f64(), e["category"].clone())
+        }
+        None => {
+            warnings.push("No champion model yet: the daemon trains one at start.".into());
+            (Vec::new(), None, None, Value::Null)
+        }
+    };
+    // 4. Calibration.
+    let cal: Vec<(f64, f64)> = bins.iter().filter_map(|b| Some((b["mean_predicted"].as_f64()?, b["observed_rate"].as_f64()?))).collect();
+    let mut series = vec![("backtest".to_string(), cal)];
+    let latest_eval = input.evaluations.last();
+    if let Some(e) = latest_eval {
+        series.push((format!("realized ({})", e.as_of_date), e.calibration.iter().map(|b| (b.mean_predicted, b.observed_rate)).collect()));
+    }
+    plots.push(Plot {
+        id: "calibration",
+        title: "Calibration of P(return)".into(),
+        caption: "Predicted probability (deciles) against the observed return rate; on the diagonal is perfectly calibrated.".into(),
+        svg: charts::lines("Calibration", "observed return rate", &series, (0.0, 1.0), &|x| format!("{x:.1}"), true).map_err(anyhow::Error::msg)?,
+    });
+    // 5. Cumulative gain from the same deciles, highest predicted first.
+    let mut gain = vec![(0.0, 0.0)];
+    let total_n: f64 = bins.iter().filter_map(|b| b["n"].as_f64()).sum();
+    let total_pos: f64 = bins.iter().filter_map(|b| Some(b["n"].as_f64()? * b["observed_rate"].as_f64()?)).sum();
+    if total_n > 0.0 && total_pos > 0.0 {
+        let (mut cn, mut cp) = (0.0, 0.0);
+        for b in bins.iter().rev() {
+            let n = b["n"].as_f64().unwrap_or(0.0);
+            cn += n;
+            cp += n * b["observed_rate"].as_f64().unwrap_or(0.0);
+            gain.push((cn / total_n, cp / total_pos));
+        }
+    }
+    plots.push(Plot {
+        id: "gain",
+        title: "Lift / cumulative gain".into(),
+        caption: "Share of returners found when contacting the customers with the highest P(return) first (backtest); the diagonal is random targeting.".into(),
+        svg: charts::lines("Cumulative gain", "share of returners", &[("model".to_string(), gain)], (0.0, 1.0), &|x| format!("{:.0}%", x * 100.0), true).map_err(anyhow::Error::msg)?,
+    });
+    // 6. Predicted-window coverage.
+    let mut names = vec!["nominal".to_string(), "backtest".to_string()];
+    let mut vals = vec![nominal.unwrap_or(0.0), coverage.unwrap_or(0.0)];
+    if let Some(e) = latest_eval.filter(|e| e.window_coverage.is_finite()) {
+        names.push(format!("realized ({})", e.as_of_date));
+        vals.push(e.window_coverage);
+    }
+    plots.push(Plot {
+        id: "coverage",
+        title: "Predicted-window coverage".into(),
+        caption: "Share of returners whose next order fell inside their predicted window, against the window's nominal coverage.".into(),
+        svg: charts::bars("Predicted-window coverage", "share of returners", &names, &[("coverage".to_string(), vals)], Some(1.0)).map_err(anyhow::Error::msg)?,
+    });
+    // 7. Category hit rates against the baselines.
+    let cats = ["model", "popular", "most frequent", "last"].map(String::from).to_vec();
+    let pick = |v: &Value, k: &str| v[k].as_f64().unwrap_or(0.0);
+    let b = &category["baselines"];
+    let series = vec![
+        ("hit@1".to_string(), vec![pick(&category, "hit_at_1"), pick(&b["popular"], "hit_at_1"), pick(&b["most_frequent"], "hit_at_1"), pick(&b["last"], "hit_at_1")]),
+        ("hit@3".to_string(), vec![pick(&category, "hit_at_3"), pick(&b["popular"], "hit_at_3"), pick(&b["most_frequent"], "hit_at_3"), pick(&b["last"], "hit_at_3")]),
+    ];
+    plots.push(Plot {
+        id: "categories",
+        title: "Next-category hit rates".into(),
+        caption: "Share of returners whose next category was the top (hit@1) or among the top three (hit@3) recommended, against simple baselines (backtest).".into(),
+        svg: charts::bars("Category hit rates", "share of returners", &cats, &series, Some(1.0)).map_err(anyhow::Error::msg)?,
+    });
+
+    if u.overall.treated.n + u.overall.holdout.n == 0 && u.still_open > 0 {
+        warnings.push(format!("Uplift: all {} selections of the period are still inside their attribution window; the comparison starts as their windows close.", u.still_open));
+    } else if let Some(w) = &u.overall.warning {
+        warnings.push(format!("Uplift: {w}."));
+    }
+    let drift: Vec<(String, String, bool)> = input.drift.iter().map(|(f, p)| (f.clone(), format!("{p:.3}"), *p > monitoring::PSI_WARN)).collect();
+    let drifted: Vec<&str> = drift.iter().filter(|d| d.2).map(|d| d.0.as_str()).collect();
+    if !drifted.is_empty() {
+        warnings.push(format!("Feature drift: {} shifted since training (PSI above {}); consider retraining.", drifted.join(", "), monitoring::PSI_WARN));
+    }
+    let f3 = |v: f64| if v.is_finite() { format!("{v:.3}") } else { "-".into() };
+    let vs = |real: f64, promised: Option<f64>| match promised {
+        Some(p) => format!("{} (promised {})", f3(real), f3(p)),
+        None => f3(real),
+    };
+    let realized: Vec<Vec<String>> = input
+        .evaluations
+        .iter()
+        .rev()
+        .take(12)
+        .map(|e| {
+            vec![
+                e.as_of_date.clone(),
+                e.model_version_id.to_string(),
+                e.customers.to_string(),
+                pct(e.base_rate),
+                vs(e.auc, e.promised_auc),
+                f3(e.brier),
+                vs(e.window_coverage, e.promised_window_coverage),
+                vs(e.hit_at_3, e.promised_hit_at_3),
+            ]
+        })
+        .collect();
+    if let Some(e) = latest_eval {
+        if let Some(p) = e.promised_auc.filter(|p| e.auc.is_finite() && e.auc < p - 0.05) {
+            warnings.push(format!("Realized AUC of the {} scores is {:.3}, below the {:.3} promised at training: the model has degraded.", e.as_of_date, e.auc, p));
+        }
+    }
+    let headline = vec![
+        ("Return-rate uplift".into(), format!("{} ({})", pts(u.overall.return_lift.absolute), u.overall.warning.as_ref().map_or_else(|| format!("95% CI {} to {}", pts(u.overall.return_lift.absolute_ci.0), pts(u.overall.return_lift.absolute_ci.1)), |_| "too early to tell".into()))),
+        ("Conversion, treated vs holdout".into(), format!("{} vs {}", pct(u.overall.treated.rate()), pct(u.overall.holdout.rate()))),
+        ("Revenue per customer lift".into(), format!("{:+.0}", u.overall.revenue_lift.absolute)),
+        ("Customers reached".into(), u.funnel.iter().map(|f| f.sent).sum::<u64>().to_string()),
+    ];
+    let champion = champion.map_or("none yet".to_string(), |c| {
+        let e = eval(&c.1);
+        let f = |v: &Value| v.as_f64().map_or("-".into(), |x| format!("{x:.3}"));
+        format!(
+            "model version {} trained {}: backtest AUC {}, C-index {}, window coverage {}, hit@3 {}",
+            c.3,
+            tz.timestamp_opt(c.0, 0).single().map(|t| t.format("%Y-%m-%d").to_string()).unwrap_or_default(),
+            f(&e["return"]["auc"]),
+            f(&e["timing"]["c_index"]),
+            f(&e["timing"]["window_coverage"]),
+            f(&e["category"]["hit_at_3"])
+        )
+    });
+    let mut uplift: Vec<UpliftRow> = u.campaigns.iter().map(row).collect();
+    uplift.push(row(&u.overall));
+    let page = Page {
+        brand: &settings.brand.name,
+        generated: Utc::now().with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string(),
+        period: format!("{} to {}", u.from, u.to),
+        headline,
+        uplift,
+        still_open: u.still_open,
+        plots,
+        warnings,
+        champion,
+        drift,
+        drift_day: input.drift_day.clone().unwrap_or_default(),
+        realized,
+    };
+    Ok(page.render()?)
+}
