@@ -191,17 +191,18 @@ pub struct ScoreEvaluation {
     pub promised_hit_at_3: Option<f64>,
 }
 
-/// Evaluates every scoring day whose horizon has passed by `now` and that has not been
-/// evaluated yet (newest first, at most `max_days` per call, so a first run over a long history
-/// stays bounded). Returns what it evaluated.
+/// Evaluates every scoring day whose horizon has passed by `now`, that has not been evaluated
+/// yet and whose scores housekeeping has not pruned (newest first, at most `max_days` per call,
+/// so a first run over a long history stays bounded). Returns what it evaluated.
 pub async fn evaluate_matured(db: &Db, bot_events_per_day: u32, now: i64, max_days: usize) -> anyhow::Result<Vec<ScoreEvaluation>> {
     let mut due: Vec<(String, i64, i64, i64)> = Vec::new();
     scan_with(
         db,
-        "SELECT r.as_of_date, r.as_of, r.model_version_id, \
-                (SELECT MAX(s.horizon_days) FROM scores s WHERE s.as_of_date = r.as_of_date) \
-         FROM scoring_runs r \
+        // The horizon comes from the model that scored the day (one row), not from its scores.
+        "SELECT r.as_of_date, r.as_of, r.model_version_id, v.horizon_days \
+         FROM scoring_runs r JOIN model_versions v ON v.model_version_id = r.model_version_id \
          WHERE NOT EXISTS (SELECT 1 FROM score_evaluations e WHERE e.as_of_date = r.as_of_date) \
+           AND EXISTS (SELECT 1 FROM scores s WHERE s.as_of_date = r.as_of_date) \
          ORDER BY r.as_of_date DESC",
         &[],
         |r| {

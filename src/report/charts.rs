@@ -47,7 +47,7 @@ pub fn lines(title: &str, y_desc: &str, series: &[(String, Vec<(f64, f64)>)], y:
         for (i, (name, p)) in series.iter().enumerate() {
             let c = PALETTE[i % PALETTE.len()];
             chart.draw_series(LineSeries::new(p.iter().copied(), c.stroke_width(2))).map_err(err)?.label(name.as_str()).legend(move |(a, b)| PathElement::new(vec![(a, b), (a + 18, b)], c.stroke_width(2)));
-            chart.draw_series(p.iter().map(|&(a, b)| Circle::new((a, b), 3, c.filled()))).map_err(err)?;
+            chart.draw_series(p.iter().map(|&(a, b)| Circle::new((a, b), 4, c.filled()))).map_err(err)?;
         }
         chart.configure_series_labels().position(SeriesLabelPosition::LowerRight).background_style(WHITE.mix(0.85)).border_style(BLACK.mix(0.3)).draw().map_err(err)?;
         root.present().map_err(err)?;

@@ -87,7 +87,7 @@ fn row(c: &Comparison) -> UpliftRow {
 /// Everything the page shows, gathered from the database.
 pub struct ReportInput {
     pub uplift: UpliftReport,
-    /// Model versions, oldest first: (trained_at, metrics JSON, status, id).
+    /// Model versions, oldest first: (training as-of instant, metrics JSON, status, id).
     pub versions: Vec<(i64, Value, String, i64)>,
     /// The latest scoring day's PSI per feature (largest first) and that day.
     pub drift: Vec<(String, f64)>,
@@ -104,7 +104,7 @@ pub async fn gather(db: &Db, settings: &Settings, campaigns: &CampaignSet, from:
     }
     let uplift = measurement::uplift(db, m, campaigns, from, to, measurement::now()).await?;
     let mut versions: Vec<(i64, Value, String, i64)> =
-        crate::models::registry::list(db).await?.into_iter().map(|v| (v.trained_at, v.metrics, v.status, v.model_version_id)).collect();
+        crate::models::registry::list(db).await?.into_iter().map(|v| (v.as_of, v.metrics, v.status, v.model_version_id)).collect();
     versions.reverse();
     let (drift_day, drift) = match monitoring::latest_drift(db).await? {
         Some((d, rows)) => (Some(d), rows),

@@ -87,6 +87,12 @@ pub async fn score(
     tracing::info!(customers = snap.len(), secs = started.elapsed().as_secs_f32(), "predicted");
     // Drift of today's population against the training data (monitoring.rs).
     let drift = bundle.feature_reference.as_ref().map(|r| (r.cutoff, r.psi(&snap.base)));
+    if let Some((_, d)) = &drift {
+        let shifted: Vec<String> = d.iter().filter(|(_, p)| *p > crate::monitoring::PSI_WARN).map(|(f, p)| format!("{f} ({p:.2})")).collect();
+        if !shifted.is_empty() {
+            tracing::warn!(features = %shifted.join(", "), "feature drift since training (PSI above 0.2): consider retraining");
+        }
+    }
 
     let mut tx = db.begin().await?;
     tx.execute("DELETE FROM scores WHERE as_of_date = $1", &[Val::Text(Some(as_of_date.into()))]).await?;
