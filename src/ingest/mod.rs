@@ -495,12 +495,15 @@ async fn import_file(
     let key_idx: Vec<usize> = spec.key.iter().map(|k| db_cols.iter().position(|c| c == k).expect("key column present")).collect();
     let customer_idx = db_cols.iter().position(|c| *c == "customer_id").filter(|_| spec.creates_customers);
 
-    // PostgreSQL gets far larger statements: sqlx 0.9 leaves Nagle's algorithm on, so every
-    // statement spanning several TCP segments waits ~40 ms for a delayed ACK; fewer statements
-    // means fewer stalls (at most 65,535 parameters each).
+    // PostgreSQL gets far larger chunks: sqlx 0.9 leaves Nagle's algorithm on, so a COPY can
+    // wait ~40 ms for a delayed ACK at its end; fewer, larger COPYs mean fewer stalls.
     let batch_limit = match tx.backend() {
         Backend::Sqlite => state.opts.batch_rows,
-        Backend::Postgres => (60_000 / db_cols.len()).max(state.opts.batch_rows),
+        Backend::Postgres => PG_COPY_ROWS.max(state.opts.batch_rows),
+    };
+    let mut pg = match tx.backend() {
+        Backend::Postgres => Some(PgLoad::begin(tx, spec, &db_cols).await?),
+        Backend::Sqlite => None,
     };
 
     // Loading into an empty SQLite table: its secondary indexes are dropped now and built
@@ -528,6 +531,7 @@ async fn import_file(
         customer_idx,
         backend: tx.backend(),
         sql_cache: SqlCache::new(),
+        copy_row_bytes: 64,
         n_header: header.len(),
         batch_limit,
         size,
@@ -564,7 +568,10 @@ async fn import_file(
                 }
             }
         }
-        flush(tx, state, spec, &db_cols, customer_idx, chunk.bound, chunk.batch, &mut stats, &mut rejected).await?;
+        flush(tx, state, spec, &db_cols, customer_idx, pg.as_mut(), chunk.bound, chunk.batch, &mut stats, &mut rejected).await?;
+    }
+    if let Some(pg) = pg.as_ref().filter(|_| state.writing()) {
+        state.customers_created += pg.finish(tx).await?;
     }
     let (known_orders, known_products) = match parsing.await {
         Ok(sets) => sets,
@@ -622,6 +629,8 @@ struct Parser {
     customer_idx: Option<usize>,
     backend: Backend,
     sql_cache: SqlCache,
+    /// Largest COPY text per row so far, to size the next chunk's buffer.
+    copy_row_bytes: usize,
     /// Per column, for SQLite: text values shared instead of allocated once per row.
     interners: Vec<Interner>,
     /// Where the derived event key goes (events only).
@@ -792,6 +801,15 @@ impl Parser {
         if ready.is_empty() {
             return;
         }
+        if self.backend == Backend::Postgres {
+            let mut data = Vec::with_capacity(self.copy_row_bytes * ready.len());
+            for p in &ready {
+                push_copy_row(&mut data, &p.vals);
+            }
+            self.copy_row_bytes = self.copy_row_bytes.max(data.len() / ready.len() + 1);
+            chunk.bound = Some(Bound::Copy(data));
+            return;
+        }
         let customer_ids: Vec<String> = match self.customer_idx {
             Some(i) => {
                 let set: HashSet<&str> = ready.iter().map(|p| text_ref(&p.vals[i])).collect();
@@ -800,8 +818,8 @@ impl Parser {
             None => Vec::new(),
         };
         let sql = upsert_sql(&mut self.sql_cache, self.spec, &self.db_cols, ready.len(), self.backend);
-        let args = bind_rows(self.backend, ready.into_iter().map(|p| p.vals), &mut self.interners);
-        chunk.bound = Some(Bound { sql, args, customer_ids });
+        let args = bind_rows(ready.into_iter().map(|p| p.vals), &mut self.interners);
+        chunk.bound = Some(Bound::Sqlite { sql, args, customer_ids });
     }
 }
 
@@ -907,6 +925,7 @@ async fn flush(
     spec: &'static FileSpec,
     db_cols: &[&'static str],
     customer_idx: Option<usize>,
+    pg: Option<&mut PgLoad>,
     bound: Option<Bound>,
     mut batch: Vec<PendingRow>,
     stats: &mut FileStats,
@@ -952,11 +971,27 @@ async fn flush(
     if !state.writing() || (bound.is_none() && batch.is_empty()) {
         return Ok(());
     }
+    if let Some(pg) = pg {
+        let mut data = match bound {
+            Some(Bound::Copy(data)) => data,
+            None => Vec::new(),
+            Some(Bound::Sqlite { .. }) => unreachable!("rows are prepared for the transaction's own backend"),
+        };
+        for p in &batch {
+            push_copy_row(&mut data, &p.vals);
+        }
+        let (written, created) = pg.load(tx, data).await?;
+        stats.rows_written += written;
+        state.customers_created += created;
+        return Ok(());
+    }
     // Customers named only by orders, sessions or events are created bare (no contact, no consent).
     if spec.creates_customers {
         let ids: Vec<String> = {
             let mut set: HashSet<&str> = batch.iter().filter_map(|p| customer_idx.map(|i| text_ref(&p.vals[i]))).collect();
-            set.extend(bound.iter().flat_map(|b| b.customer_ids.iter().map(String::as_str)));
+            if let Some(Bound::Sqlite { customer_ids, .. }) = &bound {
+                set.extend(customer_ids.iter().map(String::as_str));
+            }
             set.into_iter().map(String::from).collect()
         };
         let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("({})", param(tx.backend(), i))).collect();
@@ -964,79 +999,186 @@ async fn flush(
         let vals: Vec<Val> = ids.into_iter().map(|s| Val::Text(Some(s))).collect();
         state.customers_created += tx.execute(&sql, &vals).await?;
     }
-    if let Some(b) = bound {
-        stats.rows_written += execute_bound(tx, b.sql, b.args).await?;
+    if let Some(Bound::Sqlite { sql, args, .. }) = bound {
+        stats.rows_written += execute_bound(tx, sql, args).await?;
     }
     if !batch.is_empty() {
         let sql = upsert_sql(&mut state.sql_cache, spec, db_cols, batch.len(), tx.backend());
-        let args = bind_rows(tx.backend(), batch.into_iter().map(|p| p.vals), &mut []);
+        let args = bind_rows(batch.into_iter().map(|p| p.vals), &mut []);
         stats.rows_written += execute_bound(tx, sql, args).await?;
     }
     Ok(())
 }
 
-/// An upsert with its values bound, ready to run.
-struct Bound {
-    sql: Arc<str>,
-    args: Result<BoundArgs, sqlx::error::BoxDynError>,
-    /// The distinct customer ids of its rows.
-    customer_ids: Vec<String>,
+/// Rows prepared on the parser's thread, ready to write.
+enum Bound {
+    /// SQLite: one multi-row upsert with its values bound, and the distinct customer ids of
+    /// its rows.
+    Sqlite { sql: Arc<str>, args: Result<sqlx::sqlite::SqliteArguments, sqlx::error::BoxDynError>, customer_ids: Vec<String> },
+    /// PostgreSQL: the rows as `COPY … FROM STDIN` text (see [`push_copy_row`]).
+    Copy(Vec<u8>),
 }
 
-enum BoundArgs {
-    Sqlite(sqlx::sqlite::SqliteArguments),
-    Postgres(sqlx::postgres::PgArguments),
-}
-
-/// Binds rows' values by move, in order. For SQLite, text values repeated within a column
+/// Binds rows' values by move, in order, for SQLite. Text values repeated within a column
 /// share one allocation through `interners` (one per column; may be empty).
-fn bind_rows(backend: Backend, rows: impl Iterator<Item = Vec<Val>>, interners: &mut [Interner]) -> Result<BoundArgs, sqlx::error::BoxDynError> {
+fn bind_rows(rows: impl Iterator<Item = Vec<Val>>, interners: &mut [Interner]) -> Result<sqlx::sqlite::SqliteArguments, sqlx::error::BoxDynError> {
     use sqlx::Arguments;
-    match backend {
-        Backend::Sqlite => {
-            let mut args = sqlx::sqlite::SqliteArguments::default();
-            for vals in rows {
-                for (c, v) in vals.into_iter().enumerate() {
-                    match v {
-                        Val::Text(Some(s)) => match interners.get_mut(c) {
-                            Some(i) => args.add(i.share(s))?,
-                            None => args.add(s)?,
-                        },
-                        Val::Text(None) => args.add(None::<String>)?,
-                        Val::Int(i) => args.add(i)?,
-                        Val::Real(r) => args.add(r)?,
-                        Val::Bool(b) => args.add(b)?,
-                        Val::Bytes(b) => args.add(b)?,
-                    }
-                }
+    let mut args = sqlx::sqlite::SqliteArguments::default();
+    for vals in rows {
+        for (c, v) in vals.into_iter().enumerate() {
+            match v {
+                Val::Text(Some(s)) => match interners.get_mut(c) {
+                    Some(i) => args.add(i.share(s))?,
+                    None => args.add(s)?,
+                },
+                Val::Text(None) => args.add(None::<String>)?,
+                Val::Int(i) => args.add(i)?,
+                Val::Real(r) => args.add(r)?,
+                Val::Bool(b) => args.add(b)?,
+                Val::Bytes(b) => args.add(b)?,
             }
-            Ok(BoundArgs::Sqlite(args))
         }
-        Backend::Postgres => {
-            let mut args = sqlx::postgres::PgArguments::default();
-            for vals in rows {
-                for v in vals {
-                    match v {
-                        Val::Text(s) => args.add(s)?,
-                        Val::Int(i) => args.add(i)?,
-                        Val::Real(r) => args.add(r)?,
-                        Val::Bool(b) => args.add(b)?,
-                        Val::Bytes(b) => args.add(b)?,
-                    }
-                }
-            }
-            Ok(BoundArgs::Postgres(args))
-        }
+    }
+    Ok(args)
+}
+
+async fn execute_bound(tx: &mut Tx, sql: Arc<str>, args: Result<sqlx::sqlite::SqliteArguments, sqlx::error::BoxDynError>) -> sqlx::Result<u64> {
+    let args = args.map_err(sqlx::Error::Encode)?;
+    match tx {
+        Tx::Sqlite(t) => Ok(sqlx::query_with(AssertSqlSafe(sql), args).execute(&mut **t).await?.rows_affected()),
+        Tx::Postgres(_) => unreachable!("PostgreSQL rows are written through COPY"),
     }
 }
 
-async fn execute_bound(tx: &mut Tx, sql: Arc<str>, args: Result<BoundArgs, sqlx::error::BoxDynError>) -> sqlx::Result<u64> {
-    let args = args.map_err(sqlx::Error::Encode)?;
-    Ok(match (tx, args) {
-        (Tx::Sqlite(t), BoundArgs::Sqlite(a)) => sqlx::query_with(AssertSqlSafe(sql), a).execute(&mut **t).await?.rows_affected(),
-        (Tx::Postgres(t), BoundArgs::Postgres(a)) => sqlx::query_with(AssertSqlSafe(sql), a).execute(&mut **t).await?.rows_affected(),
-        _ => unreachable!("values are bound for the transaction's own backend"),
-    })
+/// Rows per chunk on PostgreSQL (each chunk is one COPY).
+const PG_COPY_ROWS: usize = 50_000;
+
+/// Appends one row in COPY's text format: fields separated by tabs, `\N` for NULL, and
+/// backslash, tab, newline and carriage return escaped (other bytes, UTF-8 included, go as they
+/// are; the connection's client encoding is UTF-8).
+fn push_copy_row(out: &mut Vec<u8>, vals: &[Val]) {
+    use std::io::Write;
+    for (i, v) in vals.iter().enumerate() {
+        if i > 0 {
+            out.push(b'\t');
+        }
+        match v {
+            Val::Text(Some(s)) => push_copy_text(out, s.as_bytes()),
+            Val::Int(Some(n)) => {
+                let _ = write!(out, "{n}");
+            }
+            // Shortest text that reads back as the same f64 (values are finite).
+            Val::Real(Some(r)) => {
+                let _ = write!(out, "{r}");
+            }
+            Val::Text(None) | Val::Int(None) | Val::Real(None) => out.extend_from_slice(b"\\N"),
+            Val::Bool(b) => out.push(if *b { b't' } else { b'f' }),
+            Val::Bytes(_) => unreachable!("the contract has no binary columns"),
+        }
+    }
+    out.push(b'\n');
+}
+
+fn push_copy_text(out: &mut Vec<u8>, s: &[u8]) {
+    let mut start = 0;
+    for (i, &b) in s.iter().enumerate() {
+        let escaped: &[u8] = match b {
+            b'\\' => b"\\\\",
+            b'\t' => b"\\t",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            _ => continue,
+        };
+        out.extend_from_slice(&s[start..i]);
+        out.extend_from_slice(escaped);
+        start = i + 1;
+    }
+    out.extend_from_slice(&s[start..]);
+}
+
+/// Writes one file's chunks on PostgreSQL: each is streamed with COPY into a temporary
+/// staging table, then upserted from there with the same `ON CONFLICT` clause as SQLite's
+/// statements. A table that was empty when its file began is copied into directly instead:
+/// the parser lets no key through twice, so nothing can conflict (see [`PgLoad::begin`]).
+struct PgLoad {
+    copy: String,
+    /// `None` when copying straight into the table.
+    staged: Option<Staged>,
+    /// Creates the customers the rows name: after each chunk from the staging table, or once
+    /// at the end from the table itself when it was empty.
+    customers: Option<String>,
+}
+
+struct Staged {
+    truncate: String,
+    upsert: String,
+    /// The staging table holds the previous chunk.
+    dirty: bool,
+}
+
+impl PgLoad {
+    async fn begin(tx: &mut Tx, spec: &'static FileSpec, db_cols: &[&'static str]) -> sqlx::Result<PgLoad> {
+        let table = spec.table;
+        let cols = db_cols.join(", ");
+        let direct = Self::empty_and_locked(tx, table).await?;
+        let target = if direct { table.to_string() } else { format!("import_stage_{table}") };
+        let customers = spec.creates_customers.then(|| format!("INSERT INTO customers (customer_id) SELECT DISTINCT customer_id FROM {target} ON CONFLICT (customer_id) DO NOTHING"));
+        let staged = if direct {
+            None
+        } else {
+            // Dropped at commit; a rollback (or a kill) undoes its creation.
+            tx.execute(&format!("CREATE TEMP TABLE {target} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DROP"), &[]).await?;
+            let upsert = format!("INSERT INTO {table} ({cols}) SELECT {cols} FROM {target} {}", on_conflict(spec, db_cols, Backend::Postgres));
+            Some(Staged { truncate: format!("TRUNCATE {target}"), upsert, dirty: false })
+        };
+        Ok(PgLoad { copy: format!("COPY {target} ({cols}) FROM STDIN"), staged, customers })
+    }
+
+    /// Whether `table` is empty, and then locked against other writers until the import
+    /// commits: only this file's rows can then meet in it, and the parser lets no key through
+    /// twice, so no upsert is needed. The lock is taken only for an empty table, so imports
+    /// into a filled database block nobody.
+    async fn empty_and_locked(tx: &mut Tx, table: &str) -> sqlx::Result<bool> {
+        let rows = format!("SELECT COUNT(*) FROM (SELECT 1 FROM {table} LIMIT 1) AS t");
+        if tx.fetch_i64(&rows, &[]).await? > 0 {
+            return Ok(false);
+        }
+        // Self-exclusive and against row writes; readers go on. Checked again once held.
+        tx.execute(&format!("LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE"), &[]).await?;
+        Ok(tx.fetch_i64(&rows, &[]).await? == 0)
+    }
+
+    /// Loads one chunk of COPY text; returns (rows written, customers created).
+    async fn load(&mut self, tx: &mut Tx, data: Vec<u8>) -> sqlx::Result<(u64, u64)> {
+        let Tx::Postgres(t) = tx else { unreachable!("COPY is PostgreSQL's") };
+        if data.is_empty() {
+            return Ok((0, 0));
+        }
+        if let Some(s) = self.staged.as_mut().filter(|s| s.dirty) {
+            sqlx::query(AssertSqlSafe(s.truncate.as_str())).execute(&mut **t).await?;
+            s.dirty = false;
+        }
+        let mut copy = t.copy_in_raw(&self.copy).await?;
+        copy.send(data).await?;
+        let copied = copy.finish().await?;
+        let Some(s) = self.staged.as_mut() else { return Ok((copied, 0)) };
+        s.dirty = true;
+        let mut created = 0;
+        if let Some(sql) = &self.customers {
+            created = sqlx::query(AssertSqlSafe(sql.as_str())).execute(&mut **t).await?.rows_affected();
+        }
+        let written = sqlx::query(AssertSqlSafe(s.upsert.as_str())).execute(&mut **t).await?.rows_affected();
+        Ok((written, created))
+    }
+
+    /// After the last chunk: customers named by a table loaded directly; returns how many
+    /// were created.
+    async fn finish(&self, tx: &mut Tx) -> sqlx::Result<u64> {
+        match (&self.staged, &self.customers) {
+            (None, Some(sql)) => tx.execute(sql, &[]).await,
+            _ => Ok(0),
+        }
+    }
 }
 
 /// Shares repeated text values of one column: the value of the row before (ids in sorted
@@ -1197,8 +1339,18 @@ fn upsert_sql(cache: &mut SqlCache, spec: &'static FileSpec, db_cols: &[&'static
         }
         sql.push(')');
     }
+    sql.push(' ');
+    sql.push_str(&on_conflict(spec, db_cols, backend));
+    let sql: Arc<str> = sql.into();
+    cache.insert(key, sql.clone());
+    sql
+}
+
+/// `ON CONFLICT (key) DO UPDATE SET <other columns> WHERE <something changed>` (or `DO
+/// NOTHING` when every column is in the key).
+fn on_conflict(spec: &FileSpec, db_cols: &[&'static str], backend: Backend) -> String {
     let updates: Vec<&str> = db_cols.iter().copied().filter(|c| !spec.key.contains(c)).collect();
-    sql.push_str(&format!(" ON CONFLICT ({}) ", spec.key.join(", ")));
+    let mut sql = format!("ON CONFLICT ({}) ", spec.key.join(", "));
     if updates.is_empty() {
         sql.push_str("DO NOTHING");
     } else {
@@ -1210,8 +1362,6 @@ fn upsert_sql(cache: &mut SqlCache, spec: &'static FileSpec, db_cols: &[&'static
         let changed: Vec<String> = updates.iter().map(|c| format!("{}.{c} {distinct} excluded.{c}", spec.table)).collect();
         sql.push_str(&format!("DO UPDATE SET {} WHERE {}", set.join(", "), changed.join(" OR ")));
     }
-    let sql: Arc<str> = sql.into();
-    cache.insert(key, sql.clone());
     sql
 }
 
@@ -1283,6 +1433,146 @@ mod tests {
         assert_ne!(event_digest(&a), event_digest(&b));
         // Pinned: stored keys must not change between releases.
         assert_eq!(event_digest(&a).len(), 34);
+    }
+
+    /// Reads COPY text back the way PostgreSQL does (tab-separated fields, `\N` = NULL,
+    /// backslash escapes), to check what [`push_copy_row`] writes.
+    fn read_copy_row(line: &[u8]) -> Vec<Option<Vec<u8>>> {
+        let line = line.strip_suffix(b"\n").expect("a row ends with a newline");
+        assert!(!line.contains(&b'\n') && !line.contains(&b'\r'), "raw line break inside a row: {line:?}");
+        line.split(|&b| b == b'\t')
+            .map(|field| {
+                if field == b"\\N" {
+                    return None;
+                }
+                let mut out = Vec::new();
+                let mut bytes = field.iter();
+                while let Some(&b) = bytes.next() {
+                    if b != b'\\' {
+                        out.push(b);
+                        continue;
+                    }
+                    match bytes.next() {
+                        Some(b't') => out.push(b'\t'),
+                        Some(b'n') => out.push(b'\n'),
+                        Some(b'r') => out.push(b'\r'),
+                        Some(b'\\') => out.push(b'\\'),
+                        other => panic!("escape PostgreSQL would read differently: \\{other:?}"),
+                    }
+                }
+                Some(out)
+            })
+            .collect()
+    }
+
+    /// Values COPY's text format treats specially, plus ordinary and non-ASCII ones.
+    fn tricky_values() -> Vec<Val> {
+        vec![
+            Val::Text(Some("plain".into())),
+            Val::Text(Some("tab\there".into())),
+            Val::Text(Some("line\nbreak\r\nand CR\r".into())),
+            Val::Text(Some(r"back\slash\\ and \N and \. and \t".into())),
+            Val::Text(Some("\\".into())),
+            Val::Text(Some("\\.".into())),
+            Val::Text(Some(String::new())),
+            Val::Text(None),
+            Val::Text(Some(r"\N".into())),
+            Val::Text(Some("ünïcödé ✓ 日本 \u{2028} \u{1}\u{b}\u{c}\u{7f}".into())),
+            Val::Text(Some(r#"{"tier":"a\"b\\c\nd"}"#.into())),
+            Val::Int(Some(0)),
+            Val::Int(Some(i64::MIN)),
+            Val::Int(Some(i64::MAX)),
+            Val::Int(None),
+            Val::Real(Some(0.1)),
+            Val::Real(Some(1.0 / 3.0)),
+            Val::Real(Some(-0.0)),
+            Val::Real(Some(5e-324)),
+            Val::Real(Some(1e21)),
+            Val::Real(Some(f64::MAX)),
+            Val::Real(None),
+            Val::Bool(true),
+            Val::Bool(false),
+        ]
+    }
+
+    #[test]
+    fn copy_text_escapes_what_copy_would_read_otherwise() {
+        let mut out = Vec::new();
+        push_copy_row(&mut out, &[Val::Text(Some("a\tb\nc\rd\\e".into())), Val::Text(Some(String::new())), Val::Text(None), Val::Text(Some(r"\N".into())), Val::Text(Some("é✓".into())), Val::Int(Some(-42)), Val::Real(Some(12.5)), Val::Bool(true), Val::Bool(false)]);
+        assert_eq!(out, "a\\tb\\nc\\rd\\\\e\t\t\\N\t\\\\N\té✓\t-42\t12.5\tt\tf\n".as_bytes());
+
+        let vals = tricky_values();
+        let mut out = Vec::new();
+        push_copy_row(&mut out, &vals);
+        let fields = read_copy_row(&out);
+        assert_eq!(fields.len(), vals.len());
+        for (v, f) in vals.iter().zip(&fields) {
+            let text = f.as_ref().map(|b| String::from_utf8(b.clone()).unwrap());
+            match v {
+                Val::Text(s) => assert_eq!(&text, s),
+                Val::Int(i) => assert_eq!(text.map(|t| t.parse::<i64>().unwrap()), *i),
+                // The same bits: no rounding on the way.
+                Val::Real(r) => assert_eq!(text.as_deref().map(|t| t.parse::<f64>().unwrap().to_bits()), r.map(f64::to_bits), "{text:?}"),
+                Val::Bool(b) => assert_eq!(text.as_deref(), Some(if *b { "t" } else { "f" })),
+                Val::Bytes(_) => unreachable!(),
+            }
+        }
+    }
+
+    /// The same values through a real COPY, when a PostgreSQL server is configured
+    /// (`RETENTIOND_TEST_POSTGRES_URL`; required when `CI` is set, as for the integration tests).
+    #[tokio::test]
+    async fn copy_text_round_trips_through_postgres() {
+        use sqlx::{Connection, Row};
+        let url = match std::env::var("RETENTIOND_TEST_POSTGRES_URL") {
+            Ok(u) => u,
+            Err(_) if std::env::var_os("CI").is_some() => "postgres://postgres@127.0.0.1:5432/test".into(),
+            Err(_) => {
+                eprintln!("SKIPPED: set RETENTIOND_TEST_POSTGRES_URL to round-trip COPY text through PostgreSQL");
+                return;
+            }
+        };
+        let mut conn = sqlx::PgConnection::connect(&url).await.expect("PostgreSQL is reachable");
+        let vals = tricky_values();
+        let columns: Vec<String> = vals
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let ty = match v {
+                    Val::Text(_) => "TEXT",
+                    Val::Int(_) => "BIGINT",
+                    Val::Real(_) => "DOUBLE PRECISION",
+                    Val::Bool(_) => "BOOLEAN",
+                    Val::Bytes(_) => unreachable!(),
+                };
+                format!("c{i} {ty}")
+            })
+            .collect();
+        sqlx::query(AssertSqlSafe(format!("CREATE TEMP TABLE copy_escape ({})", columns.join(", ")))).execute(&mut conn).await.unwrap();
+        let mut data = Vec::new();
+        push_copy_row(&mut data, &vals);
+        push_copy_row(&mut data, &vals);
+        let mut copy = conn.copy_in_raw("COPY copy_escape FROM STDIN").await.unwrap();
+        copy.send(data).await.unwrap();
+        assert_eq!(copy.finish().await.unwrap(), 2);
+        let rows = sqlx::query("SELECT * FROM copy_escape").fetch_all(&mut conn).await.unwrap();
+        assert_eq!(rows.len(), 2);
+        for row in rows {
+            for (i, v) in vals.iter().enumerate() {
+                let got = match v {
+                    Val::Text(_) => Val::Text(row.get(i)),
+                    Val::Int(_) => Val::Int(row.get(i)),
+                    Val::Real(r) => {
+                        let got: Option<f64> = row.get(i);
+                        assert_eq!(got.map(f64::to_bits), r.map(f64::to_bits), "column {i}");
+                        Val::Real(got)
+                    }
+                    Val::Bool(_) => Val::Bool(row.get(i)),
+                    Val::Bytes(_) => unreachable!(),
+                };
+                assert_eq!(&got, v, "column {i}");
+            }
+        }
     }
 
     #[test]
