@@ -222,6 +222,9 @@ impl BundleParams {
     }
 }
 
+/// Rows predicted at a time.
+const PREDICT_CHUNK: usize = 65_536;
+
 /// Predictions for every row of a snapshot.
 #[derive(Debug, Clone, Default)]
 pub struct Predictions {
@@ -272,18 +275,25 @@ impl ModelBundle {
         };
         match (&self.classifier, &self.timing, &self.rules) {
             (Some(classifier), Some(timing), _) => {
-                let mut x = Vec::with_capacity(n * NB);
-                base_f64(s, 0..n, &mut x);
-                p.p_return = classifier.predict(&x, NB);
-                for i in 0..n {
-                    let cdf = timing.cdf(&x[i * NB..(i + 1) * NB]);
-                    let t = timing.timing(&cdf, self.window_coverage);
-                    p.lo[i] = t.lo;
-                    p.median[i] = t.median;
-                    p.hi[i] = t.hi;
-                    let f_hi = timing.quantile_cdf(&cdf, t.hi);
-                    p.p_by_hi[i] = p.p_return[i] * f_hi;
-                    p.restricted_mean[i] = timing.restricted_mean(&cdf, p.p_return[i]);
+                // In chunks: an f64 copy of the whole population (and the GBT's column-major
+                // copy of it) would be ~460 MB at 1 M customers. Rows are independent.
+                let mut x = Vec::with_capacity(PREDICT_CHUNK.min(n) * NB);
+                for start in (0..n).step_by(PREDICT_CHUNK) {
+                    let end = (start + PREDICT_CHUNK).min(n);
+                    x.clear();
+                    base_f64(s, start..end, &mut x);
+                    let pr = classifier.predict(&x, NB);
+                    p.p_return[start..end].copy_from_slice(&pr);
+                    for (j, i) in (start..end).enumerate() {
+                        let cdf = timing.cdf(&x[j * NB..(j + 1) * NB]);
+                        let t = timing.timing(&cdf, self.window_coverage);
+                        p.lo[i] = t.lo;
+                        p.median[i] = t.median;
+                        p.hi[i] = t.hi;
+                        let f_hi = timing.quantile_cdf(&cdf, t.hi);
+                        p.p_by_hi[i] = p.p_return[i] * f_hi;
+                        p.restricted_mean[i] = timing.restricted_mean(&cdf, p.p_return[i]);
+                    }
                 }
             }
             (_, _, Some(rules)) => {

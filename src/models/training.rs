@@ -50,13 +50,31 @@ pub async fn train(db: &Db, m: &ModelSettings, tz: chrono_tz::Tz, as_of: i64) ->
     let eval_labels = labels(&data, &eval_snap, m.horizon_days)?;
     let mut report = evaluate::evaluate(&evaluation, &eval_snap, &eval_labels, cold_eval);
     report.localize(tz);
+    let schema = FeatureSchema::new(&data.categories);
+    // The champion is judged on the same window now, so the full-population snapshot is freed
+    // before the production fit allocates its training sets.
+    let champion = registry::champion(db).await?;
+    let comparable = |v: &registry::ModelVersion, a: &Artifact| {
+        a.evaluation.schema == schema
+            && !v.evaluated_as_of.is_some_and(|e| e > eval_as_of)
+            && a.evaluation.horizon_days == m.horizon_days
+    };
+    let mut theirs = match &champion {
+        Some((v, a)) if comparable(v, a) => {
+            let mut r = evaluate::evaluate(&a.evaluation, &eval_snap, &eval_labels, None);
+            r.localize(tz);
+            Some(r)
+        }
+        _ => None,
+    };
+    drop((eval_snap, eval_labels));
     let chosen = evaluation.classifier.as_ref().map(|c| c.choice());
     let (production, cold) = evaluate::fit_as_of(&data, as_of, m, chosen)?;
     tracing::info!(auc = report.ret.auc, kind = production.kind.as_str(), "trained; evaluated on the latest complete horizon");
+    drop(data);
 
-    let schema = FeatureSchema::new(&data.categories);
     let mut champion_report = None;
-    let (promote, reason, champion_id) = match registry::champion(db).await? {
+    let (promote, reason, champion_id) = match champion {
         None => (true, "first model".to_string(), None),
         Some((v, a)) => {
             let id = v.model_version_id;
@@ -67,8 +85,7 @@ pub async fn train(db: &Db, m: &ModelSettings, tz: chrono_tz::Tz, as_of: i64) ->
             } else if production.kind == ModelKind::Model && a.production.kind == ModelKind::Rules {
                 (true, format!("fitted models replace the cold-start rules of {id}"), Some(id))
             } else {
-                let mut theirs = evaluate::evaluate(&a.evaluation, &eval_snap, &eval_labels, None);
-                theirs.localize(tz);
+                let theirs = theirs.take().expect("evaluated above: the champion is comparable");
                 let worse = regressions(&report, &theirs, m.promotion_tolerance);
                 champion_report = Some(theirs);
                 if worse.is_empty() {
