@@ -344,7 +344,7 @@ pub fn render(settings: &Settings, input: &ReportInput) -> anyhow::Result<String
         let e = eval(&c.1);
         let f = |v: &Value| v.as_f64().map_or("-".into(), |x| format!("{x:.3}"));
         format!(
-            "model version {} trained {}: backtest AUC {}, C-index {}, window coverage {}, hit@3 {}",
+            "model version {} trained as of {}: backtest AUC {}, C-index {}, window coverage {}, hit@3 {}",
             c.3,
             tz.timestamp_opt(c.0, 0).single().map(|t| t.format("%Y-%m-%d").to_string()).unwrap_or_default(),
             f(&e["return"]["auc"]),
