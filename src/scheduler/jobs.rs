@@ -43,12 +43,25 @@ pub async fn run(ctx: &JobContext, job: JobKind, trigger: Trigger, now: DateTime
             let r = crate::scoring::score(&ctx.db, s.day_start(day), &day.to_string(), m.bot_events_per_day, m.category_half_life_days, s.campaigns.best_seller_days).await?;
             let mut stats = serde_json::to_value(&r)?;
             // Measurement follows each scoring: past scores whose horizon has now passed are
-            // checked against what happened, and orders are attributed to messages. A failure
-            // here is the day's job failing (recorded, retried tomorrow); the scores stay.
-            let evaluated = crate::monitoring::evaluate_matured(&ctx.db, m.bot_events_per_day, now.timestamp(), s.measurement.max_evaluations_per_run).await?;
-            let attribution = crate::measurement::attribute(&ctx.db, &s.measurement, &ctx.campaigns.current()).await?;
-            stats["evaluated"] = json!(evaluated.iter().map(|e| json!({ "day": e.as_of_date, "auc": e.auc, "window_coverage": e.window_coverage, "hit_at_3": e.hit_at_3 })).collect::<Vec<_>>());
-            stats["attribution"] = serde_json::to_value(&attribution)?;
+            // checked against what happened, and orders are attributed to messages. Its failure
+            // is logged with its chain and kept in the run's stats, but does not fail the job:
+            // the day's scores are committed, and campaigns (which follow a successful scoring)
+            // must not wait on a report. Both are retried at the next scoring.
+            let measured = async {
+                let evaluated = crate::monitoring::evaluate_matured(&ctx.db, m.bot_events_per_day, now.timestamp(), s.measurement.max_evaluations_per_run).await?;
+                let attribution = crate::measurement::attribute(&ctx.db, &s.measurement, &ctx.campaigns.current()).await?;
+                anyhow::Ok((evaluated, attribution))
+            };
+            match measured.await {
+                Ok((evaluated, attribution)) => {
+                    stats["evaluated"] = json!(evaluated.iter().map(|e| json!({ "day": e.as_of_date, "auc": e.auc, "window_coverage": e.window_coverage, "hit_at_3": e.hit_at_3 })).collect::<Vec<_>>());
+                    stats["attribution"] = serde_json::to_value(&attribution)?;
+                }
+                Err(e) => {
+                    tracing::error!(error.cause_chain = ?e, "measurement after scoring failed; the scores stand");
+                    stats["measurement_error"] = json!(format!("{e:#}"));
+                }
+            }
             Ok(Done::Ok(stats))
         }
         JobKind::Campaigns => {

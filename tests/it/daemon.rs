@@ -533,7 +533,17 @@ async fn job_dependencies(t: TestDb) {
     assert_eq!(skipped.0, "skipped");
     assert!(skipped.1.unwrap().contains("no scores"));
     assert_eq!(count(&t.db, "SELECT COUNT(*) FROM outbox").await, 0, "never on stale scores");
+    // Measurement after the scoring breaks (its table is gone): the scores stand, the score
+    // run is ok with the error in its stats, and the campaigns still follow it.
+    let mut tx = t.db.begin().await.unwrap();
+    tx.execute("DROP TABLE conversions", &[]).await.unwrap();
+    tx.commit().await.unwrap();
     d2.fire(JobKind::Score, Utc::now() + chrono::Duration::seconds(1)).await;
+    let scored: (String, Option<String>) = retentiond::with_pool!(&t.db, p => sqlx::query_as(
+        "SELECT outcome, stats FROM job_runs WHERE job = 'score' ORDER BY started_at DESC, scheduled_for DESC LIMIT 1"
+    ).fetch_one(p).await.unwrap());
+    assert_eq!(scored.0, "ok", "{scored:?}");
+    assert!(scored.1.as_deref().is_some_and(|s| s.contains("measurement_error") && s.contains("conversions")), "{scored:?}");
     assert_eq!(count(&t.db, "SELECT COUNT(*) FROM job_runs WHERE job = 'campaigns' AND trigger_kind = 'after_score' AND outcome = 'ok'").await, 1);
     assert!(count(&t.db, "SELECT COUNT(*) FROM outbox").await > 0);
     d2.resign().await;
