@@ -532,6 +532,7 @@ async fn import_file(
         backend: tx.backend(),
         sql_cache: SqlCache::new(),
         copy_row_bytes: 64,
+        customers_named: HashSet::default(),
         n_header: header.len(),
         batch_limit,
         size,
@@ -570,8 +571,8 @@ async fn import_file(
         }
         flush(tx, state, spec, &db_cols, customer_idx, pg.as_mut(), chunk.bound, chunk.batch, &mut stats, &mut rejected).await?;
     }
-    if let Some(pg) = pg.as_ref().filter(|_| state.writing()) {
-        state.customers_created += pg.finish(tx).await?;
+    if let Some(pg) = pg.as_ref() {
+        pg.finish(tx).await?;
     }
     let (known_orders, known_products) = match parsing.await {
         Ok(sets) => sets,
@@ -631,6 +632,9 @@ struct Parser {
     sql_cache: SqlCache,
     /// Largest COPY text per row so far, to size the next chunk's buffer.
     copy_row_bytes: usize,
+    /// PostgreSQL: the customer ids this file's rows have named so far, so that each is
+    /// handed to the writer once, with the first chunk that names it.
+    customers_named: HashSet<String, ahash::RandomState>,
     /// Per column, for SQLite: text values shared instead of allocated once per row.
     interners: Vec<Interner>,
     /// Where the derived event key goes (events only).
@@ -807,7 +811,17 @@ impl Parser {
                 push_copy_row(&mut data, &p.vals);
             }
             self.copy_row_bytes = self.copy_row_bytes.max(data.len() / ready.len() + 1);
-            chunk.bound = Some(Bound::Copy(data));
+            let mut customer_ids = Vec::new();
+            if let Some(i) = self.customer_idx {
+                for p in &ready {
+                    let id = text_ref(&p.vals[i]);
+                    if !self.customers_named.contains(id) {
+                        self.customers_named.insert(id.to_owned());
+                        customer_ids.push(id.to_owned());
+                    }
+                }
+            }
+            chunk.bound = Some(Bound::Copy { data, customer_ids });
             return;
         }
         let customer_ids: Vec<String> = match self.customer_idx {
@@ -972,15 +986,18 @@ async fn flush(
         return Ok(());
     }
     if let Some(pg) = pg {
-        let mut data = match bound {
-            Some(Bound::Copy(data)) => data,
-            None => Vec::new(),
+        let (mut data, mut customer_ids) = match bound {
+            Some(Bound::Copy { data, customer_ids }) => (data, customer_ids),
+            None => (Vec::new(), Vec::new()),
             Some(Bound::Sqlite { .. }) => unreachable!("rows are prepared for the transaction's own backend"),
         };
         for p in &batch {
             push_copy_row(&mut data, &p.vals);
         }
-        let (written, created) = pg.load(tx, data).await?;
+        // Rows that waited for a lookup were not seen by the parser's per-file set; a repeat
+        // here costs one conflict check.
+        customer_ids.extend(batch.iter().filter_map(|p| customer_idx.map(|i| text_ref(&p.vals[i]).to_owned())));
+        let (written, created) = pg.load(tx, data, customer_ids).await?;
         stats.rows_written += written;
         state.customers_created += created;
         return Ok(());
@@ -1015,8 +1032,9 @@ enum Bound {
     /// SQLite: one multi-row upsert with its values bound, and the distinct customer ids of
     /// its rows.
     Sqlite { sql: Arc<str>, args: Result<sqlx::sqlite::SqliteArguments, sqlx::error::BoxDynError>, customer_ids: Vec<String> },
-    /// PostgreSQL: the rows as `COPY … FROM STDIN` text (see [`push_copy_row`]).
-    Copy(Vec<u8>),
+    /// PostgreSQL: the rows as `COPY … FROM STDIN` text (see [`push_copy_row`]), and the
+    /// customer ids they name that no earlier chunk of the file named.
+    Copy { data: Vec<u8>, customer_ids: Vec<String> },
 }
 
 /// Binds rows' values by move, in order, for SQLite. Text values repeated within a column
@@ -1104,9 +1122,8 @@ struct PgLoad {
     copy: String,
     /// `None` when copying straight into the table.
     staged: Option<Staged>,
-    /// Creates the customers the rows name: after each chunk from the staging table, or once
-    /// at the end from the table itself when it was empty.
-    customers: Option<String>,
+    /// Indexes of an empty table dropped for the load, rebuilt by [`PgLoad::finish`].
+    dropped: Vec<PgIndex>,
 }
 
 struct Staged {
@@ -1122,7 +1139,6 @@ impl PgLoad {
         let cols = db_cols.join(", ");
         let direct = Self::empty_and_locked(tx, table).await?;
         let target = if direct { table.to_string() } else { format!("import_stage_{table}") };
-        let customers = spec.creates_customers.then(|| format!("INSERT INTO customers (customer_id) SELECT DISTINCT customer_id FROM {target} ON CONFLICT (customer_id) DO NOTHING"));
         let staged = if direct {
             None
         } else {
@@ -1131,7 +1147,48 @@ impl PgLoad {
             let upsert = format!("INSERT INTO {table} ({cols}) SELECT {cols} FROM {target} {}", on_conflict(spec, db_cols, Backend::Postgres));
             Some(Staged { truncate: format!("TRUNCATE {target}"), upsert, dirty: false })
         };
-        Ok(PgLoad { copy: format!("COPY {target} ({cols}) FROM STDIN"), staged, customers })
+        let dropped = if direct { Self::drop_indexes(tx, table).await? } else { Vec::new() };
+        Ok(PgLoad { copy: format!("COPY {target} ({cols}) FROM STDIN"), staged, dropped })
+    }
+
+    /// Drops the indexes of an empty table about to be copied into, keys included, and
+    /// returns how to build them again. Each row used to be inserted into every index at a
+    /// random place (event keys are digests), which cost far more than the copy itself once
+    /// the indexes outgrew shared_buffers; one sorted build per index at the end is cheaper.
+    /// Same transaction: a failure or a kill rolls the drop back with the rows, and the key's
+    /// rebuild checks uniqueness again. DROP takes an ACCESS EXCLUSIVE lock, so readers of
+    /// this (empty) table wait until the import commits. A key that a foreign key points at
+    /// cannot be dropped and stays.
+    async fn drop_indexes(tx: &mut Tx, table: &str) -> sqlx::Result<Vec<PgIndex>> {
+        let Tx::Postgres(t) = tx else { unreachable!("PostgreSQL's indexes") };
+        let found: Vec<(String, String, Option<String>)> = sqlx::query_as(
+            "SELECT i.relname::text, \
+                    COALESCE(pg_get_constraintdef(c.oid), pg_get_indexdef(x.indexrelid)), \
+                    c.conname::text \
+             FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid \
+             LEFT JOIN pg_constraint c ON c.conindid = x.indexrelid AND c.conrelid = x.indrelid \
+             WHERE x.indrelid = $1::regclass AND x.indisvalid \
+               AND (c.oid IS NULL OR c.contype IN ('p', 'u')) \
+               AND NOT EXISTS (SELECT 1 FROM pg_constraint f WHERE f.contype = 'f' AND f.conindid = x.indexrelid) \
+             ORDER BY c.oid IS NULL, i.relname",
+        )
+        .bind(table)
+        .fetch_all(&mut **t)
+        .await?;
+        let mut dropped = Vec::with_capacity(found.len());
+        for (index, definition, constraint) in found {
+            let drop = match &constraint {
+                Some(c) => format!("ALTER TABLE {table} DROP CONSTRAINT {}", quote_ident(c)),
+                None => format!("DROP INDEX {}", quote_ident(&index)),
+            };
+            sqlx::query(AssertSqlSafe(drop)).execute(&mut **t).await?;
+            let create = match &constraint {
+                Some(c) => format!("ALTER TABLE {table} ADD CONSTRAINT {} {definition}", quote_ident(c)),
+                None => definition,
+            };
+            dropped.push(PgIndex { name: index, create });
+        }
+        Ok(dropped)
     }
 
     /// Whether `table` is empty, and then locked against other writers until the import
@@ -1148,11 +1205,23 @@ impl PgLoad {
         Ok(tx.fetch_i64(&rows, &[]).await? == 0)
     }
 
-    /// Loads one chunk of COPY text; returns (rows written, customers created).
-    async fn load(&mut self, tx: &mut Tx, data: Vec<u8>) -> sqlx::Result<(u64, u64)> {
+    /// Loads one chunk of COPY text and creates the customers it names that are not in
+    /// the database yet (bare: no contact, no consent); returns (rows written, customers
+    /// created). The ids come from the parser, each once per file: reading them back out of
+    /// the loaded table took a scan of it per file (3.3 s of a 48 s import for the events of
+    /// 100 k customers).
+    async fn load(&mut self, tx: &mut Tx, data: Vec<u8>, customer_ids: Vec<String>) -> sqlx::Result<(u64, u64)> {
         let Tx::Postgres(t) = tx else { unreachable!("COPY is PostgreSQL's") };
+        let mut created = 0;
+        if !customer_ids.is_empty() {
+            created = sqlx::query("INSERT INTO customers (customer_id) SELECT * FROM unnest($1::text[]) ON CONFLICT (customer_id) DO NOTHING")
+                .bind(customer_ids)
+                .execute(&mut **t)
+                .await?
+                .rows_affected();
+        }
         if data.is_empty() {
-            return Ok((0, 0));
+            return Ok((0, created));
         }
         if let Some(s) = self.staged.as_mut().filter(|s| s.dirty) {
             sqlx::query(AssertSqlSafe(s.truncate.as_str())).execute(&mut **t).await?;
@@ -1161,24 +1230,42 @@ impl PgLoad {
         let mut copy = t.copy_in_raw(&self.copy).await?;
         copy.send(data).await?;
         let copied = copy.finish().await?;
-        let Some(s) = self.staged.as_mut() else { return Ok((copied, 0)) };
+        let Some(s) = self.staged.as_mut() else { return Ok((copied, created)) };
         s.dirty = true;
-        let mut created = 0;
-        if let Some(sql) = &self.customers {
-            created = sqlx::query(AssertSqlSafe(sql.as_str())).execute(&mut **t).await?.rows_affected();
-        }
         let written = sqlx::query(AssertSqlSafe(s.upsert.as_str())).execute(&mut **t).await?.rows_affected();
         Ok((written, created))
     }
 
-    /// After the last chunk: customers named by a table loaded directly; returns how many
-    /// were created.
-    async fn finish(&self, tx: &mut Tx) -> sqlx::Result<u64> {
-        match (&self.staged, &self.customers) {
-            (None, Some(sql)) => tx.execute(sql, &[]).await,
-            _ => Ok(0),
+    /// After the last chunk: builds the dropped indexes again. Also for an import that will
+    /// roll back: the statements after this file in its transaction need them.
+    async fn finish(&self, tx: &mut Tx) -> sqlx::Result<()> {
+        if self.dropped.is_empty() {
+            return Ok(());
         }
+        // More sort memory than the server's 64 MB default, for these builds only.
+        tx.execute(&format!("SET LOCAL maintenance_work_mem = '{PG_INDEX_BUILD_MEMORY}'"), &[]).await?;
+        for index in &self.dropped {
+            let started = Instant::now();
+            tx.execute(&index.create, &[]).await?;
+            tracing::debug!(index = index.name.as_str(), secs = started.elapsed().as_secs_f64(), "index built");
+        }
+        tx.execute("SET LOCAL maintenance_work_mem TO DEFAULT", &[]).await?;
+        Ok(())
     }
+}
+
+/// An index dropped for a load: its name and the statement that builds it again.
+struct PgIndex {
+    name: String,
+    create: String,
+}
+
+/// Sort memory for rebuilding an import's indexes, per build (PostgreSQL splits it between
+/// its parallel workers).
+const PG_INDEX_BUILD_MEMORY: &str = "256MB";
+
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
 
 /// Shares repeated text values of one column: the value of the row before (ids in sorted

@@ -158,6 +158,20 @@ fn bad_cases() -> Vec<Case> {
     ]
 }
 
+/// Every index of the raw tables with its definition (keys included on PostgreSQL), sorted:
+/// an import into empty tables drops some and must leave the same set behind.
+async fn raw_indexes(db: &Db) -> Vec<(String, String)> {
+    let sql = match db {
+        Db::Sqlite(_) => "SELECT name, COALESCE(sql, 'auto') FROM sqlite_master WHERE type = 'index' \
+                          AND tbl_name IN ('customers', 'products', 'orders', 'order_items', 'sessions', 'events') ORDER BY name",
+        Db::Postgres(_) => "SELECT i.relname::text, pg_get_indexdef(x.indexrelid) || COALESCE(' ' || c.contype::text, '') \
+                            FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid JOIN pg_class t ON t.oid = x.indrelid \
+                            LEFT JOIN pg_constraint c ON c.conindid = x.indexrelid AND c.conrelid = x.indrelid \
+                            WHERE t.relname IN ('customers', 'products', 'orders', 'order_items', 'sessions', 'events') ORDER BY 1",
+    };
+    retentiond::with_pool!(db, p => sqlx::query_as::<_, (String, String)>(sql).fetch_all(p).await.unwrap())
+}
+
 async fn bad_inputs_change_nothing(t: TestDb) {
     import(&t.db, export(&[]).path()).await.expect("the base export is valid");
     let counts = table_counts(&t.db).await;
@@ -183,7 +197,9 @@ on_both_backends!(bad_inputs_change_nothing_sqlite, bad_inputs_change_nothing_po
 async fn every_problem_is_reported_up_to_the_cap(t: TestDb) {
     let orders = format!("{ORDERS}O4,C1,nope,1,INR,completed\nO5,C1,2024-01-01,-3,INR,completed\nO6,,2024-01-01,1,XXXX,completed\n");
     let dir = export(&[("orders.csv", bytes(&orders))]);
+    let indexes = raw_indexes(&t.db).await;
     let Err(ImportError::Rejected(report)) = import(&t.db, dir.path()).await else { panic!("expected rejection") };
+    assert_eq!(raw_indexes(&t.db).await, indexes, "[{}] a rejected import into empty tables keeps every index", t.name);
     let cols: Vec<(u64, &str)> = report.errors.iter().map(|e| (e.line, e.column.as_str())).collect();
     assert_eq!(cols, vec![(4, "ordered_at"), (5, "total_amount"), (6, "customer_id"), (6, "currency")]);
     assert_eq!(report.error_count, 4);
@@ -354,8 +370,12 @@ async fn generated_brand_round_trips(t: TestDb) {
     let reports = tempfile::tempdir().unwrap();
     let mut opts = options(out.path(), reports.path());
     opts.batch_rows = 500;
+    let indexes = raw_indexes(&t.db).await;
+    assert!(indexes.iter().any(|(name, _)| name == "events_time"), "[{}] {indexes:?}", t.name);
     let report = import_dir(&t.db, &opts).await.unwrap();
     assert_eq!(report.error_count, 0);
+    // The load into empty tables drops their indexes and builds them again, keys included.
+    assert_eq!(raw_indexes(&t.db).await, indexes, "[{}] indexes after loading empty tables", t.name);
     assert!(report.warnings.iter().any(|w| w.contains("ground_truth.csv")), "the truth file is not imported");
     assert_eq!(report.notes, vec!["customers.csv: 2 extra columns kept as attributes: loyalty_tier, acquisition_channel".to_string()]);
     let expected = [
