@@ -1309,13 +1309,21 @@ impl Interner {
     }
 }
 
-/// The import's SQLite connection: its own, from the pool's settings, so that what the import
+/// The import's connection: its own, from the pool's settings, so that what the import
 /// changes on it stays with it, and without sqlx's per-statement logging, which flags every
-/// index build over a second as a "slow statement" warning. `None` for PostgreSQL and for
-/// in-memory databases (a second connection would not see the same data): the pool is used.
+/// index build (and, on PostgreSQL, every large COPY) over a second as a "slow statement"
+/// warning. `None` for in-memory SQLite databases (a second connection would not see the
+/// same data): the pool is used.
 async fn import_connection(db: &Db) -> Result<Option<Db>, sqlx::Error> {
     use sqlx::ConnectOptions;
-    let Db::Sqlite(pool) = db else { return Ok(None) };
+    let pool = match db {
+        Db::Sqlite(pool) => pool,
+        Db::Postgres(pool) => {
+            let opts = (*pool.connect_options()).clone().disable_statement_logging();
+            let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect_with(opts).await?;
+            return Ok(Some(Db::Postgres(pool)));
+        }
+    };
     let opts = (*pool.connect_options()).clone();
     let name = opts.get_filename().to_string_lossy().into_owned();
     if name.is_empty() || name == ":memory:" || name.contains("sqlx-in-memory") || name.contains("mode=memory") {
