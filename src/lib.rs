@@ -4,6 +4,7 @@
 //! scoring → selection → messages → delivery, with `config`, `db`, scheduler and http beside
 //! it. Later stages arrive with their issues; see README.
 
+pub mod bulk;
 pub mod campaigns;
 pub mod cli;
 pub mod config;

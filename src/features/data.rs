@@ -8,8 +8,12 @@
 
 use std::collections::HashMap;
 
+use tracing::Instrument as _;
 
 use crate::db::Db;
+
+/// Product id -> (category index, list price).
+type Products = HashMap<String, (u16, Option<f64>), ahash::RandomState>;
 
 /// Event types the features use; others (search, wishlist, …) are not loaded.
 pub const EV_VIEW: u8 = 0;
@@ -131,7 +135,7 @@ impl BrandData {
             categories.iter().enumerate().map(|(i, c)| (c.as_str(), i.min(NO_CAT as usize - 1) as u16)).collect();
         // Products are few: map them here rather than joining every line and event to them in
         // SQL (a B-tree lookup per row, 12 M of them at 1 M customers).
-        let mut products: HashMap<String, (u16, Option<f64>)> = HashMap::new();
+        let mut products: Products = HashMap::default();
         crate::scan::scan(db, "SELECT product_id, category, price FROM products", &[], |row| {
             if let (Some(id), Some(&c)) = (row.text(0)?, row.text(1)?.and_then(|c| cat_index.get(c))) {
                 products.insert(id.to_owned(), (c, row.real(2)?));
@@ -140,12 +144,24 @@ impl BrandData {
         })
         .await?;
 
+        // Sessions and events are read on a second connection (and core) while the orders and
+        // their lines stream in here. The customer index only exists once the orders are read,
+        // so that branch keys its rows by a 64-bit hash of the customer id, mapped afterwards.
+        let hasher = ahash::RandomState::with_seeds(1, 2, 3, 4);
+        let browsing = {
+            let db = db.clone();
+            let product_cats: HashMap<String, u16, ahash::RandomState> = products.iter().map(|(p, v)| (p.clone(), v.0)).collect();
+            let hasher = hasher.clone();
+            tokio::spawn(
+                async move { RawBrowsing::load(&db, opts, &product_cats, &hasher).await }.instrument(tracing::Span::current()),
+            )
+        };
+
         let mut b = Builder::default();
         // Two sequential scans instead of a join in order_id order: walking the primary-key
         // index costs one random table lookup per order (minutes at 10 M orders on SQLite).
         // Orders are matched to their lines through a 64-bit hash of the order id.
-        let hasher = ahash::RandomState::with_seeds(1, 2, 3, 4);
-        let mut order_index: HashMap<u64, u32> = HashMap::new();
+        let mut order_index: HashMap<u64, u32, ahash::RandomState> = HashMap::default();
         let mut totals: Vec<Option<f64>> = Vec::new();
         // `+ordered_at` keeps SQLite off the time index: nearly every order qualifies, and an
         // index walk costs a random table lookup per row (56 s instead of a few at 6 M orders).
@@ -161,12 +177,23 @@ impl BrandData {
         })
         .await?;
         let mut lines: Vec<(u32, u16, f32)> = Vec::new();
-        let mut sales: HashMap<String, i64> = HashMap::new();
+        let mut sales: HashMap<String, i64, ahash::RandomState> = HashMap::default();
         let sales_from = opts.sales_from.unwrap_or(i64::MAX);
         let sql = "SELECT order_id, product_id, quantity, unit_price FROM order_items";
+        // Exports list an order's lines together: the previous line's order is looked up once.
+        let mut last: Option<(u64, Option<u32>)> = None;
         crate::scan::scan(db, sql, &[], |row| {
+            let h = hasher.hash_one(row.text(0)?.unwrap_or_default());
+            let found = match last {
+                Some((lh, o)) if lh == h => o,
+                _ => {
+                    let o = order_index.get(&h).copied();
+                    last = Some((h, o));
+                    o
+                }
+            };
             // Lines of cancelled, refunded or later orders are not loaded.
-            let Some(&o) = order_index.get(&hasher.hash_one(row.text(0)?.unwrap_or_default())) else { return Ok(()) };
+            let Some(o) = found else { return Ok(()) };
             if b.at[o as usize] >= sales_from
                 && let Some(p) = row.text(1)?
             {
@@ -194,7 +221,17 @@ impl BrandData {
         data.product_units = sales;
         data.until = opts.until;
         data.browse_from = opts.browse_from;
-        data.load_browsing(db, opts, &products).await?;
+        let raw = match browsing.await {
+            Ok(raw) => raw?,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => return Err(e.into()),
+        };
+        if !data.set_raw_browsing(raw, &hasher, opts.bot_events_per_day) {
+            // Two customer ids with one hash (about one brand in 10^7 at 1 M customers):
+            // read the browsing again, matched by the ids themselves.
+            tracing::warn!("customer id hash collision: reading sessions and events again by id");
+            data.load_browsing(db, opts, &products).await?;
+        }
         tracing::info!(
             customers = data.customers(),
             orders = data.stats.orders,
@@ -206,48 +243,56 @@ impl BrandData {
         Ok(data)
     }
 
-    async fn load_browsing(&mut self, db: &Db, opts: LoadOptions, products: &HashMap<String, (u16, Option<f64>)>) -> anyhow::Result<()> {
-        let n = self.customers();
+    /// Browsing matched to customers by id (the fallback of [`Self::set_raw_browsing`]).
+    async fn load_browsing(&mut self, db: &Db, opts: LoadOptions, products: &Products) -> anyhow::Result<()> {
         let index: HashMap<&str, u32> =
             self.customer_ids.iter().enumerate().map(|(i, c)| (c.as_str(), i as u32)).collect();
-
-        // The time indexes cover the columns read here (migration 0005): a window is one
-        // sequential walk of the index, never a table lookup per row.
         let mut sessions: Vec<(u32, i64)> = Vec::new();
-        let sql = "SELECT customer_id, started_at FROM sessions WHERE started_at >= $1 AND started_at < $2";
-        crate::scan::scan(db, sql, &[opts.browse_from, opts.until], |row| {
+        crate::scan::scan(db, SESSIONS_SQL, &[opts.browse_from, opts.until], |row| {
             if let Some(&i) = row.text(0)?.and_then(|c| index.get(c)) {
                 sessions.push((i, row.int(1)?.unwrap_or_default()));
             }
             Ok(())
         })
         .await?;
-        sessions.sort_unstable();
-        self.stats.sessions = sessions.len() as u64;
-        self.session_start = csr_starts(n, sessions.iter().map(|s| s.0));
-        self.session_at = sessions.into_iter().map(|s| s.1).collect();
-
-        // (customer, time, kind, category)
         let mut events: Vec<(u32, i64, u8, u16)> = Vec::new();
-        // Event features look back 30 days, not the 90 of sessions.
-        let event_from = opts.browse_from + (super::BROWSE_LOOKBACK_DAYS - super::EVENT_LOOKBACK_DAYS) * DAY;
-        let sql = "SELECT customer_id, event_type, occurred_at, product_id FROM events \
-                   WHERE occurred_at >= $1 AND occurred_at < $2 \
-                   AND event_type IN ('view', 'add_to_cart', 'checkout_start')";
-        crate::scan::scan(db, sql, &[event_from, opts.until], |row| {
+        let (from, until) = event_window(&opts);
+        crate::scan::scan(db, EVENTS_SQL, &[from, until], |row| {
             let Some(&i) = row.text(0)?.and_then(|c| index.get(c)) else { return Ok(()) };
-            let kind = match row.text(1)?.unwrap_or_default() {
-                "view" => EV_VIEW,
-                "add_to_cart" => EV_CART,
-                _ => EV_CHECKOUT,
-            };
+            let kind = event_kind(row.text(1)?.unwrap_or_default());
             let cat = row.text(3)?.and_then(|p| products.get(p)).map_or(NO_CAT, |p| p.0);
             events.push((i, row.int(2)?.unwrap_or_default(), kind, cat));
             Ok(())
         })
         .await?;
-        self.set_events(n, events, opts.bot_events_per_day);
+        drop(index);
+        self.set_browsing(sessions, events, opts.bot_events_per_day);
         Ok(())
+    }
+
+    /// Maps browsing keyed by customer-id hash onto the customer index (rows of customers
+    /// without a loaded order are dropped). False, with nothing set, if two loaded customers
+    /// share a hash.
+    fn set_raw_browsing(&mut self, raw: RawBrowsing, hasher: &ahash::RandomState, bot_per_day: u32) -> bool {
+        let mut index: HashMap<u64, u32, ahash::RandomState> = HashMap::with_capacity_and_hasher(self.customers(), Default::default());
+        for (i, c) in self.customer_ids.iter().enumerate() {
+            if index.insert(hasher.hash_one(c.as_str()), i as u32).is_some() {
+                return false;
+            }
+        }
+        let sessions = raw.sessions.into_iter().filter_map(|(h, t)| index.get(&h).map(|&i| (i, t))).collect();
+        let events = raw.events.into_iter().filter_map(|(h, t, k, c)| index.get(&h).map(|&i| (i, t, k, c))).collect();
+        self.set_browsing(sessions, events, bot_per_day);
+        true
+    }
+
+    fn set_browsing(&mut self, mut sessions: Vec<(u32, i64)>, events: Vec<(u32, i64, u8, u16)>, bot_per_day: u32) {
+        let n = self.customers();
+        sessions.sort_unstable();
+        self.stats.sessions = sessions.len() as u64;
+        self.session_start = csr_starts(n, sessions.iter().map(|s| s.0));
+        self.session_at = sessions.into_iter().map(|s| s.1).collect();
+        self.set_events(n, events, bot_per_day);
     }
 
     /// Sorts, deduplicates (same customer, time, kind and category) and drops bot bursts.
@@ -293,10 +338,61 @@ fn csr_starts(n: usize, ids: impl Iterator<Item = u32>) -> Vec<u32> {
     starts
 }
 
+/// Sessions and events of the browsing window, keyed by a hash of the customer id.
+struct RawBrowsing {
+    sessions: Vec<(u64, i64)>,
+    /// (customer hash, time, kind, category)
+    events: Vec<(u64, i64, u8, u16)>,
+}
+
+/// Event features look back 30 days, not the 90 of sessions.
+fn event_window(opts: &LoadOptions) -> (i64, i64) {
+    (opts.browse_from + (super::BROWSE_LOOKBACK_DAYS - super::EVENT_LOOKBACK_DAYS) * DAY, opts.until)
+}
+
+// The time indexes cover the columns read here (migration 0005): a window is one sequential
+// walk of the index, never a table lookup per row.
+const SESSIONS_SQL: &str = "SELECT customer_id, started_at FROM sessions WHERE started_at >= $1 AND started_at < $2";
+const EVENTS_SQL: &str = "SELECT customer_id, event_type, occurred_at, product_id FROM events \
+    WHERE occurred_at >= $1 AND occurred_at < $2 \
+    AND event_type IN ('view', 'add_to_cart', 'checkout_start')";
+
+fn event_kind(t: &str) -> u8 {
+    match t {
+        "view" => EV_VIEW,
+        "add_to_cart" => EV_CART,
+        _ => EV_CHECKOUT,
+    }
+}
+
+impl RawBrowsing {
+    async fn load(db: &Db, opts: LoadOptions, product_cats: &HashMap<String, u16, ahash::RandomState>, hasher: &ahash::RandomState) -> anyhow::Result<RawBrowsing> {
+        let mut sessions = Vec::new();
+        crate::scan::scan(db, SESSIONS_SQL, &[opts.browse_from, opts.until], |row| {
+            if let Some(c) = row.text(0)? {
+                sessions.push((hasher.hash_one(c), row.int(1)?.unwrap_or_default()));
+            }
+            Ok(())
+        })
+        .await?;
+        let mut events = Vec::new();
+        let (from, until) = event_window(&opts);
+        crate::scan::scan(db, EVENTS_SQL, &[from, until], |row| {
+            let Some(c) = row.text(0)? else { return Ok(()) };
+            let kind = event_kind(row.text(1)?.unwrap_or_default());
+            let cat = row.text(3)?.and_then(|p| product_cats.get(p)).copied().unwrap_or(NO_CAT);
+            events.push((hasher.hash_one(c), row.int(2)?.unwrap_or_default(), kind, cat));
+            Ok(())
+        })
+        .await?;
+        Ok(RawBrowsing { sessions, events })
+    }
+}
+
 /// Accumulates orders (customer, time, discount) and then their category lines.
 #[derive(Default)]
 struct Builder {
-    index: HashMap<Box<str>, u32>,
+    index: HashMap<Box<str>, u32, ahash::RandomState>,
     ids: Vec<String>,
     // Per order (unsorted): customer, time, amount, discounted, lines.
     cust: Vec<u32>,
@@ -311,17 +407,26 @@ impl Builder {
     /// One order without its lines (the bulk load adds lines afterwards with `set_lines`).
     fn push_order(&mut self, customer: &str, at: i64, discounted: bool) {
         let next = self.ids.len() as u32;
-        let c = match self.index.get(customer) {
+        // Exports usually list a customer's orders together: the previous order's customer
+        // needs no lookup.
+        let c = match self.cust.last() {
+            Some(&last) if self.ids[last as usize] == customer => last,
+            _ => self.lookup(customer, next),
+        };
+        self.cust.push(c);
+        self.at.push(at);
+        self.discounted.push(discounted);
+    }
+
+    fn lookup(&mut self, customer: &str, next: u32) -> u32 {
+        match self.index.get(customer) {
             Some(&c) => c,
             None => {
                 self.index.insert(customer.into(), next);
                 self.ids.push(customer.to_owned());
                 next
             }
-        };
-        self.cust.push(c);
-        self.at.push(at);
-        self.discounted.push(discounted);
+        }
     }
 
     /// Attaches (order, category, spend) lines to the pushed orders, merging lines of one

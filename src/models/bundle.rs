@@ -273,55 +273,69 @@ impl ModelBundle {
             category: Vec::new(),
             k: s.k,
         };
-        match (&self.classifier, &self.timing, &self.rules) {
-            (Some(classifier), Some(timing), _) => {
-                // In chunks: an f64 copy of the whole population (and the GBT's column-major
-                // copy of it) would be ~460 MB at 1 M customers. Rows are independent.
-                let mut x = Vec::with_capacity(PREDICT_CHUNK.min(n) * NB);
-                for start in (0..n).step_by(PREDICT_CHUNK) {
-                    let end = (start + PREDICT_CHUNK).min(n);
-                    x.clear();
-                    base_f64(s, start..end, &mut x);
-                    let pr = classifier.predict(&x, NB);
-                    p.p_return[start..end].copy_from_slice(&pr);
-                    for (j, i) in (start..end).enumerate() {
-                        let cdf = timing.cdf(&x[j * NB..(j + 1) * NB]);
-                        let t = timing.timing(&cdf, self.window_coverage);
-                        p.lo[i] = t.lo;
-                        p.median[i] = t.median;
-                        p.hi[i] = t.hi;
-                        let f_hi = timing.quantile_cdf(&cdf, t.hi);
-                        p.p_by_hi[i] = p.p_return[i] * f_hi;
-                        p.restricted_mean[i] = timing.restricted_mean(&cdf, p.p_return[i]);
+        // The category model runs on a second core beside the return and timing models: the
+        // rows are the same, the outputs disjoint.
+        let category = std::thread::scope(|scope| {
+            let category = scope.spawn(|| self.predict_categories(s));
+            match (&self.classifier, &self.timing, &self.rules) {
+                (Some(classifier), Some(timing), _) => {
+                    // In chunks: an f64 copy of the whole population (and the GBT's column-major
+                    // copy of it) would be ~460 MB at 1 M customers. Rows are independent.
+                    let mut x = Vec::with_capacity(PREDICT_CHUNK.min(n) * NB);
+                    for start in (0..n).step_by(PREDICT_CHUNK) {
+                        let end = (start + PREDICT_CHUNK).min(n);
+                        x.clear();
+                        base_f64(s, start..end, &mut x);
+                        let pr = classifier.predict(&x, NB);
+                        p.p_return[start..end].copy_from_slice(&pr);
+                        for (j, i) in (start..end).enumerate() {
+                            let cdf = timing.cdf(&x[j * NB..(j + 1) * NB]);
+                            let t = timing.timing(&cdf, self.window_coverage);
+                            p.lo[i] = t.lo;
+                            p.median[i] = t.median;
+                            p.hi[i] = t.hi;
+                            let f_hi = timing.quantile_cdf(&cdf, t.hi);
+                            p.p_by_hi[i] = p.p_return[i] * f_hi;
+                            p.restricted_mean[i] = timing.restricted_mean(&cdf, p.p_return[i]);
+                        }
                     }
                 }
-            }
-            (_, _, Some(rules)) => {
-                for i in 0..n {
-                    let r = rules.predict(s, i, h);
-                    p.p_return[i] = r.p_return;
-                    p.p_alive[i] = r.p_alive;
-                    p.lo[i] = r.lo;
-                    p.median[i] = r.median;
-                    p.hi[i] = r.hi;
-                    p.p_by_hi[i] = r.p_return * if r.hi >= h { 1.0 } else { 0.75 };
-                    // A point prediction: the return is at the median with probability p.
-                    p.restricted_mean[i] = r.p_return * r.median + (1.0 - r.p_return) * h;
+                (_, _, Some(rules)) => {
+                    for i in 0..n {
+                        let r = rules.predict(s, i, h);
+                        p.p_return[i] = r.p_return;
+                        p.p_alive[i] = r.p_alive;
+                        p.lo[i] = r.lo;
+                        p.median[i] = r.median;
+                        p.hi[i] = r.hi;
+                        p.p_by_hi[i] = r.p_return * if r.hi >= h { 1.0 } else { 0.75 };
+                        // A point prediction: the return is at the median with probability p.
+                        p.restricted_mean[i] = r.p_return * r.median + (1.0 - r.p_return) * h;
+                    }
                 }
+                _ => unreachable!("a bundle has models or rules"),
             }
-            _ => unreachable!("a bundle has models or rules"),
-        }
+            category.join().unwrap_or_else(|e| std::panic::resume_unwind(e))
+        });
+        p.category = category;
+        p
+    }
+
+    /// Per customer, the probability of each category next (`k` a row; empty without categories).
+    fn predict_categories(&self, s: &Snapshot) -> Vec<f32> {
+        let n = s.len();
+        let mut out = Vec::new();
         if s.k > 0 {
-            p.category = Vec::with_capacity(n * s.k);
+            out.reserve(n * s.k);
             for i in 0..n {
                 let probs = match (&self.category, &self.rules) {
                     (Some(c), _) => c.predict(s, i),
                     (None, Some(r)) => r.categories(s, i),
                     (None, None) => s.popularity.iter().map(|&v| v as f64).collect(),
                 };
-                p.category.extend(probs.iter().map(|&v| v as f32));
+                out.extend(probs.iter().map(|&v| v as f32));
             }
         }
-        p
+        out
     }
 }

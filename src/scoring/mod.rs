@@ -4,9 +4,8 @@
 
 use serde::Serialize;
 
-use crate::db::{Db, Val, value_tuples};
+use crate::db::{Db, Val};
 use crate::features::{BROWSE_LOOKBACK_DAYS, BrandData, DAY, FeatureParams, FeatureSchema, LoadOptions, snapshot};
-use crate::models::category::ranking;
 use crate::models::registry;
 
 #[derive(Debug, Clone, Serialize)]
@@ -56,6 +55,20 @@ const COLUMNS: &[&str] = &[
     "categories_bought",
 ];
 
+/// The three most probable categories (index, probability), best first; ties go to the lower
+/// index, as in [`crate::models::category::ranking`].
+fn top3(probs: &[f32]) -> [Option<(usize, f64)>; 3] {
+    let mut top: [Option<(usize, f64)>; 3] = [None; 3];
+    for (c, &v) in probs.iter().enumerate() {
+        let v = v as f64;
+        // Strictly greater: an equal probability at a higher index ranks after.
+        let Some(pos) = top.iter().position(|t| t.is_none_or(|(_, q)| v.total_cmp(&q).is_gt())) else { continue };
+        top[pos..].rotate_right(1);
+        top[pos] = Some((c, v));
+    }
+    top
+}
+
 /// Scores as of `as_of` (an instant: the start of `as_of_date` in the brand's time zone).
 /// Also stores units sold per product over the last `best_seller_days` (campaign product picks).
 #[tracing::instrument(skip(db, bot_events_per_day, category_half_life_days))]
@@ -96,73 +109,59 @@ pub async fn score(
 
     let mut tx = db.begin().await?;
     tx.execute("DELETE FROM scores WHERE as_of_date = $1", &[Val::Text(Some(as_of_date.into()))]).await?;
-    let per = 30_000 / COLUMNS.len();
     let day_at = |d: f64| as_of + (d * DAY as f64).round() as i64;
     let k = snap.k;
     let kind = bundle.kind.as_str();
     let mut cats: Vec<u16> = Vec::new();
-    for chunk_start in (0..snap.len()).step_by(per) {
-        let end = (chunk_start + per).min(snap.len());
-        let mut vals = Vec::with_capacity((end - chunk_start) * COLUMNS.len());
-        for i in chunk_start..end {
-            let top: Vec<(Option<String>, Option<f64>)> = if k > 0 && !p.category.is_empty() {
-                let probs: Vec<f64> = p.category[i * k..(i + 1) * k].iter().map(|&v| v as f64).collect();
-                ranking(&probs).into_iter().take(3).map(|c| (Some(data.categories[c as usize].clone()), Some(probs[c as usize]))).collect()
-            } else {
-                vec![]
-            };
-            let cat = |j: usize| top.get(j).cloned().unwrap_or((None, None));
-            let (c1, c2, c3) = (cat(0), cat(1), cat(2));
-            vals.extend([
-                Val::Text(Some(as_of_date.into())),
-                Val::Text(Some(data.customer_ids[snap.customers[i] as usize].clone())),
-                Val::Int(Some(version.model_version_id)),
-                Val::Text(Some(kind.into())),
-                Val::Int(Some(as_of)),
-                Val::Int(Some(bundle.horizon_days as i64)),
-                Val::Real(Some(p.p_return[i])),
-                Val::Real(Some(p.p_alive[i])),
-                Val::Int(Some(p.lo[i].floor() as i64)),
-                Val::Int(Some(p.median[i].round() as i64)),
-                Val::Int(Some(p.hi[i].ceil() as i64)),
-                Val::Int(Some(day_at(p.lo[i].floor()))),
-                Val::Int(Some(day_at(p.median[i].round()))),
-                Val::Int(Some(day_at(p.hi[i].ceil()))),
-                Val::Text(c1.0),
-                Val::Real(c1.1),
-                Val::Text(c2.0),
-                Val::Real(c2.1),
-                Val::Text(c3.0),
-                Val::Real(c3.1),
-                // Lapse risk: the chance they have not come back by the end of their window.
-                Val::Real(Some(1.0 - p.p_by_hi[i])),
-            ]);
-            // The order history campaigns filter on, as of the same instant.
-            let c = snap.customers[i] as usize;
-            let (o0, o1) = (data.order_start[c] as usize, data.order_start[c + 1] as usize);
-            let spend: f64 = data.order_amount[o0..o1].iter().map(|&a| a as f64).sum();
-            cats.clear();
-            for o in o0..o1 {
-                let (l0, l1) = (data.line_start[o] as usize, data.line_start[o + 1] as usize);
-                cats.extend(data.line_cat[l0..l1].iter().copied().filter(|&k| k != crate::features::data::NO_CAT));
-            }
-            cats.sort_unstable();
-            cats.dedup();
-            let bought = (!cats.is_empty()).then(|| cats.iter().map(|&k| data.categories[k as usize].as_str()).collect::<Vec<_>>().join("\t"));
-            vals.extend([
-                Val::Int(Some((o1 - o0) as i64)),
-                Val::Real(Some(spend)),
-                Val::Int((o1 > o0).then(|| data.order_at[o1 - 1])),
-                Val::Text(bought),
-            ]);
+    let mut bought = String::new();
+    let has_categories = k > 0 && !p.category.is_empty();
+    crate::bulk::write_rows(&mut tx, "scores", COLUMNS, snap.len(), |i, row| {
+        row.text(Some(as_of_date));
+        row.text(Some(&data.customer_ids[snap.customers[i] as usize]));
+        row.int(Some(version.model_version_id));
+        row.text(Some(kind));
+        row.int(Some(as_of));
+        row.int(Some(bundle.horizon_days as i64));
+        row.real(Some(p.p_return[i]));
+        row.real(Some(p.p_alive[i]));
+        row.int(Some(p.lo[i].floor() as i64));
+        row.int(Some(p.median[i].round() as i64));
+        row.int(Some(p.hi[i].ceil() as i64));
+        row.int(Some(day_at(p.lo[i].floor())));
+        row.int(Some(day_at(p.median[i].round())));
+        row.int(Some(day_at(p.hi[i].ceil())));
+        let top = if has_categories { top3(&p.category[i * k..(i + 1) * k]) } else { [None; 3] };
+        for t in top {
+            row.text(t.map(|(c, _)| data.categories[c].as_str()));
+            row.real(t.map(|(_, p)| p));
         }
-        let sql = format!(
-            "INSERT INTO scores ({}) VALUES {}",
-            COLUMNS.join(", "),
-            value_tuples(tx.backend(), end - chunk_start, COLUMNS.len())
-        );
-        tx.execute(&sql, &vals).await?;
-    }
+        // Lapse risk: the chance they have not come back by the end of their window.
+        row.real(Some(1.0 - p.p_by_hi[i]));
+        // The order history campaigns filter on, as of the same instant.
+        let c = snap.customers[i] as usize;
+        let (o0, o1) = (data.order_start[c] as usize, data.order_start[c + 1] as usize);
+        let spend: f64 = data.order_amount[o0..o1].iter().map(|&a| a as f64).sum();
+        cats.clear();
+        for o in o0..o1 {
+            let (l0, l1) = (data.line_start[o] as usize, data.line_start[o + 1] as usize);
+            cats.extend(data.line_cat[l0..l1].iter().copied().filter(|&k| k != crate::features::data::NO_CAT));
+        }
+        cats.sort_unstable();
+        cats.dedup();
+        bought.clear();
+        for (j, &k) in cats.iter().enumerate() {
+            if j > 0 {
+                bought.push('\t');
+            }
+            bought.push_str(&data.categories[k as usize]);
+        }
+        row.int(Some((o1 - o0) as i64));
+        row.real(Some(spend));
+        row.int((o1 > o0).then(|| data.order_at[o1 - 1]));
+        row.text((!cats.is_empty()).then_some(bought.as_str()));
+    })
+    .await?;
+    tracing::info!(rows = snap.len(), secs = started.elapsed().as_secs_f32(), "scores written");
     tx.execute("DELETE FROM product_sales WHERE as_of_date = $1", &[Val::Text(Some(as_of_date.into()))]).await?;
     let sales: Vec<Vec<Val>> = data
         .product_units
@@ -186,6 +185,7 @@ pub async fn score(
     )
     .await?;
     tx.commit().await?;
+    tracing::info!(secs = started.elapsed().as_secs_f32(), "committed");
     let mean = p.p_return.iter().sum::<f64>() / p.p_return.len().max(1) as f64;
     Ok(ScoreSummary {
         as_of_date: as_of_date.into(),
@@ -197,4 +197,27 @@ pub async fn score(
         max_psi: drift.as_ref().and_then(|(_, d)| d.iter().map(|(_, p)| *p).reduce(f64::max)),
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use rand::{Rng, SeedableRng};
+
+    use super::top3;
+    use crate::models::category::ranking;
+
+    #[test]
+    fn top3_agrees_with_the_full_ranking_ties_included() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        for k in [0usize, 1, 2, 3, 4, 9] {
+            for _ in 0..200 {
+                // Few distinct values, so ties are common.
+                let probs: Vec<f32> = (0..k).map(|_| rng.random_range(0..4) as f32 / 4.0).collect();
+                let as_f64: Vec<f64> = probs.iter().map(|&v| v as f64).collect();
+                let want: Vec<(usize, f64)> = ranking(&as_f64).into_iter().take(3).map(|c| (c as usize, as_f64[c as usize])).collect();
+                let got: Vec<(usize, f64)> = top3(&probs).into_iter().flatten().collect();
+                assert_eq!(got, want, "{probs:?}");
+            }
+        }
+    }
 }

@@ -394,3 +394,32 @@ async fn generated_brand_round_trips(t: TestDb) {
     assert_eq!(again.rows_written(), 0);
 }
 on_both_backends!(generated_round_trip_sqlite, generated_round_trip_postgres, generated_brand_round_trips);
+
+/// Tables of the raw data whose statistics a manual ANALYZE has set (PostgreSQL).
+async fn analyzed_tables(db: &Db) -> Vec<String> {
+    let Db::Postgres(p) = db else { unreachable!("PostgreSQL only") };
+    sqlx::query_scalar::<_, String>(
+        "SELECT relname::text FROM pg_stat_user_tables WHERE last_analyze IS NOT NULL \
+         AND relname IN ('customers', 'products', 'orders', 'order_items', 'sessions', 'events') ORDER BY 1",
+    )
+    .fetch_all(p)
+    .await
+    .unwrap()
+}
+
+/// PostgreSQL plans from table statistics: a committed import analyzes the tables it wrote
+/// (the purchase-history query of a campaign run went from 2.9 s to 136 ms per 500 customers
+/// at 1 M customers), a rejected one leaves them alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_import_analyzes_the_tables_it_wrote() {
+    let Some(t) = crate::helpers::postgres().await else { return };
+    let bad = format!("{ORDERS}O9,C1,nope,1,INR,completed\n");
+    assert!(import(&t.db, export(&[("orders.csv", bytes(&bad))]).path()).await.is_err());
+    assert_eq!(analyzed_tables(&t.db).await, Vec::<String>::new(), "a rejected import analyzes nothing");
+    // Only products and orders: orders name customer C2, whom the import creates.
+    let dir = export(&[("customers.csv", None), ("order_items.csv", None), ("sessions.csv", None), ("events.csv", None)]);
+    import(&t.db, dir.path()).await.unwrap();
+    assert_eq!(analyzed_tables(&t.db).await, ["customers", "orders", "products"]);
+    import(&t.db, export(&[]).path()).await.unwrap();
+    assert_eq!(analyzed_tables(&t.db).await, ["customers", "events", "order_items", "orders", "products", "sessions"]);
+}

@@ -11,3 +11,4 @@ mod smtp;
 mod daemon;
 mod measurement;
 mod report;
+mod bulk;
