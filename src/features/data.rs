@@ -148,13 +148,13 @@ impl BrandData {
         // their lines stream in here. The customer index only exists once the orders are read,
         // so that branch keys its rows by a 64-bit hash of the customer id, mapped afterwards.
         let hasher = ahash::RandomState::with_seeds(1, 2, 3, 4);
-        let browsing = {
+        let mut browsing = {
             let db = db.clone();
             let product_cats: HashMap<String, u16, ahash::RandomState> = products.iter().map(|(p, v)| (p.clone(), v.0)).collect();
             let hasher = hasher.clone();
-            tokio::spawn(
+            AbortOnDrop(tokio::spawn(
                 async move { RawBrowsing::load(&db, opts, &product_cats, &hasher).await }.instrument(tracing::Span::current()),
-            )
+            ))
         };
 
         let mut b = Builder::default();
@@ -221,12 +221,12 @@ impl BrandData {
         data.product_units = sales;
         data.until = opts.until;
         data.browse_from = opts.browse_from;
-        let raw = match browsing.await {
+        let raw = match (&mut browsing.0).await {
             Ok(raw) => raw?,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Err(e) => return Err(e.into()),
         };
-        if !data.set_raw_browsing(raw, &hasher, opts.bot_events_per_day) {
+        if !data.set_raw_browsing(raw, |c| hasher.hash_one(c), opts.bot_events_per_day) {
             // Two customer ids with one hash (about one brand in 10^7 at 1 M customers):
             // read the browsing again, matched by the ids themselves.
             tracing::warn!("customer id hash collision: reading sessions and events again by id");
@@ -273,10 +273,10 @@ impl BrandData {
     /// Maps browsing keyed by customer-id hash onto the customer index (rows of customers
     /// without a loaded order are dropped). False, with nothing set, if two loaded customers
     /// share a hash.
-    fn set_raw_browsing(&mut self, raw: RawBrowsing, hasher: &ahash::RandomState, bot_per_day: u32) -> bool {
+    fn set_raw_browsing(&mut self, raw: RawBrowsing, hash: impl Fn(&str) -> u64, bot_per_day: u32) -> bool {
         let mut index: HashMap<u64, u32, ahash::RandomState> = HashMap::with_capacity_and_hasher(self.customers(), Default::default());
         for (i, c) in self.customer_ids.iter().enumerate() {
-            if index.insert(hasher.hash_one(c.as_str()), i as u32).is_some() {
+            if index.insert(hash(c.as_str()), i as u32).is_some() {
                 return false;
             }
         }
@@ -336,6 +336,16 @@ fn csr_starts(n: usize, ids: impl Iterator<Item = u32>) -> Vec<u32> {
         starts[i + 1] += starts[i];
     }
     starts
+}
+
+/// A spawned task that is aborted when dropped: an error reading the orders stops the
+/// browsing read beside it too.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Sessions and events of the browsing window, keyed by a hash of the customer id.
@@ -535,6 +545,24 @@ mod tests {
         assert_eq!(d.main_category(1), 1);
         assert_eq!(d.main_category(2), NO_CAT);
         assert!(d.order_discounted[2]);
+    }
+
+    #[test]
+    fn browsing_keyed_by_hash_lands_on_the_right_customers_and_collisions_are_refused() {
+        let h = ahash::RandomState::with_seeds(1, 2, 3, 4);
+        let raw = || RawBrowsing {
+            sessions: vec![(h.hash_one("y"), 50), (h.hash_one("nobody"), 60), (h.hash_one("x"), 40)],
+            events: vec![(h.hash_one("x"), 45, EV_CART, 1), (h.hash_one("nobody"), 46, EV_VIEW, 0), (h.hash_one("y"), 55, EV_VIEW, 0)],
+        };
+        let mut d = brand(&["a", "b"], &[("x", 1, 1.0, false, &[]), ("x", 3, 1.0, false, &[]), ("y", 2, 1.0, false, &[])], &[]);
+        assert_eq!((d.customer_ids.as_slice(), d.order_start.as_slice()), (&["x".to_string(), "y".to_string()][..], &[0, 2, 3][..]));
+        assert!(d.set_raw_browsing(raw(), |c| h.hash_one(c), 200));
+        assert_eq!((d.sessions_of(0), d.sessions_of(1)), (&[40][..], &[50][..]), "a customer without orders is dropped");
+        assert_eq!((d.events_of(0), d.events_of(1)), (0..1, 1..2));
+        assert_eq!((d.event_kind[0], d.event_cat[0], d.event_at[1]), (EV_CART, 1, 55));
+        // Two customers with one hash: refused, so the caller reads by id instead.
+        let mut d = brand(&["a", "b"], &[("x", 1, 1.0, false, &[]), ("y", 2, 1.0, false, &[])], &[]);
+        assert!(!d.set_raw_browsing(raw(), |_| 7, 200));
     }
 
     #[test]
