@@ -132,26 +132,13 @@ pub fn push_copy_text(out: &mut Vec<u8>, s: &[u8]) {
 }
 
 mod sqlite {
-    use std::ffi::{CStr, c_int};
+    use std::ffi::c_int;
 
     use anyhow::bail;
     use libsqlite3_sys as ffi;
 
     use super::RowSink;
-
-    struct Stmt(*mut ffi::sqlite3_stmt);
-
-    impl Drop for Stmt {
-        fn drop(&mut self) {
-            // SAFETY: the statement came from sqlite3_prepare_v2 and is finalized once.
-            unsafe { ffi::sqlite3_finalize(self.0) };
-        }
-    }
-
-    fn error(db: *mut ffi::sqlite3) -> String {
-        // SAFETY: sqlite3_errmsg returns a NUL-terminated string owned by the connection.
-        unsafe { CStr::from_ptr(ffi::sqlite3_errmsg(db)).to_string_lossy().into_owned() }
-    }
+    use crate::scan::sqlite::{Stmt, error};
 
     /// Binds cells to the next parameter of the statement; the first failure is kept.
     struct Binder<'s> {
@@ -161,47 +148,32 @@ mod sqlite {
     }
 
     impl Binder<'_> {
-        fn done(&mut self, rc: c_int) {
+        /// Binds the next parameter: `bind(statement, index, value)`, or NULL for `None`. The
+        /// first failure is kept.
+        fn bind<T>(&mut self, v: Option<T>, bind: impl FnOnce(*mut ffi::sqlite3_stmt, c_int, T) -> c_int) {
+            self.next += 1;
+            let rc = match v {
+                Some(v) => bind(self.stmt.0, self.next, v),
+                // SAFETY: valid statement and 1-based parameter index.
+                None => unsafe { ffi::sqlite3_bind_null(self.stmt.0, self.next) },
+            };
             if self.rc == ffi::SQLITE_OK {
                 self.rc = rc;
             }
         }
     }
 
+    // SAFETY (each bind below): valid statement and 1-based parameter index.
     impl RowSink for Binder<'_> {
         fn text(&mut self, v: Option<&str>) {
-            self.next += 1;
-            // SAFETY: valid statement and 1-based index; SQLITE_TRANSIENT makes SQLite copy the
-            // text before the call returns.
-            let rc = unsafe {
-                match v {
-                    Some(s) => ffi::sqlite3_bind_text(self.stmt.0, self.next, s.as_ptr().cast(), s.len() as c_int, ffi::SQLITE_TRANSIENT()),
-                    None => ffi::sqlite3_bind_null(self.stmt.0, self.next),
-                }
-            };
-            self.done(rc);
+            // SQLITE_TRANSIENT makes SQLite copy the text before the call returns.
+            self.bind(v, |st, i, s| unsafe { ffi::sqlite3_bind_text(st, i, s.as_ptr().cast(), s.len() as c_int, ffi::SQLITE_TRANSIENT()) });
         }
         fn int(&mut self, v: Option<i64>) {
-            self.next += 1;
-            // SAFETY: as above.
-            let rc = unsafe {
-                match v {
-                    Some(n) => ffi::sqlite3_bind_int64(self.stmt.0, self.next, n),
-                    None => ffi::sqlite3_bind_null(self.stmt.0, self.next),
-                }
-            };
-            self.done(rc);
+            self.bind(v, |st, i, n| unsafe { ffi::sqlite3_bind_int64(st, i, n) });
         }
         fn real(&mut self, v: Option<f64>) {
-            self.next += 1;
-            // SAFETY: as above.
-            let rc = unsafe {
-                match v {
-                    Some(r) => ffi::sqlite3_bind_double(self.stmt.0, self.next, r),
-                    None => ffi::sqlite3_bind_null(self.stmt.0, self.next),
-                }
-            };
-            self.done(rc);
+            self.bind(v, |st, i, r| unsafe { ffi::sqlite3_bind_double(st, i, r) });
         }
     }
 

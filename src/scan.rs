@@ -220,22 +220,22 @@ mod copy_text {
             Ok(self.field(i)?.map(std::str::from_utf8).transpose()?)
         }
         fn int(&self, i: usize) -> anyhow::Result<Option<i64>> {
-            match self.field(i)? {
-                None => Ok(None),
-                Some(v) => {
-                    let s = std::str::from_utf8(v)?;
-                    Ok(Some(s.parse().map_err(|e| anyhow::anyhow!("column {i}: {s:?} is not an integer: {e}"))?))
-                }
-            }
+            self.parsed(i, "an integer")
         }
         fn real(&self, i: usize) -> anyhow::Result<Option<f64>> {
-            match self.field(i)? {
-                None => Ok(None),
-                Some(v) => {
-                    let s = std::str::from_utf8(v)?;
-                    Ok(Some(s.parse().map_err(|e| anyhow::anyhow!("column {i}: {s:?} is not a number: {e}"))?))
-                }
-            }
+            self.parsed(i, "a number")
+        }
+    }
+
+    impl Row {
+        /// Column `i` parsed from its text; an error names the column, the text and `what`.
+        fn parsed<T: std::str::FromStr>(&self, i: usize, what: &str) -> anyhow::Result<Option<T>>
+        where
+            T::Err: std::fmt::Display,
+        {
+            let Some(v) = self.field(i)? else { return Ok(None) };
+            let s = std::str::from_utf8(v)?;
+            Ok(Some(s.parse().map_err(|e| anyhow::anyhow!("column {i}: {s:?} is not {what}: {e}"))?))
         }
     }
 
@@ -302,7 +302,7 @@ mod inline_tests {
     }
 }
 
-mod sqlite {
+pub(crate) mod sqlite {
     use std::ffi::{CStr, c_int};
 
     use anyhow::bail;
@@ -310,7 +310,8 @@ mod sqlite {
 
     use super::ScanRow;
 
-    struct Stmt(*mut ffi::sqlite3_stmt);
+    /// A prepared statement, finalized on drop (shared with the bulk writer).
+    pub(crate) struct Stmt(pub(crate) *mut ffi::sqlite3_stmt);
 
     impl Drop for Stmt {
         fn drop(&mut self) {
@@ -321,7 +322,7 @@ mod sqlite {
 
     struct Row<'s>(&'s Stmt);
 
-    fn error(db: *mut ffi::sqlite3) -> String {
+    pub(crate) fn error(db: *mut ffi::sqlite3) -> String {
         // SAFETY: sqlite3_errmsg returns a NUL-terminated string owned by the connection.
         unsafe { CStr::from_ptr(ffi::sqlite3_errmsg(db)).to_string_lossy().into_owned() }
     }
