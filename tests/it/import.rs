@@ -423,3 +423,66 @@ async fn postgres_import_analyzes_the_tables_it_wrote() {
     import(&t.db, export(&[]).path()).await.unwrap();
     assert_eq!(analyzed_tables(&t.db).await, ["customers", "events", "order_items", "orders", "products", "sessions"]);
 }
+
+/// SQLite: the import writes through the rollback journal when it is the only connection to
+/// the database (each page written once instead of to the WAL and again by the checkpoint),
+/// through the WAL when anything else has the database open, and leaves it in WAL mode
+/// either way, committed or rejected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_import_leaves_the_wal_only_when_alone() {
+    let t = crate::helpers::sqlite().await;
+    let Db::Sqlite(pool) = &t.db else { unreachable!() };
+    let journal_mode = || async { sqlx::query_scalar::<_, String>("PRAGMA journal_mode").fetch_one(pool).await.unwrap() };
+    let path = t.url.strip_prefix("sqlite://").unwrap().to_string();
+
+    // Another connection open (and reading): the WAL is kept, and so is the reader.
+    let mut reader = pool.acquire().await.unwrap();
+    let dir = export(&[]);
+    let report = import(&t.db, dir.path()).await.unwrap();
+    assert_eq!(report.sqlite_journal.as_deref(), Some("wal"));
+    let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM orders").fetch_one(&mut *reader).await.unwrap();
+    assert_eq!(n, 2, "the open connection sees the import");
+    drop(reader);
+
+    // Alone (the pool's idle connections are closed by the import): rollback journal.
+    let dir = export(&[("customers.csv", bytes(CUSTOMERS_CHANGED))]);
+    let reports = tempfile::tempdir().unwrap();
+    let report = import_dir(&t.db, &options(dir.path(), reports.path())).await.unwrap();
+    assert_eq!(report.sqlite_journal.as_deref(), Some("rollback"));
+    assert_eq!(journal_mode().await, "wal", "the database is back in WAL mode");
+    assert!(!Path::new(&format!("{path}-journal")).exists(), "no journal left behind");
+    assert_eq!(t.db.count("customers").await.unwrap(), 3, "C1, C2 (from orders) and the new C9");
+    let email: String = sqlx::query_scalar("SELECT email FROM customers WHERE customer_id = 'C1'").fetch_one(pool).await.unwrap();
+    assert_eq!(email, "new@example.com");
+    let report_json = std::fs::read_to_string(report.report_path.as_ref().unwrap()).unwrap();
+    assert!(report_json.contains("\"sqlite_journal\": \"rollback\""), "{report_json}");
+
+    // A rejected import alone: rolled back through the journal, nothing changed, WAL again.
+    let digest = table_digest(&t.db).await;
+    crate::helpers::close_idle(&t.db).await;
+    let dir = export(&[("customers.csv", bytes("customer_id,email\nC1,other@example.com\n")), ("orders.csv", bytes(&format!("{ORDERS}O4,C1,nope,1,INR,completed\n")))]);
+    let Err(ImportError::Rejected(report)) = import(&t.db, dir.path()).await else { panic!("expected rejection") };
+    assert_eq!(report.sqlite_journal.as_deref(), Some("rollback"));
+    assert_eq!(table_digest(&t.db).await, digest);
+    assert_eq!(journal_mode().await, "wal");
+}
+
+/// Repeats are found whether the file is in key order (checked against the previous key
+/// only) or not (a table of every key seen): here the file is sorted for its first rows,
+/// then goes out of order, and repeats of an early key come after that.
+async fn repeats_are_found_in_sorted_and_unsorted_stretches(t: TestDb) {
+    let orders = "order_id,customer_id,ordered_at,total_amount\n\
+O1,C1,2024-01-01,10\nO2,C1,2024-01-02,20\nO2,C1,2024-01-02,20\nO3,C1,2024-01-03,30\n\
+O1,C1,2024-01-01,10\nO4,C1,2024-01-04,40\nO2,C1,2024-01-09,99\nO0,C1,2024-01-05,5\n";
+    let dir = write_dir(&[("orders.csv", orders)]);
+    let reports = tempfile::tempdir().unwrap();
+    let mut opts = options(dir.path(), reports.path());
+    opts.skip_invalid = true;
+    let report = import_dir(&t.db, &opts).await.unwrap();
+    let f = &report.files[0];
+    assert_eq!((f.rows_read, f.duplicates, f.rows_rejected), (8, 2, 1), "[{}] {f:?}", t.name);
+    assert_eq!(report.errors.len(), 1);
+    assert_eq!(report.errors[0].to_string(), "orders.csv:8: column `order_id`, value \"O2\": duplicate id with conflicting values (first seen on line 3)");
+    assert_eq!(t.db.count("orders").await.unwrap(), 5, "O0 to O4");
+}
+on_both_backends!(repeats_sorted_and_unsorted_sqlite, repeats_sorted_and_unsorted_postgres, repeats_are_found_in_sorted_and_unsorted_stretches);
