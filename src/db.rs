@@ -131,6 +131,16 @@ impl Db {
         with_pool!(self, p => p.close().await)
     }
 
+    /// Closes the pool's idle connections, keeping the pool usable (it opens new ones when
+    /// next asked): on SQLite, so that another connection can find the database not in use.
+    pub async fn close_idle(&self) {
+        with_pool!(self, p => {
+            while let Some(conn) = p.try_acquire() {
+                let _ = conn.close().await;
+            }
+        })
+    }
+
     /// Row count of a table; `table` must be a trusted identifier.
     pub async fn count(&self, table: &str) -> sqlx::Result<i64> {
         let sql = format!("SELECT COUNT(*) FROM {table}");

@@ -78,7 +78,7 @@ impl KeySet {
 
     /// Asks the CPU to start loading `key`'s home slot, so that a [`Self::get`] a few rows
     /// later finds it in cache: at 1 M customers the events table is ~1 GB, and the load of
-    /// a random slot (a cache and TLB miss) was three quarters of the parser's time.
+    /// a random slot (a cache and TLB miss) dominates the parser's profile.
     #[inline]
     pub fn prefetch(&self, key: u64) {
         if self.slots.is_empty() {

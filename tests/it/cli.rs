@@ -135,7 +135,7 @@ async fn killed_import_leaves_database_as_before(t: TestDb) {
     // A first, complete import of the same size tells how long one takes here.
     let first = tempfile::tempdir().unwrap();
     write_orders(first.path(), "A", ROWS);
-    crate::helpers::close_idle(&t.db).await;
+    t.db.close_idle().await;
     let started = std::time::Instant::now();
     assert!(import_cmd(&t.url, first.path(), reports.path()).status().unwrap().success());
     let full_ms = started.elapsed().as_millis() as u64;
@@ -154,7 +154,7 @@ async fn killed_import_leaves_database_as_before(t: TestDb) {
         seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         // Somewhere between 5% and 85% of a full import's duration.
         let delay_ms = full_ms * (5 + (seed >> 33) % 81) / 100;
-        crate::helpers::close_idle(&t.db).await;
+        t.db.close_idle().await;
         let mut child = import_cmd(&t.url, data.path(), reports.path()).spawn().unwrap();
         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
         let finished = child.try_wait().unwrap().is_some();

@@ -148,12 +148,3 @@ pub async fn table_digest(db: &Db) -> String {
     out
 }
 
-/// Closes the idle connections of a SQLite test pool (it opens new ones when next asked), so
-/// that an import run meanwhile, here or in a child process, finds the database not in use.
-pub async fn close_idle(db: &Db) {
-    if let Db::Sqlite(pool) = db {
-        while let Some(conn) = pool.try_acquire() {
-            let _ = conn.close().await;
-        }
-    }
-}

@@ -459,7 +459,7 @@ async fn sqlite_import_leaves_the_wal_only_when_alone() {
 
     // A rejected import alone: rolled back through the journal, nothing changed, WAL again.
     let digest = table_digest(&t.db).await;
-    crate::helpers::close_idle(&t.db).await;
+    t.db.close_idle().await;
     let dir = export(&[("customers.csv", bytes("customer_id,email\nC1,other@example.com\n")), ("orders.csv", bytes(&format!("{ORDERS}O4,C1,nope,1,INR,completed\n")))]);
     let Err(ImportError::Rejected(report)) = import(&t.db, dir.path()).await else { panic!("expected rejection") };
     assert_eq!(report.sqlite_journal.as_deref(), Some("rollback"));
