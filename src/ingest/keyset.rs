@@ -84,15 +84,7 @@ impl KeySet {
         if self.slots.is_empty() {
             return;
         }
-        let slot: *const Slot = &self.slots[self.home(Self::stored(key))];
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: a prefetch is a hint that never faults, and the pointer is in bounds anyway.
-        #[allow(unused_unsafe)]
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(slot.cast());
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = slot;
+        prefetch_read(&self.slots[self.home(Self::stored(key))]);
     }
 
     /// Adds `key`, which must not be present.
@@ -274,31 +266,39 @@ impl SortedKeys {
         ((u128::from(key) * buckets as u128) >> 64) as usize
     }
 
-    fn range(&self, key: u64) -> Option<std::ops::Range<usize>> {
+    /// The bucket of a stored key (None while the list is empty: no directory yet).
+    fn bucket_of(&self, key: u64) -> Option<usize> {
         let buckets = self.starts.len().checked_sub(1).filter(|&b| b > 0)?;
-        let b = Self::bucket(key, buckets);
-        Some(self.starts[b]..self.starts[b + 1])
+        Some(Self::bucket(key, buckets))
     }
 
     fn get(&self, key: u64) -> Option<First> {
         let key = KeySet::stored(key);
-        let bucket = &self.slots[self.range(key)?];
+        let b = self.bucket_of(key)?;
+        let bucket = &self.slots[self.starts[b]..self.starts[b + 1]];
         bucket.binary_search_by_key(&key, |s| s.key).ok().map(|i| unpack(bucket[i].first))
     }
 
     #[inline]
     fn prefetch(&self, key: u64) {
-        let Some(buckets) = self.starts.len().checked_sub(1).filter(|&b| b > 0) else { return };
-        let start: *const usize = &self.starts[Self::bucket(KeySet::stored(key), buckets)];
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: a prefetch is a hint that never faults, and the pointer is in bounds anyway.
-        #[allow(unused_unsafe)]
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(start.cast());
+        if let Some(b) = self.bucket_of(KeySet::stored(key)) {
+            prefetch_read(&self.starts[b]);
         }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = start;
     }
+}
+
+/// Asks the CPU to start loading the cache line of `value`.
+#[inline]
+fn prefetch_read<T>(value: &T) {
+    let p: *const T = value;
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint that never faults, and the pointer comes from a reference.
+    #[allow(unused_unsafe)]
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 /// Hashes a `u64` that is already a uniform hash as itself.
