@@ -232,14 +232,14 @@ pub async fn run(cli: Cli) -> ExitCode {
         Err(e) => return config_failure(&e),
     };
     let result = match cli.command {
-        Command::CheckConfig => match CampaignSet::load(&settings.campaigns.dir).and_then(|set| settings.providers(&cli.config.display().to_string()).map(|_| set)) {
+        Command::CheckConfig => match crate::selection::preflight::load(&settings, &cli.config.display().to_string()).and_then(|set| settings.providers(&cli.config.display().to_string()).map(|_| set)) {
             Ok(set) => {
                 println!("configuration OK: {} and {} campaign(s) in {}", cli.config.display(), set.campaigns.len(), settings.campaigns.dir.display());
                 Ok(ExitCode::SUCCESS)
             }
             Err(e) => return config_failure(&e),
         },
-        Command::Campaigns { action } => campaigns(&settings, action).await,
+        Command::Campaigns { action } => campaigns(&settings, &cli.config, action).await,
         Command::Dispatch { once } => dispatch(&settings, &cli.config, once).await,
         Command::Serve => serve(&settings, &cli.config).await,
         Command::Run { once } => crate::daemon::run(&settings, &cli.config, once).await,
@@ -411,7 +411,7 @@ pub(crate) fn build_dispatcher(
     // unsubscribe secret; without them a permanent failure is final.
     let campaigns = match campaigns {
         Some(c) => c,
-        None => crate::campaigns::SharedCampaigns::new(CampaignSet::load(&settings.campaigns.dir)?),
+        None => crate::campaigns::SharedCampaigns::new(crate::selection::preflight::load(settings, &config.display().to_string())?),
     };
     let fallback = match secrets.check(&settings.campaigns, false) {
         Ok(()) => Some(crate::delivery::dispatcher::Fallback { settings: settings.clone(), campaigns, secrets }),
@@ -453,7 +453,7 @@ async fn serve(settings: &Settings, config: &std::path::Path) -> anyhow::Result<
         Ok(d) => d,
         Err(e) => return Ok(config_failure(&e)),
     };
-    let campaigns = crate::campaigns::CampaignSet::load(&settings.campaigns.dir).ok().map(crate::campaigns::SharedCampaigns::new);
+    let campaigns = crate::selection::preflight::load(settings, &config.display().to_string()).ok().map(crate::campaigns::SharedCampaigns::new);
     let state = http_state(settings, &db, &secrets, campaigns);
     let listener = tokio::net::TcpListener::bind(&settings.http.bind).await.with_context(|| format!("Failed to bind {}", settings.http.bind))?;
     tracing::info!(addr = %settings.http.bind, worker = d.owner(), "serving HTTP and dispatching");
@@ -514,8 +514,8 @@ async fn dispatch(settings: &Settings, config: &std::path::Path, once: bool) -> 
     Ok(ExitCode::SUCCESS)
 }
 
-async fn campaigns(settings: &Settings, action: CampaignsAction) -> anyhow::Result<ExitCode> {
-    let set = match CampaignSet::load(&settings.campaigns.dir) {
+async fn campaigns(settings: &Settings, config: &std::path::Path, action: CampaignsAction) -> anyhow::Result<ExitCode> {
+    let set = match crate::selection::preflight::load(settings, &config.display().to_string()) {
         Ok(s) => s,
         Err(e) => return Ok(config_failure(&e)),
     };

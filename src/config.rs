@@ -295,11 +295,9 @@ impl IssueSink<'_> {
                     let message = e.inner().to_string();
                     let message = message.lines().next().unwrap_or_default().to_string();
                     self.push(key, message, "use a value of the documented type (see `retentiond default-config`)");
-                    // Set the key aside and read the rest again.
-                    let removed = match (&mut value, path.split('.').next()) {
-                        (toml::Value::Table(t), Some(first)) if path != "." => t.remove(first).is_some(),
-                        _ => false,
-                    };
+                    // Set the offending key aside (only it: removing its whole table would
+                    // report its siblings as missing) and read the rest again.
+                    let removed = path != "." && remove_key(&mut value, &path);
                     if !removed {
                         return T::default();
                     }
@@ -321,6 +319,26 @@ impl IssueSink<'_> {
         };
         self.push(key, "unknown key", fix);
     }
+}
+
+/// Removes the value at a serde path such as `offer.discount_percent` or `channels[1]` (a
+/// sequence element takes its whole sequence with it); false when nothing was there.
+fn remove_key(value: &mut toml::Value, path: &str) -> bool {
+    let segments: Vec<&str> = path.split('.').collect();
+    let mut node = value;
+    for (i, seg) in segments.iter().enumerate() {
+        let name = seg.split('[').next().unwrap_or(seg);
+        let last = i + 1 == segments.len() || seg.contains('[');
+        let toml::Value::Table(t) = node else { return false };
+        if last {
+            return t.remove(name).is_some();
+        }
+        match t.get_mut(name) {
+            Some(next) => node = next,
+            None => return false,
+        }
+    }
+    false
 }
 
 fn join_key(prefix: &str, path: &str) -> String {

@@ -15,8 +15,8 @@ use crate::scheduler::{Daemon, JobContext, JobKind, Outcome, RunReport, Trigger,
 use crate::selection::offer::Secrets;
 
 /// Loads the campaigns and checks the secrets they need; `Err(exit code)` after printing why.
-fn campaigns_and_secrets(settings: &Settings, secrets: &Secrets) -> Result<CampaignSet, ExitCode> {
-    let set = CampaignSet::load(&settings.campaigns.dir).map_err(|e| config_failure(&e))?;
+fn campaigns_and_secrets(settings: &Settings, config: &Path, secrets: &Secrets) -> Result<CampaignSet, ExitCode> {
+    let set = crate::selection::preflight::load(settings, &config.display().to_string()).map_err(|e| config_failure(&e))?;
     let needs_code = set.campaigns.iter().any(|c| c.needs_code_secret());
     if let Err(e) = secrets.check(&settings.campaigns, needs_code) {
         eprintln!("error: {e}");
@@ -62,7 +62,7 @@ fn summarize(r: &RunReport) -> String {
 /// `retentiond run [--once]`.
 pub async fn run(settings: &Settings, config: &Path, once: bool) -> anyhow::Result<ExitCode> {
     let secrets = Secrets::from_env(&settings.campaigns);
-    let set = match campaigns_and_secrets(settings, &secrets) {
+    let set = match campaigns_and_secrets(settings, config, &secrets) {
         Ok(s) => s,
         Err(code) => return Ok(code),
     };
@@ -111,7 +111,7 @@ pub async fn run(settings: &Settings, config: &Path, once: bool) -> anyhow::Resu
     let mut sched = tokio_cron_scheduler::JobScheduler::new().await.context("Failed to start the scheduler")?;
     daemon.schedule_all(&sched).await.context("Failed to schedule the jobs")?;
     sched.start().await.context("Failed to start the scheduler")?;
-    let reload = tokio::spawn(reload_on_sighup(settings.campaigns.dir.clone(), campaigns, rx.clone()));
+    let reload = tokio::spawn(reload_on_sighup(settings.clone(), config.to_path_buf(), campaigns, rx.clone()));
     tracing::info!(replica = daemon.id(), addr = %settings.http.bind, "daemon started");
     for (job, next) in daemon.next_firings(Utc::now()) {
         match next {
@@ -152,7 +152,8 @@ pub async fn run(settings: &Settings, config: &Path, once: bool) -> anyhow::Resu
 
 /// SIGHUP reloads the campaign files; an invalid set is refused (its errors logged) and the
 /// campaigns in force stay.
-async fn reload_on_sighup(dir: std::path::PathBuf, campaigns: SharedCampaigns, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+async fn reload_on_sighup(settings: Settings, config: std::path::PathBuf, campaigns: SharedCampaigns, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let dir = settings.campaigns.dir.clone();
     #[cfg(unix)]
     {
         let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
@@ -161,7 +162,7 @@ async fn reload_on_sighup(dir: std::path::PathBuf, campaigns: SharedCampaigns, m
                 _ = hup.recv() => {}
                 _ = shutdown.wait_for(|s| *s) => return,
             }
-            match CampaignSet::load(&dir) {
+            match crate::selection::preflight::load(&settings, &config.display().to_string()) {
                 Ok(set) => {
                     let names: Vec<&str> = set.campaigns.iter().map(|c| c.name.as_str()).collect();
                     tracing::info!(dir = %dir.display(), campaigns = ?names, "SIGHUP: campaigns reloaded");
@@ -179,14 +180,14 @@ async fn reload_on_sighup(dir: std::path::PathBuf, campaigns: SharedCampaigns, m
         }
     }
     #[cfg(not(unix))]
-    let _ = (dir, campaigns, shutdown.wait_for(|s| *s).await);
+    let _ = (dir, config, campaigns, shutdown.wait_for(|s| *s).await);
 }
 
 /// The demo's cycle: catch up as a daemon does at start, then dispatch what is due now.
 pub async fn demo_cycle(settings: &Settings, config: &Path) -> anyhow::Result<ExitCode> {
     let mut secrets = Secrets::from_env(&settings.campaigns);
     crate::cli::demo_secrets(&mut secrets, &settings.campaigns);
-    let set = match campaigns_and_secrets(settings, &secrets) {
+    let set = match campaigns_and_secrets(settings, config, &secrets) {
         Ok(s) => s,
         Err(code) => return Ok(code),
     };

@@ -5,7 +5,7 @@
 //! config, loading never stops at the first mistake: every problem in every file is collected
 //! with its file, key path and a fix, so `check-config` can list them all before the daemon runs.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use chrono::{NaiveDate, NaiveTime};
@@ -403,7 +403,15 @@ pub fn parse_campaign(text: &str, path: &Path, issues: &mut Vec<ConfigIssue>) ->
     let mut sink = IssueSink { file: path.display().to_string(), issues };
     let table = parse_toml(text, &mut sink)?;
     let raw: CampaignFile = sink.section_with_example("", Some(&toml::Value::Table(table)), &CampaignFile::example());
+    // A key with a type error was read as its default: its validation would add a second,
+    // false problem for the same key.
+    let typed = sink.issues.len();
     let campaign = validate(raw, path, &mut sink);
+    let bad_keys: HashSet<String> = sink.issues[before..typed].iter().map(|i| i.key.clone()).collect();
+    let mut i = typed;
+    while i < sink.issues.len() {
+        if bad_keys.contains(&sink.issues[i].key) { sink.issues.remove(i); } else { i += 1; }
+    }
     if sink.issues.len() > before { None } else { campaign }
 }
 
@@ -525,10 +533,9 @@ fn validate(f: CampaignFile, path: &Path, sink: &mut IssueSink<'_>) -> Option<Ca
     if o.products > 12 {
         sink.push("offer.products", format!("{} is too many", o.products), "use 0..=12 product picks");
     }
-    if !(o.landing_url.starts_with("https://") || o.landing_url.starts_with("http://")) {
-        sink.push("offer.landing_url", format!("{:?} is not an absolute URL", o.landing_url), "use the shop's landing page, e.g. \"https://shop.example.com/collections/{category}?discount={code}\"");
+    if let Err(why) = check_landing_url(&o.landing_url) {
+        sink.push("offer.landing_url", format!("{:?} {why}", o.landing_url), LANDING_URL_FIX);
     }
-    placeholder_check(sink, "offer.landing_url", &o.landing_url);
 
     // Copy.
     check_copy(sink, "copy", &f.copy, &channels);
@@ -625,6 +632,43 @@ fn validate(f: CampaignFile, path: &Path, sink: &mut IssueSink<'_>) -> Option<Ca
             holdout_percent: l.holdout_percent,
         },
     })
+}
+
+const LANDING_URL_FIX: &str = "use the shop's absolute http(s) landing page, e.g. \"https://shop.example.com/collections/{category}?discount={code}\" \
+     (only {category} and {code} may be filled in; encode spaces as %20)";
+
+/// The placeholders a landing URL may carry: they are filled URL-encoded per customer.
+const URL_PLACEHOLDERS: [&str; 2] = ["category", "code"];
+
+/// Why a campaign's `landing_url` would not make a usable link for every customer: it must be an
+/// absolute http(s) URL with a host, in printable ASCII without quotes, spaces, `<>\\` or a
+/// backtick, and fill in only `{category}` and `{code}` (anything else would ship as literal
+/// text or break the link).
+pub fn check_landing_url(url: &str) -> Result<(), String> {
+    if url.trim().is_empty() {
+        return Err("is empty".into());
+    }
+    if let Some(c) = url.chars().find(|c| !c.is_ascii_graphic() || matches!(c, '"' | '\'' | '<' | '>' | '\\' | '`')) {
+        return Err(format!("contains {c:?}, which a link cannot carry as it is"));
+    }
+    // Fill the placeholders with sample values; any other brace is a mistake.
+    let mut filled = url.to_string();
+    for p in URL_PLACEHOLDERS {
+        filled = filled.replace(&format!("{{{p}}}"), "x");
+    }
+    if filled.contains('{') || filled.contains('}') {
+        let others: Vec<&str> = url.match_indices('{').filter_map(|(i, _)| url[i..].find('}').map(|j| &url[i..=i + j])).filter(|p| !URL_PLACEHOLDERS.iter().any(|a| p[1..p.len() - 1] == **a)).collect();
+        let detail = if others.is_empty() { "a stray brace".to_string() } else { others.join(", ") };
+        return Err(format!("uses a placeholder other than {{category}} and {{code}} ({detail})"));
+    }
+    let parsed = url::Url::parse(&filled).map_err(|e| format!("is not an absolute URL ({e})"))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(format!("has scheme {:?}, not http or https", parsed.scheme()));
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err("has no host".into());
+    }
+    Ok(())
 }
 
 fn valid_code(c: &str) -> bool {

@@ -174,3 +174,32 @@ fn active_dates_bound_the_campaign() {
     assert!(c.active_on(d("2026-01-31")));
     assert!(!c.active_on(d("2026-02-01")));
 }
+
+#[test]
+fn landing_urls_must_be_usable_links_for_every_customer() {
+    use super::check_landing_url;
+    for ok in ["https://shop.example/c/{category}?discount={code}", "http://127.0.0.1:8080/x", "https://shop.example/a%20b?x=1&y={code}"] {
+        assert_eq!(check_landing_url(ok), Ok(()), "{ok}");
+    }
+    for (bad, why) in [
+        ("", "is empty"),
+        ("https://", "not an absolute URL"),
+        ("ftp://shop.example/x", "not http or https"),
+        ("shop.example/{category}", "not an absolute URL"),
+        ("https://shop.example/c/{category}\"x", "'\"'"),
+        ("https://shop.example/c/{category} x", "' '"),
+        ("https://shop.example/c/{first_name}", "{first_name}"),
+        ("https://shop.example/c/{category", "a stray brace"),
+        ("https://shop.example/é", "'é'"),
+    ] {
+        let err = check_landing_url(bad).expect_err(bad);
+        assert!(err.contains(why), "{bad}: {err}");
+    }
+}
+
+#[test]
+fn a_type_error_inside_a_table_keeps_its_siblings() {
+    // Before: the whole [offer] table was set aside, so a valid landing_url was reported too.
+    let issues = issues_of(&MINIMAL.replace("[offer]", "[offer]\nproducts = \"three\""));
+    assert_eq!(issues.iter().map(|i| i.key.as_str()).collect::<Vec<_>>(), vec!["offer.products"], "{issues:?}");
+}

@@ -4,16 +4,23 @@
 //!    `UPDATE … RETURNING`; `FOR UPDATE SKIP LOCKED` on PostgreSQL so replicas never claim the
 //!    same row; SQLite has a single writer);
 //! 2. check suppression and consent again (the customer may have unsubscribed since selection);
-//! 3. record the attempts of a wave (at most the providers' concurrency) as `started`
-//!    (committed) **right before** the provider calls — no transaction is held open across them;
-//! 4. send, paced per provider (rate and concurrency), and record the wave's outcomes in one
-//!    short transaction guarded by the lease.
+//! 3. each message waits for its provider's concurrency slot and rate permit, then its attempt
+//!    is recorded `started` (committed) **right before** its provider call — no transaction is
+//!    held open across calls;
+//! 4. its outcome is recorded as soon as the call returns, and only then is the slot freed.
+//!
+//! The `started` and outcome records of all messages in flight go through one recorder that
+//! commits whatever has arrived while its previous commit ran (a group commit), so nothing
+//! waits behind a slow request and commits stay few at high throughput.
 //!
 //! A worker killed anywhere leaves rows `sending` with a lease that expires. **Recovery** then
 //! knows: no `started` attempt for the current try → never sent, queue again; a `started`
 //! attempt without outcome → the crash fell between the provider call and the record: resend
 //! with the same idempotency key if the provider honours one, otherwise mark `unknown` (left for
-//! review, counted, never resent). So no message is sent twice and none is lost.
+//! review, counted, never resent). So no message is sent twice and none is lost, and since a
+//! slot is held from `started` to the committed outcome, one crash leaves at most the providers'
+//! `concurrency` messages in doubt; messages still waiting for a slot or a rate permit are
+//! simply queued again.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -22,7 +29,7 @@ use std::time::{Duration, Instant};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use rand::Rng;
 use serde::Serialize;
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::{Semaphore, SemaphorePermit, mpsc, oneshot, watch};
 
 use super::providers::{Outgoing, Provider, Providers, SendError};
 use super::retry::{DispatchSettings, RetryDecision, next_retry};
@@ -104,13 +111,89 @@ pub struct Dispatcher {
     owner: String,
     pace: HashMap<String, Pace>,
     fallback: Option<Fallback>,
+    /// Messages claimed per round: `claim_batch`, or fewer when rate limits could not send
+    /// them within half a lease (the rest would wait with an expiring claim).
+    claim_limit: u32,
 }
 
-#[derive(Clone)]
 enum Outcome {
     Sent { provider: String, provider_message_id: Option<String> },
     Failed { provider: Option<String>, error: SendError },
     Released,
+}
+
+/// What became of one claimed message in a round.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Label {
+    Sent,
+    Retried,
+    Failed,
+    Dead,
+    FellBack,
+    Released,
+    /// Its lease expired and was recovered elsewhere before it was sent.
+    LeaseLost,
+}
+
+/// What a message reports to the round's recorder.
+enum Record<'a> {
+    /// Its request is about to be handed to `provider`: answered with whether the lease is
+    /// still this worker's (then the attempt is committed as `started`).
+    Start { m: &'a Claimed, provider: String, reply: oneshot::Sender<bool> },
+    /// The outcome, with the provider call's attempt row when there was a call.
+    Finish { m: &'a Claimed, outcome: Outcome, attempt: Option<Attempt>, reply: oneshot::Sender<Label> },
+}
+
+enum Reply {
+    Start(oneshot::Sender<bool>, bool),
+    Finish(oneshot::Sender<Label>, Label),
+}
+
+fn recorder_gone() -> anyhow::Error {
+    anyhow::anyhow!("the dispatch round's recorder stopped (a database error ends the round)")
+}
+
+/// `claim_batch`, capped where every provider is rate-limited at what they can send in half a
+/// lease (at least one slot each).
+fn claim_limit(settings: &DispatchSettings, limits: impl Iterator<Item = super::providers::Limits>) -> u32 {
+    let half_lease = settings.lease_seconds / 2;
+    let mut cap: u64 = 0;
+    for l in limits {
+        if l.rate_per_second == 0 {
+            return settings.claim_batch;
+        }
+        cap += (u64::from(l.rate_per_second) * half_lease).max(u64::from(l.concurrency.max(1)));
+    }
+    if cap == 0 { settings.claim_batch } else { settings.claim_batch.min(cap.min(u64::from(u32::MAX)) as u32) }
+}
+
+/// Sends the outcome to the recorder and waits until it is committed.
+async fn finish<'a>(records: &mpsc::UnboundedSender<Record<'a>>, m: &'a Claimed, outcome: Outcome, attempt: Option<Attempt>) -> anyhow::Result<Label> {
+    let (reply, done) = oneshot::channel();
+    records.send(Record::Finish { m, outcome, attempt, reply }).map_err(|_| recorder_gone())?;
+    done.await.map_err(|_| recorder_gone())
+}
+
+/// The provider's concurrency slot, then its rate permit.
+async fn ready(pace: Option<&Pace>) -> Option<SemaphorePermit<'_>> {
+    let pace = pace?;
+    let permit = pace.permits.acquire().await.ok();
+    if let Some(l) = &pace.limiter {
+        l.until_ready().await;
+    }
+    permit
+}
+
+/// Resolves once `shutdown` turns true (never, if its sender is gone).
+async fn stopped(mut shutdown: watch::Receiver<bool>) {
+    loop {
+        if *shutdown.borrow_and_update() {
+            return;
+        }
+        if shutdown.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 impl Dispatcher {
@@ -122,7 +205,8 @@ impl Dispatcher {
             pace.insert(e.name().to_string(), Pace { limiter, permits: Semaphore::new(l.concurrency.max(1) as usize) });
         }
         let owner = format!("{}-{:08x}", std::process::id(), rand::rng().random::<u32>());
-        Dispatcher { db, providers, settings, owner, pace, fallback }
+        let claim_limit = claim_limit(&settings, providers.entries().iter().map(|e| e.limits));
+        Dispatcher { db, providers, settings, owner, pace, fallback, claim_limit }
     }
 
     pub fn owner(&self) -> &str {
@@ -248,107 +332,144 @@ impl Dispatcher {
                 to_send.push(m);
             }
         }
-        // Waves of at most the providers' total concurrency: one transaction records the wave's
-        // attempts as started, the sends run concurrently, one transaction records the outcomes.
-        // (Two commits per wave instead of two per message; a crash inside a wave leaves its
-        // messages `started`, so recovery treats them as possibly sent — never resent blindly.)
-        let concurrency = self.providers.entries().iter().map(|e| e.limits.concurrency.max(1) as usize).sum::<usize>().max(1);
-        let wave_size = concurrency.min(self.settings.claim_batch as usize).max(1);
-        let mut queue = to_send.into_iter();
-        let mut labels: Vec<&'static str> = Vec::new();
-        loop {
-            let wave: Vec<Claimed> = queue.by_ref().take(wave_size).collect();
-            if wave.is_empty() {
-                break;
-            }
-            if *shutdown.borrow() {
-                // Stop: what has not started goes back to the queue.
-                let mut tx = self.db.begin().await?;
-                for m in wave.iter().chain(queue.by_ref().collect::<Vec<_>>().iter()) {
-                    labels.push(self.record(&mut tx, m, Outcome::Released).await?);
-                }
-                tx.commit().await?;
-                break;
-            }
-            let mut ready = Vec::new();
-            let mut done: Vec<(Claimed, Outcome, Option<Attempt>)> = Vec::new();
-            for m in wave {
-                match self.prepare(&m) {
-                    Ok((provider, rendered)) => ready.push((m, provider, rendered)),
-                    Err(error) => done.push((m, Outcome::Failed { provider: None, error }, None)),
-                }
-            }
-            if !ready.is_empty() {
-                // Committed before the calls: recovery must know a send may have happened. The
-                // same transaction renews the wave's leases; a row whose lease this worker lost
-                // (a batch slower than `lease_seconds`, then recovered elsewhere) is not sent.
-                let started = chrono::Utc::now().timestamp();
-                let mut tx = self.db.begin().await?;
-                let params: Vec<String> = (3..3 + ready.len()).map(|i| format!("${i}")).collect();
-                let sql = format!(
-                    "UPDATE outbox SET lease_until = $1 WHERE lease_owner = $2 AND status = 'sending' AND message_id IN ({}) \
-                     RETURNING CAST(message_id AS TEXT)",
-                    params.join(", ")
-                );
-                let mut binds = vec![Val::Int(Some(started + self.settings.lease_seconds as i64)), Val::Text(Some(self.owner.clone()))];
-                binds.extend(ready.iter().map(|r| Val::Int(Some(r.0.message_id))));
-                let held: HashSet<String> = tx.fetch_strings(&sql, &binds).await?.into_iter().collect();
-                let (ready, lost): (Vec<_>, Vec<_>) = ready.into_iter().partition(|r| held.contains(&r.0.message_id.to_string()));
-                for r in lost {
-                    tracing::warn!(message_id = r.0.message_id, "lease lost before sending; left to its new owner");
-                }
-                let rows: Vec<Vec<Val>> = ready
-                    .iter()
-                    .map(|(m, p, _)| {
-                        vec![
-                            Val::Int(Some(m.message_id)),
-                            Val::Int(Some(m.attempts)),
-                            Val::Text(Some(p.name().to_string())),
-                            Val::Text(Some(m.channel.clone())),
-                            Val::Int(Some(started)),
-                            Val::Text(Some("started".into())),
-                        ]
-                    })
-                    .collect();
-                tx.insert_rows("delivery_attempts", &["message_id", "attempt", "provider", "channel", "started_at", "outcome"], &rows).await?;
-                tx.commit().await?;
-                let sent = futures_util::future::join_all(ready.iter().map(|(m, p, r)| self.send_prepared(m, p.clone(), r))).await;
-                for ((m, _, _), (outcome, attempt)) in ready.into_iter().zip(sent) {
-                    done.push((m, outcome, Some(attempt)));
-                }
-            }
-            let mut tx = self.db.begin().await?;
-            for (m, outcome, attempt) in &done {
-                if let Some(a) = attempt {
-                    tx.execute(
-                        "UPDATE delivery_attempts SET outcome = $1, latency_ms = $2, status_code = $3, error = $4 WHERE message_id = $5 AND attempt = $6 AND outcome = 'started'",
-                        &[
-                            Val::Text(Some(a.outcome.into())),
-                            Val::Int(Some(a.latency_ms)),
-                            Val::Int(a.status_code),
-                            Val::Text(a.error.clone()),
-                            Val::Int(Some(m.message_id)),
-                            Val::Int(Some(m.attempts)),
-                        ],
-                    )
-                    .await?;
-                }
-                labels.push(self.record(&mut tx, m, outcome.clone()).await?);
-            }
-            tx.commit().await?;
-        }
-        for l in labels {
-            match l {
-                "sent" => stats.sent += 1,
-                "retried" => stats.retried += 1,
-                "failed" => stats.failed += 1,
-                "dead" => stats.dead += 1,
-                "fell_back" => stats.fell_back += 1,
-                "released" => stats.released += 1,
-                _ => {}
+        // Every message goes its own way (slot, rate permit, `started`, send, outcome) while one
+        // recorder writes what they report in group commits: a message is recorded `started`
+        // only once its request is about to leave, and its outcome as soon as it returns, so a
+        // crash leaves at most the requests in flight in doubt, never a message that waited.
+        let (records, inbox) = mpsc::unbounded_channel();
+        let work = futures_util::future::join_all(to_send.iter().map(|m| self.deliver(m, records.clone(), shutdown.clone())));
+        drop(records);
+        let (labels, recorded) = tokio::join!(work, self.recorder(inbox));
+        recorded?;
+        for label in labels {
+            match label? {
+                Label::Sent => stats.sent += 1,
+                Label::Retried => stats.retried += 1,
+                Label::Failed => stats.failed += 1,
+                Label::Dead => stats.dead += 1,
+                Label::FellBack => stats.fell_back += 1,
+                Label::Released => stats.released += 1,
+                Label::LeaseLost => {}
             }
         }
         Ok(stats)
+    }
+
+    /// One message: wait for the provider's concurrency slot and rate permit (a stop meanwhile
+    /// releases it unsent), record `started`, send, record the outcome. The slot is held until
+    /// the outcome is committed, so at most `concurrency` messages per provider are ever in doubt.
+    async fn deliver<'a>(&'a self, m: &'a Claimed, records: mpsc::UnboundedSender<Record<'a>>, shutdown: watch::Receiver<bool>) -> anyhow::Result<Label> {
+        let (provider, rendered) = match self.prepare(m) {
+            Ok(p) => p,
+            Err(error) => return finish(&records, m, Outcome::Failed { provider: None, error }, None).await,
+        };
+        let pace = self.pace.get(provider.name());
+        let permit = tokio::select! {
+            biased;
+            _ = stopped(shutdown) => return finish(&records, m, Outcome::Released, None).await,
+            permit = ready(pace) => permit,
+        };
+        let (reply, held) = oneshot::channel();
+        records.send(Record::Start { m, provider: provider.name().to_string(), reply }).map_err(|_| recorder_gone())?;
+        if !held.await.map_err(|_| recorder_gone())? {
+            // A batch slower than `lease_seconds` was recovered elsewhere: not ours to send.
+            tracing::warn!(message_id = m.message_id, "lease lost before sending; left to its new owner");
+            return Ok(Label::LeaseLost);
+        }
+        let (outcome, attempt) = self.send_prepared(m, provider, &rendered).await;
+        let label = finish(&records, m, outcome, Some(attempt)).await;
+        drop(permit);
+        label
+    }
+
+    /// Writes what the messages report, batching whatever arrived while the previous commit
+    /// ran (a group commit), and answers each only after its record is committed.
+    async fn recorder(&self, mut inbox: mpsc::UnboundedReceiver<Record<'_>>) -> anyhow::Result<()> {
+        let mut batch = Vec::new();
+        while inbox.recv_many(&mut batch, 256).await > 0 {
+            // On an error the batch's replies are dropped: their senders fail with the round.
+            let replies = self.write_records(std::mem::take(&mut batch)).await?;
+            for reply in replies {
+                match reply {
+                    Reply::Start(tx, held) => {
+                        let _ = tx.send(held);
+                    }
+                    Reply::Finish(tx, label) => {
+                        let _ = tx.send(label);
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// One transaction for a batch of records; the replies to send once it is committed.
+    async fn write_records<'a>(&self, batch: Vec<Record<'a>>) -> anyhow::Result<Vec<Reply>> {
+        let now = chrono::Utc::now().timestamp();
+        let mut tx = self.db.begin().await?;
+        let mut replies = Vec::with_capacity(batch.len());
+        let (starts, finishes): (Vec<_>, Vec<_>) = batch.into_iter().partition(|r| matches!(r, Record::Start { .. }));
+        let starts: Vec<(&Claimed, String, oneshot::Sender<bool>)> = starts
+            .into_iter()
+            .filter_map(|r| match r {
+                Record::Start { m, provider, reply } => Some((m, provider, reply)),
+                Record::Finish { .. } => None,
+            })
+            .collect();
+        if !starts.is_empty() {
+            // The same statement renews the leases; a row whose lease this worker lost (then
+            // recovered elsewhere) is not sent.
+            let params: Vec<String> = (3..3 + starts.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "UPDATE outbox SET lease_until = $1 WHERE lease_owner = $2 AND status = 'sending' AND message_id IN ({}) \
+                 RETURNING CAST(message_id AS TEXT)",
+                params.join(", ")
+            );
+            let mut binds = vec![Val::Int(Some(now + self.settings.lease_seconds as i64)), Val::Text(Some(self.owner.clone()))];
+            binds.extend(starts.iter().map(|s| Val::Int(Some(s.0.message_id))));
+            let held: HashSet<String> = tx.fetch_strings(&sql, &binds).await?.into_iter().collect();
+            let rows: Vec<Vec<Val>> = starts
+                .iter()
+                .filter(|(m, _, _)| held.contains(&m.message_id.to_string()))
+                .map(|(m, provider, _)| {
+                    vec![
+                        Val::Int(Some(m.message_id)),
+                        Val::Int(Some(m.attempts)),
+                        Val::Text(Some(provider.clone())),
+                        Val::Text(Some(m.channel.clone())),
+                        Val::Int(Some(now)),
+                        Val::Text(Some("started".into())),
+                    ]
+                })
+                .collect();
+            if !rows.is_empty() {
+                tx.insert_rows("delivery_attempts", &["message_id", "attempt", "provider", "channel", "started_at", "outcome"], &rows).await?;
+            }
+            for (m, _, reply) in starts {
+                replies.push(Reply::Start(reply, held.contains(&m.message_id.to_string())));
+            }
+        }
+        for r in finishes {
+            let Record::Finish { m, outcome, attempt, reply } = r else { continue };
+            if let Some(a) = attempt {
+                tx.execute(
+                    "UPDATE delivery_attempts SET outcome = $1, latency_ms = $2, status_code = $3, error = $4 WHERE message_id = $5 AND attempt = $6 AND outcome = 'started'",
+                    &[
+                        Val::Text(Some(a.outcome.into())),
+                        Val::Int(Some(a.latency_ms)),
+                        Val::Int(a.status_code),
+                        Val::Text(a.error.clone()),
+                        Val::Int(Some(m.message_id)),
+                        Val::Int(Some(m.attempts)),
+                    ],
+                )
+                .await?;
+            }
+            let label = self.record(&mut tx, m, outcome).await?;
+            replies.push(Reply::Finish(reply, label));
+        }
+        tx.commit().await?;
+        Ok(replies)
     }
 
     /// Queued messages past the end of their send slot are dead: a day-late offer is worse
@@ -379,7 +500,7 @@ impl Dispatcher {
         );
         let lease_until = now + self.settings.lease_seconds as i64;
         let mut out = Vec::new();
-        let binds = [Bind::Text(&self.owner), Bind::Int(lease_until), Bind::Int(now), Bind::Int(self.settings.claim_batch as i64)];
+        let binds = [Bind::Text(&self.owner), Bind::Int(lease_until), Bind::Int(now), Bind::Int(i64::from(self.claim_limit))];
         // A write: on SQLite through a transaction so the claim is one atomic statement.
         crate::with_pool!(&self.db, p => {
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
@@ -477,18 +598,10 @@ impl Dispatcher {
         Ok((provider, rendered))
     }
 
-    /// One provider call, paced by the provider's concurrency and rate limit.
+    /// One provider call (its pacing is done by the caller, before `started` is recorded).
     #[tracing::instrument(skip(self, m, provider, rendered), fields(message_id = m.message_id, channel = %m.channel))]
     async fn send_prepared(&self, m: &Claimed, provider: Arc<dyn Provider>, rendered: &Rendered) -> (Outcome, Attempt) {
         let name = provider.name().to_string();
-        let pace = self.pace.get(&name);
-        let _permit = match pace {
-            Some(p) => p.permits.acquire().await.ok(),
-            None => None,
-        };
-        if let Some(l) = pace.and_then(|p| p.limiter.as_ref()) {
-            l.until_ready().await;
-        }
         let out = Outgoing { message_id: m.message_id, idempotency_key: &m.idempotency_key, campaign: &m.campaign, customer_id: &m.customer_id, rendered };
         let t0 = Instant::now();
         let result = provider.send(&out).await;
@@ -514,7 +627,7 @@ impl Dispatcher {
     }
 
     /// Writes the outcome in `tx`, only while this worker still holds the lease.
-    async fn record(&self, tx: &mut crate::db::Tx, m: &Claimed, outcome: Outcome) -> anyhow::Result<&'static str> {
+    async fn record(&self, tx: &mut crate::db::Tx, m: &Claimed, outcome: Outcome) -> anyhow::Result<Label> {
         let now = chrono::Utc::now().timestamp();
         let owner = Val::Text(Some(self.owner.clone()));
         let id = Val::Int(Some(m.message_id));
@@ -526,7 +639,7 @@ impl Dispatcher {
                     &[Val::Int(Some(now)), id, owner],
                 )
                 .await?;
-                "released"
+                Label::Released
             }
             Outcome::Sent { provider, provider_message_id } => {
                 tx.execute(
@@ -535,7 +648,7 @@ impl Dispatcher {
                     &[Val::Text(Some(provider)), Val::Text(provider_message_id), Val::Int(Some(now)), id, owner],
                 )
                 .await?;
-                "sent"
+                Label::Sent
             }
             Outcome::Failed { provider, error } if !error.is_permanent() => {
                 let draw: f64 = rand::rng().random();
@@ -547,7 +660,7 @@ impl Dispatcher {
                             &[Val::Text(provider), Val::Int(Some(now + d.as_secs().max(1) as i64)), Val::Text(Some(error.reason().to_string())), Val::Int(Some(now)), id, owner],
                         )
                         .await?;
-                        "retried"
+                        Label::Retried
                     }
                     RetryDecision::GiveUp => {
                         tx.execute(
@@ -556,7 +669,7 @@ impl Dispatcher {
                             &[Val::Text(provider), Val::Text(Some(format!("gave up after {} attempts: {}", m.attempts, error.reason()))), Val::Int(Some(now)), id, owner],
                         )
                         .await?;
-                        "dead"
+                        Label::Dead
                     }
                 }
             }
@@ -588,7 +701,7 @@ impl Dispatcher {
                             ],
                         )
                         .await?;
-                        "fell_back"
+                        Label::FellBack
                     }
                     None => {
                         tx.execute(
@@ -597,7 +710,7 @@ impl Dispatcher {
                             &[Val::Text(provider), Val::Text(Some(error.reason().to_string())), Val::Int(Some(now)), id, owner],
                         )
                         .await?;
-                        "failed"
+                        Label::Failed
                     }
                 }
             }
@@ -640,4 +753,27 @@ impl Dispatcher {
 /// Messages by status, for `status` and tests.
 pub async fn queue_depth(db: &Db) -> anyhow::Result<i64> {
     Ok(crate::with_pool!(db, p => sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM outbox WHERE status = 'queued'").fetch_one(p).await)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(rate_per_second: u32, concurrency: u32) -> super::super::providers::Limits {
+        super::super::providers::Limits { rate_per_second, concurrency, timeout: Duration::from_secs(5) }
+    }
+
+    #[test]
+    fn claims_no_more_than_rate_limits_send_in_half_a_lease() {
+        let s = DispatchSettings { lease_seconds: 120, claim_batch: 200, ..DispatchSettings::default() };
+        // Unlimited anywhere: the configured batch.
+        assert_eq!(claim_limit(&s, [limits(0, 8), limits(2, 4)].into_iter()), 200);
+        // 2/s for 60 s = 120, plus 1/s for 60 s = 60.
+        assert_eq!(claim_limit(&s, [limits(2, 4), limits(1, 2)].into_iter()), 180);
+        let short = DispatchSettings { lease_seconds: 5, claim_batch: 50, ..DispatchSettings::default() };
+        // 10/s for 2 s = 20; a slow provider still gets its concurrency.
+        assert_eq!(claim_limit(&short, [limits(10, 8)].into_iter()), 20);
+        assert_eq!(claim_limit(&short, [limits(1, 8)].into_iter()), 8);
+        assert_eq!(claim_limit(&s, std::iter::empty()), 200);
+    }
 }

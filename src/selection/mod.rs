@@ -12,6 +12,7 @@
 
 pub mod load;
 pub mod offer;
+pub mod preflight;
 pub mod run;
 
 use std::collections::HashMap;

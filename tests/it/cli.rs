@@ -66,6 +66,95 @@ fn check_config_catches_campaign_mistakes_before_the_daemon_runs() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+/// A campaign folder with the shipped `due-soon` campaign and one copy of it per landing URL,
+/// as `NAME.toml` with `name = "NAME"`.
+fn campaigns_with_landing_urls(dir: &std::path::Path, urls: &[(&str, &str)]) -> std::path::PathBuf {
+    let campaigns = dir.join("campaigns");
+    std::fs::create_dir_all(&campaigns).unwrap();
+    let good = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/campaigns/due-soon.toml")).unwrap();
+    std::fs::write(campaigns.join("due-soon.toml"), &good).unwrap();
+    for (name, url) in urls {
+        let text = good
+            .replace("name = \"due-soon\"", &format!("name = \"{name}\""))
+            .replace("landing_url = \"https://shop.vedaroots.example/collections/{category}\"", &format!("landing_url = {url}"));
+        std::fs::write(campaigns.join(format!("{name}.toml")), text).unwrap();
+    }
+    campaigns
+}
+
+/// Landing URLs that used to pass `check-config` and then failed every campaign of `campaigns
+/// run` (a quote or a space), or shipped broken links (`{first_name}` as literal text, no host):
+/// each is refused by `check-config` with its file and key, and `campaigns run` refuses them the
+/// same way (exit 2) before writing anything, on both backends.
+async fn landing_urls_that_cannot_work_fail_the_config_check(t: TestDb) {
+    let dir = tempfile::tempdir().unwrap();
+    let campaigns = campaigns_with_landing_urls(
+        dir.path(),
+        &[
+            ("quote", r#""https://shop.example/c/{category}?x=\"y\"""#),
+            ("space", r#""https://shop.example/c/{category} sale""#),
+            ("name", r#""https://shop.example/c/{category}?hi={first_name}""#),
+            ("nohost", r#""https://""#),
+            ("relative", r#""/collections/{category}""#),
+        ],
+    );
+    let config = dir.path().join("r.toml");
+    std::fs::write(&config, format!("[campaigns]\ndir = {:?}\n", campaigns.display().to_string())).unwrap();
+    let out = bin().args(["--config", config.to_str().unwrap(), "check-config"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    for (file, why) in [
+        ("quote.toml", "contains '\"'"),
+        ("space.toml", "contains ' '"),
+        ("name.toml", "uses a placeholder other than {category} and {code} ({first_name})"),
+        ("nohost.toml", "offer.landing_url"),
+        ("relative.toml", "is not an absolute URL"),
+    ] {
+        let line = err.lines().find(|l| l.contains(file)).unwrap_or_else(|| panic!("no problem reported for {file}:\n{err}"));
+        assert!(line.contains("`offer.landing_url`") && line.contains(why), "{file}: {line}");
+    }
+    assert!(!err.contains("due-soon.toml"), "the sound campaign is not blamed:\n{err}");
+    let out = bin().args(["--config", config.to_str().unwrap(), "--database", &t.url, "campaigns", "run"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("quote.toml"));
+    assert_eq!(t.db.count("outbox").await.unwrap(), 0, "nothing written");
+}
+on_both_backends!(landing_urls_sqlite, landing_urls_postgres, landing_urls_that_cannot_work_fail_the_config_check);
+
+/// `check-config` renders every campaign's messages for a sample customer: a setting that
+/// breaks every message at run time (here a public base URL with a space, which every
+/// unsubscribe link carries) fails the check, with the main config file and its key.
+#[test]
+fn check_config_renders_every_campaign_before_saying_ok() {
+    let dir = tempfile::tempdir().unwrap();
+    let campaigns = campaigns_with_landing_urls(dir.path(), &[]);
+    let config = dir.path().join("r.toml");
+    std::fs::write(&config, format!("[campaigns]\ndir = {:?}\npublic_base_url = \"https://crm example.com\"\n", campaigns.display().to_string())).unwrap();
+    let out = bin().args(["--config", config.to_str().unwrap(), "check-config"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("r.toml: `campaigns.public_base_url`"), "{err}");
+    assert!(err.contains("does not render"), "{err}");
+}
+
+/// One type error in a campaign file is reported once: the key is not also reported as missing
+/// or invalid by the checks that read it after it was set aside.
+#[test]
+fn one_type_error_reports_one_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let campaigns = campaigns_with_landing_urls(dir.path(), &[]);
+    let text = std::fs::read_to_string(campaigns.join("due-soon.toml")).unwrap();
+    std::fs::write(campaigns.join("due-soon.toml"), text.replace("products = 3 ", "products = \"three\" ")).unwrap();
+    let config = dir.path().join("r.toml");
+    std::fs::write(&config, format!("[campaigns]\ndir = {:?}\n", campaigns.display().to_string())).unwrap();
+    let out = bin().args(["--config", config.to_str().unwrap(), "check-config"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("1 configuration error(s)"), "{err}");
+    assert!(err.contains("`offer.products`"), "{err}");
+    assert!(!err.contains("landing_url"), "{err}");
+}
+
 #[test]
 fn missing_explicit_config_is_a_config_error() {
     let out = bin().args(["--config", "/nonexistent/retentiond.toml", "check-config"]).output().unwrap();
