@@ -1005,7 +1005,7 @@ async fn unconfigured_and_limits(t: TestDb) {
     assert_eq!(call(&app, whatsapp_request(WA_SECRET, &big)).await.status, StatusCode::PAYLOAD_TOO_LARGE);
     // Authentic but not JSON: 400, nothing recorded.
     assert_eq!(call(&app, whatsapp_request(WA_SECRET, "not json")).await.status, StatusCode::BAD_REQUEST);
-    assert_eq!(call(&app, sendgrid_request(&k.sendgrid, "1", "{\"not\": \"an array\"}")).await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(call(&app, sendgrid_request(&k.sendgrid, &unix_now().to_string(), "{\"not\": \"an array\"}")).await.status, StatusCode::BAD_REQUEST);
     assert_eq!(event_count(db).await, 0);
     assert_eq!(call(&app, get("/nowhere")).await.status, StatusCode::NOT_FOUND);
 
