@@ -13,7 +13,8 @@
 //! | `GET /webhooks/whatsapp` | Meta's subscription handshake |
 //!
 //! A webhook request without valid credentials (unsigned, badly signed, forged, altered, or
-//! signed too long ago) answers 401 and is logged at warn, without the secret or the payload.
+//! signed further from our clock than `http.webhooks.tolerance_seconds`) answers 401 and is
+//! logged at warn, without the secret or the payload.
 //! Every database change a request makes happens in one transaction. Webhook events are recorded
 //! once each in `webhook_events`, so a provider's retry or a replayed request changes nothing.
 //! Logs carry the route template, never the URI (unsubscribe tokens are capabilities), and never
@@ -42,7 +43,7 @@ use crate::db::Db;
 
 pub use metrics::{DELIVERY_LATENCY_BUCKETS, install_metrics_recorder};
 pub use settings::{WebhookSecrets, WebhookSettings};
-pub use webhooks::PROVIDERS;
+pub use webhooks::{PROVIDERS, replay_window_secs};
 
 /// Largest request body accepted (webhook batches included); larger ones get 413.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;

@@ -28,6 +28,11 @@ pub struct WebhookSettings {
     /// they post back to `/webhooks/retentiond` with. Default "RETENTIOND_WEBHOOK_SECRET", the
     /// default of `delivery.webhook.secret_env`: keep the two naming the same variable.
     pub retentiond_secret_env: String,
+    /// How far (seconds, either way) the timestamp a provider signs (SendGrid, Mailgun,
+    /// `retentiond`) may be from our clock; a request outside it gets 401. Received webhook
+    /// events are kept at least twice this plus an hour, whatever
+    /// `housekeeping.keep_webhook_events_days` says. 1 to 86400; default 300.
+    pub tolerance_seconds: u32,
 }
 
 impl Default for WebhookSettings {
@@ -40,6 +45,7 @@ impl Default for WebhookSettings {
             whatsapp_app_secret_env: "RETENTIOND_WHATSAPP_APP_SECRET".into(),
             whatsapp_verify_token_env: "RETENTIOND_WHATSAPP_VERIFY_TOKEN".into(),
             retentiond_secret_env: "RETENTIOND_WEBHOOK_SECRET".into(),
+            tolerance_seconds: super::webhooks::DEFAULT_TOLERANCE_SECS,
         }
     }
 }
@@ -69,6 +75,7 @@ impl WebhookSettings {
             whatsapp_app_secret: get(&self.whatsapp_app_secret_env),
             whatsapp_verify_token: get(&self.whatsapp_verify_token_env),
             retentiond_secret: get(&self.retentiond_secret_env),
+            tolerance_secs: self.tolerance_seconds,
         }
     }
 
@@ -79,11 +86,20 @@ impl WebhookSettings {
                 sink.push(format!("{prefix}.{key}"), format!("{name:?} is not an environment variable name"), "use a name such as RETENTIOND_TWILIO_AUTH_TOKEN");
             }
         }
+        let max = super::webhooks::MAX_TOLERANCE_SECS;
+        if self.tolerance_seconds == 0 || self.tolerance_seconds > max {
+            sink.push(
+                format!("{prefix}.tolerance_seconds"),
+                format!("{} is outside 1..={max}", self.tolerance_seconds),
+                "use a few minutes (default 300): wide enough for clock skew and provider delays, short enough that a captured request expires",
+            );
+        }
     }
 }
 
-/// The resolved webhook credentials. `Debug` shows only which are set.
-#[derive(Clone, Default, PartialEq, Eq)]
+/// The resolved webhook credentials, and the signed-timestamp tolerance. `Debug` shows only
+/// which credentials are set.
+#[derive(Clone, PartialEq, Eq)]
 pub struct WebhookSecrets {
     /// base64 DER (SubjectPublicKeyInfo) P-256 public key.
     pub sendgrid_public_key: Option<String>,
@@ -95,6 +111,23 @@ pub struct WebhookSecrets {
     pub whatsapp_verify_token: Option<String>,
     /// Our webhook provider's signing secret (verifies `/webhooks/retentiond`).
     pub retentiond_secret: Option<String>,
+    /// `http.webhooks.tolerance_seconds`.
+    pub tolerance_secs: u32,
+}
+
+impl Default for WebhookSecrets {
+    fn default() -> Self {
+        Self {
+            sendgrid_public_key: None,
+            postmark_basic_auth: None,
+            mailgun_signing_key: None,
+            twilio_auth_token: None,
+            whatsapp_app_secret: None,
+            whatsapp_verify_token: None,
+            retentiond_secret: None,
+            tolerance_secs: super::webhooks::DEFAULT_TOLERANCE_SECS,
+        }
+    }
 }
 
 impl std::fmt::Debug for WebhookSecrets {
@@ -108,6 +141,7 @@ impl std::fmt::Debug for WebhookSecrets {
             .field("whatsapp_app_secret", &shown(&self.whatsapp_app_secret))
             .field("whatsapp_verify_token", &shown(&self.whatsapp_verify_token))
             .field("retentiond_secret", &shown(&self.retentiond_secret))
+            .field("tolerance_secs", &self.tolerance_secs)
             .finish()
     }
 }
@@ -197,6 +231,28 @@ mod tests {
         let mut none = Vec::new();
         WebhookSettings::default().validate("http.webhooks", &mut IssueSink { file: "t.toml".into(), issues: &mut none });
         assert!(none.is_empty());
+    }
+
+    #[test]
+    fn tolerance_is_bounded_and_carried_to_the_secrets() {
+        let issues_for = |tolerance_seconds: u32| {
+            let mut issues = Vec::new();
+            WebhookSettings { tolerance_seconds, ..Default::default() }.validate("http.webhooks", &mut IssueSink { file: "t.toml".into(), issues: &mut issues });
+            issues
+        };
+        for bad in [0, 86_401, u32::MAX] {
+            let issues = issues_for(bad);
+            assert_eq!(issues.len(), 1, "{bad}: {issues:?}");
+            assert_eq!(issues[0].key, "http.webhooks.tolerance_seconds");
+            assert!(issues[0].message.contains(&bad.to_string()), "{}", issues[0].message);
+        }
+        for good in [1, 300, 86_400] {
+            assert!(issues_for(good).is_empty(), "{good}");
+        }
+        assert_eq!(WebhookSettings::default().tolerance_seconds, 300);
+        assert_eq!(WebhookSecrets::default().tolerance_secs, 300);
+        let s = WebhookSettings { tolerance_seconds: 42, ..Default::default() };
+        assert_eq!(s.resolve(&|_| None).tolerance_secs, 42);
     }
 
     #[test]

@@ -82,7 +82,7 @@ pub async fn run(ctx: &JobContext, job: JobKind, trigger: Trigger, now: DateTime
                 .collect();
             Ok(Done::Ok(json!({ "day": d, "customers_scored": r.customers_scored, "campaigns": per, "seconds": r.seconds })))
         }
-        JobKind::Housekeeping => Ok(Done::Ok(housekeeping(&ctx.db, &s.housekeeping, now, s.timezone()).await?)),
+        JobKind::Housekeeping => Ok(Done::Ok(housekeeping(&ctx.db, &s.housekeeping, now, s.timezone(), s.http.webhooks.tolerance_seconds).await?)),
     }
 }
 
@@ -102,8 +102,10 @@ pub async fn scores_exist(db: &Db, day: &str) -> sqlx::Result<bool> {
 }
 
 /// Prunes what is older than its retention. Never the outbox (measurement reads it), nor
-/// suppressions, campaign runs or models; attempts of messages still in flight stay.
-pub async fn housekeeping(db: &Db, k: &HousekeepingSettings, now: DateTime<Utc>, tz: chrono_tz::Tz) -> anyhow::Result<Value> {
+/// suppressions, campaign runs or models; attempts of messages still in flight stay; webhook
+/// events stay while a request that recorded them could still be accepted
+/// ([`crate::http::replay_window_secs`] of `webhook_tolerance_secs`).
+pub async fn housekeeping(db: &Db, k: &HousekeepingSettings, now: DateTime<Utc>, tz: chrono_tz::Tz, webhook_tolerance_secs: u32) -> anyhow::Result<Value> {
     let t = now.timestamp();
     let days = |n: u32| t - i64::from(n) * 86_400;
     let scores_before = super::schedule::local_day(now - chrono::Duration::days(i64::from(k.keep_scores_days)), tz).to_string();
@@ -116,7 +118,10 @@ pub async fn housekeeping(db: &Db, k: &HousekeepingSettings, now: DateTime<Utc>,
             &[Val::Int(Some(days(k.keep_attempts_days)))],
         )
         .await?;
-    let events = tx.execute("DELETE FROM webhook_events WHERE received_at < $1", &[Val::Int(Some(days(k.keep_webhook_events_days)))]).await?;
+    // Webhook events are also the replay records (event keys, Mailgun tokens): whatever the
+    // retention, none is pruned while its signed request is within the timestamp window.
+    let events_before = days(k.keep_webhook_events_days).min(t - crate::http::replay_window_secs(webhook_tolerance_secs));
+    let events = tx.execute("DELETE FROM webhook_events WHERE received_at < $1", &[Val::Int(Some(events_before))]).await?;
     let runs = tx.execute("DELETE FROM job_runs WHERE started_at < $1 AND outcome <> 'running'", &[Val::Int(Some(days(k.keep_job_runs_days)))]).await?;
     // Drift rows are small (one per feature and day) and chart the model's history: they live
     // as long as the ledger.

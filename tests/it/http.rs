@@ -344,7 +344,8 @@ async fn sendgrid(t: TestDb) {
         {"email": "a@example.com", "timestamp": 1_767_000_005, "event": "delivered", "sg_event_id": "ev-f", "message_id": f.to_string()}
     ])
     .to_string();
-    let ts = "1767000100";
+    let now = unix_now();
+    let ts = &now.to_string();
     let before = snapshot(db).await;
 
     // Rejected, nothing changed: missing headers, tampered body, another key, garbage signature.
@@ -360,7 +361,7 @@ async fn sendgrid(t: TestDb) {
     // Signed, but the timestamp header changed.
     let good = sendgrid_request(&k.sendgrid, ts, &events);
     let (mut parts, body) = good.into_parts();
-    parts.headers.insert("x-twilio-email-event-webhook-timestamp", "1767000101".parse().unwrap());
+    parts.headers.insert("x-twilio-email-event-webhook-timestamp", (now + 1).to_string().parse().unwrap());
     assert_eq!(call(&app, Request::from_parts(parts, body)).await.status, StatusCode::UNAUTHORIZED);
     assert_eq!(snapshot(db).await, before);
 
@@ -456,8 +457,12 @@ on_both_backends!(postmark_sqlite, postmark_postgres, postmark);
 
 // ---- Mailgun ----
 
+/// Signed now.
 fn mailgun_body(key: &str, token: &str, event_data: &Value) -> String {
-    let timestamp = "1767000000";
+    mailgun_body_at(key, &unix_now().to_string(), token, event_data)
+}
+
+fn mailgun_body_at(key: &str, timestamp: &str, token: &str, event_data: &Value) -> String {
     let mut mac = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key.as_bytes()).unwrap();
     mac.update(format!("{timestamp}{token}").as_bytes());
     let sig: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
@@ -513,6 +518,127 @@ async fn mailgun(t: TestDb) {
     assert_eq!(snapshot(db).await, after, "a reused token changes nothing");
 }
 on_both_backends!(mailgun_sqlite, mailgun_postgres, mailgun);
+
+// ---- signed timestamps: stale requests are refused ----
+
+/// 2015-01-01T00:00:00Z.
+const Y2015: &str = "1420070400";
+
+/// A correctly signed Mailgun `complained` or SendGrid event with a 2015 (or future, or
+/// non-numeric) timestamp is refused with 401 and changes nothing; the same signed now is applied.
+async fn stale_signatures_are_refused(t: TestDb) {
+    let db = &t.db;
+    seed_customers(db).await;
+    let c = msg(db, "c3", 1, "sent", "email", "c@example.com", Some("mailgun"), Some("c1@mg.example.com")).await;
+    let b = msg(db, "c2", 1, "sent", "email", "b@example.com", Some("sendgrid"), Some("sgB")).await;
+    let k = keys();
+    let app = app(db, secrets(&k));
+    let complained = json!({"event": "complained", "id": "mg-ev-c", "timestamp": 1_420_070_400.0, "recipient": "c@example.com", "user-variables": {"message_id": c.to_string()}});
+    let spam = json!([{"email": "b@example.com", "timestamp": 1_420_070_400, "event": "spamreport", "sg_event_id": "sg-ev-s", "message_id": b.to_string()}]).to_string();
+    let now = unix_now();
+    let before = snapshot(db).await;
+
+    for ts in [Y2015.to_string(), (now - 301).to_string(), (now + 3_600).to_string()] {
+        let r = call(&app, mailgun_request(mailgun_body_at(MAILGUN_KEY, &ts, &format!("tok-{ts}"), &complained))).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "mailgun {ts}: {}", r.body);
+        assert!(r.body.contains("stale signature timestamp"), "{}", r.body);
+        let r = call(&app, sendgrid_request(&k.sendgrid, &ts, &spam)).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "sendgrid {ts}: {}", r.body);
+        assert!(r.body.contains("stale signature timestamp"), "{}", r.body);
+    }
+    // Correctly signed over a timestamp that is not Unix seconds.
+    for ts in ["soon", "1767000000.5", "+1767000000"] {
+        let r = call(&app, mailgun_request(mailgun_body_at(MAILGUN_KEY, ts, "tok-nn", &complained))).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "mailgun {ts}: {}", r.body);
+        let r = call(&app, sendgrid_request(&k.sendgrid, ts, &spam)).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "sendgrid {ts}: {}", r.body);
+        assert!(r.body.contains("invalid signature timestamp"), "{}", r.body);
+    }
+    assert_eq!(snapshot(db).await, before, "nothing changed");
+    assert!(suppressions(db).await.is_empty());
+    assert_eq!(event_count(db).await, 0, "no webhook_events row, not even the token");
+
+    // The same events signed now (within the tolerance either way) are applied.
+    let r = call(&app, mailgun_request(mailgun_body_at(MAILGUN_KEY, &(now - 60).to_string(), "tok-fresh", &complained))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = call(&app, sendgrid_request(&k.sendgrid, &(now + 60).to_string(), &spam)).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(suppressions(db).await, vec!["c2|*|complaint|sendgrid", "c3|*|complaint|mailgun"]);
+    assert_eq!(event_count(db).await, 3, "the mailgun token, the mailgun event, the sendgrid event");
+}
+on_both_backends!(stale_signatures_are_refused_sqlite, stale_signatures_are_refused_postgres, stale_signatures_are_refused);
+
+/// The probe's sequence: a fresh signed Mailgun event is accepted; housekeeping prunes its
+/// token record; the same (timestamp, token, signature) triple replayed with a forged complaint
+/// is refused as stale and changes nothing. A 2-second tolerance keeps the wait short.
+async fn pruned_token_cannot_be_replayed(t: TestDb) {
+    use retentiond::scheduler::jobs::housekeeping;
+    use retentiond::scheduler::schedule::HousekeepingSettings;
+    let db = &t.db;
+    seed_customers(db).await;
+    let a = msg(db, "c1", 1, "sent", "email", "a@example.com", Some("mailgun"), Some("a1@mg.example.com")).await;
+    let k = keys();
+    let tolerance = 2;
+    let app = app(db, WebhookSecrets { tolerance_secs: tolerance, ..secrets(&k) });
+    let signed_at = unix_now();
+    let delivered = json!({"event": "delivered", "id": "mg-ev-1", "timestamp": signed_at, "user-variables": {"message_id": a.to_string()}});
+    let body = mailgun_body_at(MAILGUN_KEY, &signed_at.to_string(), "tok-probe", &delivered);
+    let r = call(&app, mailgun_request(body.clone())).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    assert_eq!(status(db, a).await, "delivered");
+    assert_eq!(strings(db, "SELECT event_key FROM webhook_events WHERE kind = 'nonce'").await, vec!["mailgun/token/tok-probe"]);
+
+    // 91 days later (the default retention is 90): housekeeping prunes the token record.
+    exec(db, "UPDATE webhook_events SET received_at = received_at - 91 * 86400").await;
+    let done = housekeeping(db, &HousekeepingSettings::default(), chrono::Utc::now(), chrono_tz::UTC, tolerance).await.unwrap();
+    assert_eq!(done["webhook_events_deleted"], json!(2), "{done}");
+    assert_eq!(event_count(db).await, 0);
+
+    // The captured triple, now older than the tolerance, with forged event data.
+    while unix_now() <= signed_at + u64::from(tolerance) {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let after = snapshot(db).await;
+    let mut forged: Value = serde_json::from_str(&body).unwrap();
+    forged["event-data"] = json!({"event": "complained", "id": "mg-ev-9", "timestamp": signed_at, "user-variables": {"message_id": a.to_string()}});
+    let r = call(&app, mailgun_request(forged.to_string())).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{}", r.body);
+    assert!(r.body.contains("stale signature timestamp"), "{}", r.body);
+    assert_eq!(snapshot(db).await, after, "no complaint, no webhook_events row");
+    assert!(suppressions(db).await.is_empty());
+}
+on_both_backends!(pruned_token_cannot_be_replayed_sqlite, pruned_token_cannot_be_replayed_postgres, pruned_token_cannot_be_replayed);
+
+/// Housekeeping never prunes a webhook event (a replay record) younger than twice the
+/// tolerance plus an hour, even when `keep_webhook_events_days` is shorter.
+async fn replay_records_outlive_the_tolerance(t: TestDb) {
+    use retentiond::scheduler::jobs::housekeeping;
+    use retentiond::scheduler::schedule::HousekeepingSettings;
+    let db = &t.db;
+    let now = chrono::Utc::now();
+    let t0 = now.timestamp();
+    let hours = |h: i64| t0 - h * 3_600;
+    exec(
+        db,
+        &format!(
+            "INSERT INTO webhook_events (event_key, provider, kind, received_at, payload) VALUES              ('mailgun/token/t36', 'mailgun', 'nonce', {}, '{{}}'), ('mailgun/token/t48', 'mailgun', 'nonce', {}, '{{}}'), ('mailgun/token/t50', 'mailgun', 'nonce', {}, '{{}}')",
+            hours(36),
+            hours(48),
+            hours(50)
+        ),
+    )
+    .await;
+    let one_day = HousekeepingSettings { keep_webhook_events_days: 1, ..Default::default() };
+    // A one-day tolerance: records are kept 2 days + 1 hour = 49 hours.
+    let done = housekeeping(db, &one_day, now, chrono_tz::UTC, 86_400).await.unwrap();
+    assert_eq!(done["webhook_events_deleted"], json!(1), "{done}");
+    assert_eq!(strings(db, "SELECT event_key FROM webhook_events ORDER BY event_key").await, vec!["mailgun/token/t36", "mailgun/token/t48"]);
+    // The default tolerance: the retention (1 day) decides.
+    let done = housekeeping(db, &one_day, now, chrono_tz::UTC, 300).await.unwrap();
+    assert_eq!(done["webhook_events_deleted"], json!(2), "{done}");
+    assert_eq!(event_count(db).await, 0);
+}
+on_both_backends!(replay_records_outlive_the_tolerance_sqlite, replay_records_outlive_the_tolerance_postgres, replay_records_outlive_the_tolerance);
 
 // ---- Twilio ----
 
@@ -833,7 +959,9 @@ async fn rejections_are_401_and_logged_without_secrets() {
     let now = unix_now();
     let forged_sig = retentiond_signature("guessed-secret", now, &body);
     let requests = [
-        ("sendgrid", sendgrid_request(&keys().sendgrid, "1767000100", &body)),
+        ("sendgrid", sendgrid_request(&keys().sendgrid, &now.to_string(), &body)),
+        // Correctly signed in 2015.
+        ("mailgun", mailgun_request(mailgun_body_at(MAILGUN_KEY, "1420070400", "tok-8", &json!({"event": "complained"})))),
         ("postmark", postmark_request(Some("hooks:wrong-password"), &json!({"RecordType": "Delivery"}))),
         ("mailgun", mailgun_request(mailgun_body("wrong-key", "tok-9", &json!({"event": "delivered"})))),
         ("twilio", twilio_request("wrong-token", &format!("{BASE}/webhooks/twilio"), "/webhooks/twilio", &[("MessageSid", "SM1"), ("MessageStatus", "delivered")])),
@@ -850,6 +978,7 @@ async fn rejections_are_401_and_logged_without_secrets() {
         assert!(text.lines().any(|l| l.contains(" WARN ") && l.contains("webhook rejected") && l.contains(&format!("provider=\"{provider}\""))), "{provider} not logged:\n{text}");
     }
     assert!(text.contains("outcome=\"invalid_signature\"") && text.contains("outcome=\"unauthenticated\""), "{text}");
+    assert!(text.lines().any(|l| l.contains(" WARN ") && l.contains("provider=\"mailgun\"") && l.contains("outcome=\"stale_timestamp\"") && l.contains("stale signature timestamp")), "{text}");
     for secret in [POSTMARK_AUTH, "pm-pass-123", "wrong-password", MAILGUN_KEY, TWILIO_TOKEN, WA_SECRET, RTD_SECRET, "guessed-secret", forged_sig.as_str(), "a@example.com"] {
         assert!(!text.contains(secret), "{secret:?} logged:\n{text}");
     }
@@ -876,7 +1005,7 @@ async fn unconfigured_and_limits(t: TestDb) {
     assert_eq!(call(&app, whatsapp_request(WA_SECRET, &big)).await.status, StatusCode::PAYLOAD_TOO_LARGE);
     // Authentic but not JSON: 400, nothing recorded.
     assert_eq!(call(&app, whatsapp_request(WA_SECRET, "not json")).await.status, StatusCode::BAD_REQUEST);
-    assert_eq!(call(&app, sendgrid_request(&k.sendgrid, "1", "{\"not\": \"an array\"}")).await.status, StatusCode::BAD_REQUEST);
+    assert_eq!(call(&app, sendgrid_request(&k.sendgrid, &unix_now().to_string(), "{\"not\": \"an array\"}")).await.status, StatusCode::BAD_REQUEST);
     assert_eq!(event_count(db).await, 0);
     assert_eq!(call(&app, get("/nowhere")).await.status, StatusCode::NOT_FOUND);
 

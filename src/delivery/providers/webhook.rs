@@ -26,7 +26,8 @@
 //! (`{"event_id", "message_id", "event": "delivered" | "bounced" | "complained" | "unsubscribed"
 //! | "stop", "customer_id"?}`, one object or an array) to `POST /webhooks/retentiond` on the
 //! daemon's HTTP server, signed the same way with the same secret. Unsigned, badly signed or
-//! stale (over 5 minutes) requests get 401; see `crate::http` (`webhooks::retentiond`).
+//! stale (further from our clock than `http.webhooks.tolerance_seconds`, default 5 minutes)
+//! requests get 401; see `crate::http` (`webhooks::retentiond`).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -8,6 +8,14 @@
 //! answers 400, a provider without configured credentials 404, a body over
 //! [`crate::http::MAX_BODY_BYTES`] 413.
 //!
+//! Signed timestamps: where the provider signs one (SendGrid, Mailgun, `retentiond`), it must be
+//! whole Unix seconds within [`Window::tolerance_secs`] of our clock either way
+//! (`http.webhooks.tolerance_seconds`, default 300), checked right after the signature and
+//! before any replay record (a Mailgun token, an event key) is read: a captured request is
+//! refused once the window has passed, however long ago its replay records were pruned.
+//! Postmark (Basic auth), Twilio and Meta (WhatsApp) sign no timestamp: for them only the event
+//! keys in `webhook_events` stop a replay, for as long as housekeeping keeps them.
+//!
 //! Matching an event to an outbox row: our `message_id` when the provider echoes it (SendGrid
 //! `custom_args`, Postmark `Metadata`, Mailgun `user-variables`, a `message_id` query parameter
 //! on Twilio's status callback URL, WhatsApp `biz_opaque_callback_data`, the `message_id` of a
@@ -46,6 +54,49 @@ use crate::db::{Db, Tx};
 /// for `whatsapp` = `whatsapp_cloud` and `retentiond` = `webhook`, in `outbox.provider`).
 /// `retentiond` is for the receivers of our own signed-webhook provider.
 pub const PROVIDERS: [&str; 6] = ["sendgrid", "postmark", "mailgun", "twilio", "whatsapp", "retentiond"];
+
+/// Default of `http.webhooks.tolerance_seconds`: how far a signed timestamp may be from our clock.
+pub const DEFAULT_TOLERANCE_SECS: u32 = 300;
+
+/// Largest `http.webhooks.tolerance_seconds` accepted: a wider window lets a captured request be
+/// replayed longer and keeps replay records longer.
+pub const MAX_TOLERANCE_SECS: u32 = 86_400;
+
+/// Slack added to the replay window before housekeeping may prune a `webhook_events` row.
+const REPLAY_MARGIN_SECS: i64 = 3_600;
+
+/// How long a `webhook_events` row (an event key, a Mailgun token) must be kept for a signed
+/// request to stay single-use: a request signed up to `tolerance` ahead of our clock is accepted
+/// when it arrives and stays within the window until `tolerance` after its timestamp, so until
+/// 2 × tolerance after it was recorded; plus a margin.
+pub fn replay_window_secs(tolerance_secs: u32) -> i64 {
+    2 * i64::from(tolerance_secs) + REPLAY_MARGIN_SECS
+}
+
+/// The clock a signed timestamp is checked against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Window {
+    /// Unix seconds now.
+    pub now: i64,
+    pub tolerance_secs: u32,
+}
+
+impl Window {
+    /// A signed timestamp as sent (whole Unix seconds, digits only), checked against the window.
+    /// Non-numeric is an invalid signature; outside the window is [`Rejection::Stale`].
+    pub fn check(&self, timestamp: &str) -> Result<(), Rejection> {
+        // At most 12 digits: no overflow below, and nothing a real clock sends is longer.
+        if timestamp.is_empty() || timestamp.len() > 12 || !timestamp.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(Rejection::Invalid("signature timestamp (not Unix seconds)"));
+        }
+        let ts: i64 = timestamp.parse().map_err(|_| Rejection::Invalid("signature timestamp (not Unix seconds)"))?;
+        let age_secs = self.now - ts;
+        if age_secs.abs() > i64::from(self.tolerance_secs) {
+            return Err(Rejection::Stale { age_secs, tolerance_secs: self.tolerance_secs });
+        }
+        Ok(())
+    }
+}
 
 /// Inbound replies that opt out (trimmed, case-insensitive, the whole message).
 pub const STOP_KEYWORDS: [&str; 6] = ["STOP", "STOPALL", "UNSUBSCRIBE", "CANCEL", "END", "QUIT"];
@@ -134,8 +185,11 @@ pub(crate) enum Rejection {
     NotConfigured,
     /// Credentials or signature absent.
     Missing(&'static str),
-    /// Credentials or signature wrong (or its timestamp outside the accepted window).
+    /// Credentials or signature wrong (a non-numeric signed timestamp included).
     Invalid(&'static str),
+    /// Correctly signed, but the signed timestamp is further from our clock than the tolerance
+    /// (`age_secs` < 0: signed ahead of our clock).
+    Stale { age_secs: i64, tolerance_secs: u32 },
     /// Authentic but unreadable.
     Malformed(String),
     /// Our own configuration is unusable (e.g. a bad SendGrid key).
@@ -148,6 +202,7 @@ impl Rejection {
             Rejection::NotConfigured => "not_configured",
             Rejection::Missing(_) => "unauthenticated",
             Rejection::Invalid(_) => "invalid_signature",
+            Rejection::Stale { .. } => "stale_timestamp",
             Rejection::Malformed(_) => "malformed",
             Rejection::Misconfigured(_) => "misconfigured",
         }
@@ -160,6 +215,10 @@ impl Rejection {
             Rejection::NotConfigured => "no credentials configured".into(),
             Rejection::Missing(what) => format!("missing {what}"),
             Rejection::Invalid(what) => format!("invalid {what}"),
+            Rejection::Stale { age_secs, tolerance_secs } if *age_secs < 0 => {
+                format!("stale signature timestamp: {} s ahead of our clock (tolerance {tolerance_secs} s)", -age_secs)
+            }
+            Rejection::Stale { age_secs, tolerance_secs } => format!("stale signature timestamp: signed {age_secs} s ago (tolerance {tolerance_secs} s)"),
             Rejection::Malformed(why) => format!("malformed payload: {why}"),
             Rejection::Misconfigured(why) => (*why).into(),
         }
@@ -178,6 +237,7 @@ impl Rejection {
             // Missing and wrong credentials alike: 401, the request is not authenticated.
             Rejection::Missing(what) => unauthorized(format!("missing {what}")),
             Rejection::Invalid(what) => unauthorized(format!("invalid {what}")),
+            Rejection::Stale { tolerance_secs, .. } => unauthorized(format!("stale signature timestamp (more than {tolerance_secs} s from our clock)")),
             Rejection::Malformed(why) => plain(StatusCode::BAD_REQUEST, format!("malformed payload: {why}")),
             Rejection::Misconfigured(why) => {
                 tracing::error!(provider, "webhook misconfigured: {why}");
@@ -225,13 +285,14 @@ pub(crate) async fn receive(State(s): State<Shared>, Path(provider): Path<String
     let _enter = span.enter();
     let incoming = Incoming { headers: &headers, body: &body, query: query.as_deref(), public_base_url: &s.public_base_url };
     let w = &s.webhooks;
+    let window = Window { now: super::now(), tolerance_secs: w.tolerance_secs };
     let parsed = match provider {
-        "sendgrid" => w.sendgrid_public_key.as_deref().map(|k| sendgrid::parse(k, &incoming).map(Parsed::from)),
+        "sendgrid" => w.sendgrid_public_key.as_deref().map(|k| sendgrid::parse(k, &incoming, window).map(Parsed::from)),
         "postmark" => w.postmark_basic_auth.as_deref().map(|k| postmark::parse(k, &incoming).map(Parsed::from)),
-        "mailgun" => w.mailgun_signing_key.as_deref().map(|k| mailgun::parse(k, &incoming)),
+        "mailgun" => w.mailgun_signing_key.as_deref().map(|k| mailgun::parse(k, &incoming, window)),
         "twilio" => w.twilio_auth_token.as_deref().map(|k| twilio::parse(k, &incoming).map(Parsed::from)),
         "whatsapp" => w.whatsapp_app_secret.as_deref().map(|k| whatsapp::parse(k, &incoming).map(Parsed::from)),
-        "retentiond" => w.retentiond_secret.as_deref().map(|k| retentiond::parse(k, &incoming, super::now()).map(Parsed::from)),
+        "retentiond" => w.retentiond_secret.as_deref().map(|k| retentiond::parse(k, &incoming, window).map(Parsed::from)),
         _ => unreachable!("PROVIDERS lists the arms"),
     }
     .unwrap_or(Err(Rejection::NotConfigured));
@@ -465,6 +526,36 @@ mod tests {
         for no in ["", "stop please", "STOPP", "start", "don't stop", "S T O P"] {
             assert!(!is_stop(no), "{no:?}");
         }
+    }
+
+    #[test]
+    fn signed_timestamps_must_be_unix_seconds_within_the_window() {
+        let w = Window { now: 1_767_000_000, tolerance_secs: 300 };
+        assert_eq!(w.check("1767000000"), Ok(()));
+        assert_eq!(w.check("1766999700"), Ok(()), "exactly the tolerance old");
+        assert_eq!(w.check("1767000300"), Ok(()), "exactly the tolerance ahead");
+        assert_eq!(w.check("1766999699"), Err(Rejection::Stale { age_secs: 301, tolerance_secs: 300 }));
+        assert_eq!(w.check("1767000301"), Err(Rejection::Stale { age_secs: -301, tolerance_secs: 300 }));
+        assert_eq!(w.check("1420070400"), Err(Rejection::Stale { age_secs: 346_929_600, tolerance_secs: 300 }), "2015");
+        assert_eq!(w.check("0"), Err(Rejection::Stale { age_secs: 1_767_000_000, tolerance_secs: 300 }));
+        for bad in ["", "soon", "1767000000.5", "+1767000000", "-5", " 1767000000", "1e9", "0x69", "１７６７０００００００", "9999999999999"] {
+            assert!(matches!(w.check(bad), Err(Rejection::Invalid(_))), "{bad:?}");
+        }
+        let narrow = Window { tolerance_secs: 60, ..w };
+        assert!(matches!(narrow.check("1766999939"), Err(Rejection::Stale { .. })));
+        assert_eq!(narrow.check("1766999940"), Ok(()));
+        // Logged and answered as stale, with a 401.
+        let stale = w.check("1420070400").unwrap_err();
+        assert_eq!(stale.label(), "stale_timestamp");
+        assert!(stale.detail().contains("346929600 s ago (tolerance 300 s)"), "{}", stale.detail());
+        assert!(w.check("1767003600").unwrap_err().detail().contains("3600 s ahead"));
+        assert_eq!(stale.into_response("mailgun").status(), StatusCode::UNAUTHORIZED);
+    }
+
+    #[test]
+    fn replay_records_outlive_the_window() {
+        assert_eq!(replay_window_secs(300), 600 + 3_600);
+        assert_eq!(replay_window_secs(MAX_TOLERANCE_SECS), 2 * 86_400 + 3_600);
     }
 
     #[test]

@@ -9,10 +9,10 @@
 //! - `X-Retentiond-Signature`: `v1=` + lower-case hex of HMAC-SHA256(secret, timestamp + "." +
 //!   raw body), compared in constant time.
 //!
-//! A missing or wrong signature, or a timestamp more than 5 minutes ([`MAX_SKEW_SECS`]) from
-//! our clock (in either direction: an old request replayed, or one signed ahead of time),
-//! answers 401. Within the window, a replayed request changes nothing because each event is
-//! recorded once, by its `event_id`.
+//! A missing or wrong signature, a timestamp that is not Unix seconds, or one further from our
+//! clock than `http.webhooks.tolerance_seconds` (default 5 minutes; in either direction: an old
+//! request replayed, or one signed ahead of time) answers 401. Within the window, a replayed
+//! request changes nothing because each event is recorded once, by its `event_id`.
 //!
 //! Body: one event object or an array of them:
 //!
@@ -39,11 +39,8 @@
 
 use serde_json::Value;
 
-use super::{Effect, Event, Incoming, Reason, Refs, Rejection, int_of, text_of, unix_of};
+use super::{Effect, Event, Incoming, Reason, Refs, Rejection, Window, int_of, text_of, unix_of};
 use crate::delivery::providers::webhook::{SIGNATURE_HEADER, TIMESTAMP_HEADER, verify as verify_signature};
-
-/// How far the signed timestamp may be from our clock, either way.
-pub const MAX_SKEW_SECS: i64 = 5 * 60;
 
 /// Longest `event_id` accepted.
 const MAX_EVENT_ID_CHARS: usize = 200;
@@ -51,21 +48,18 @@ const MAX_EVENT_ID_CHARS: usize = 200;
 /// The events a receiver may report.
 pub const EVENTS: [&str; 5] = ["delivered", "bounced", "complained", "unsubscribed", "stop"];
 
-fn verify(secret: &str, req: &Incoming<'_>, now: i64) -> Result<(), Rejection> {
+fn verify(secret: &str, req: &Incoming<'_>, window: Window) -> Result<(), Rejection> {
     let signature = req.header(SIGNATURE_HEADER).ok_or(Rejection::Missing("signature"))?;
-    let timestamp = req.header(TIMESTAMP_HEADER).ok_or(Rejection::Missing("signature timestamp"))?;
-    let timestamp: u64 = timestamp.parse().map_err(|_| Rejection::Invalid("signature timestamp"))?;
+    let text = req.header(TIMESTAMP_HEADER).ok_or(Rejection::Missing("signature timestamp"))?;
+    let timestamp: u64 = text.parse().map_err(|_| Rejection::Invalid("signature timestamp (not Unix seconds)"))?;
     if !verify_signature(secret.as_bytes(), timestamp, req.body, signature) {
         return Err(Rejection::Invalid("signature"));
     }
-    if (i128::from(now) - i128::from(timestamp)).abs() > i128::from(MAX_SKEW_SECS) {
-        return Err(Rejection::Invalid("signature timestamp (more than 5 minutes from now)"));
-    }
-    Ok(())
+    window.check(text)
 }
 
-pub(crate) fn parse(secret: &str, req: &Incoming<'_>, now: i64) -> Result<Vec<Event>, Rejection> {
-    verify(secret, req, now)?;
+pub(crate) fn parse(secret: &str, req: &Incoming<'_>, window: Window) -> Result<Vec<Event>, Rejection> {
+    verify(secret, req, window)?;
     let body: Value = serde_json::from_slice(req.body).map_err(|e| Rejection::Malformed(format!("not JSON: {e}")))?;
     let items = match body {
         Value::Array(items) => items,
@@ -137,9 +131,15 @@ mod tests {
         h
     }
 
-    fn parse_signed(ts: u64, body: &str) -> Result<Vec<Event>, Rejection> {
+    const WINDOW: Window = Window { now: NOW, tolerance_secs: 300 };
+
+    fn parse_signed_in(ts: u64, body: &str, window: Window) -> Result<Vec<Event>, Rejection> {
         let h = headers(&ts.to_string(), &signature(SECRET.as_bytes(), ts, body.as_bytes()));
-        parse(SECRET, &Incoming { headers: &h, body: body.as_bytes(), query: None, public_base_url: "" }, NOW)
+        parse(SECRET, &Incoming { headers: &h, body: body.as_bytes(), query: None, public_base_url: "" }, window)
+    }
+
+    fn parse_signed(ts: u64, body: &str) -> Result<Vec<Event>, Rejection> {
+        parse_signed_in(ts, body, WINDOW)
     }
 
     #[test]
@@ -148,16 +148,25 @@ mod tests {
         let now = NOW as u64;
         assert_eq!(parse_signed(now, body).unwrap().len(), 1);
         assert_eq!(parse_signed(now - 300, body).unwrap().len(), 1, "exactly 5 minutes old");
-        assert!(matches!(parse_signed(now - 301, body), Err(Rejection::Invalid(_))));
-        assert!(matches!(parse_signed(now + 301, body), Err(Rejection::Invalid(_))));
+        assert_eq!(parse_signed(now + 300, body).unwrap().len(), 1, "exactly 5 minutes ahead");
+        assert_eq!(parse_signed(now - 301, body).unwrap_err(), Rejection::Stale { age_secs: 301, tolerance_secs: 300 });
+        assert_eq!(parse_signed(now + 301, body).unwrap_err(), Rejection::Stale { age_secs: -301, tolerance_secs: 300 });
+        assert!(matches!(parse_signed(1_420_070_400, body), Err(Rejection::Stale { .. })), "2015");
+        // The configured tolerance, not a constant.
+        let narrow = Window { tolerance_secs: 30, ..WINDOW };
+        assert!(matches!(parse_signed_in(now - 31, body, narrow), Err(Rejection::Stale { .. })));
+        assert_eq!(parse_signed_in(now - 30, body, narrow).unwrap().len(), 1);
 
-        let check = |h: &HeaderMap| parse(SECRET, &Incoming { headers: h, body: body.as_bytes(), query: None, public_base_url: "" }, NOW);
+        let check = |h: &HeaderMap| parse(SECRET, &Incoming { headers: h, body: body.as_bytes(), query: None, public_base_url: "" }, WINDOW);
         let good = signature(SECRET.as_bytes(), now, body.as_bytes());
         assert_eq!(check(&HeaderMap::new()).unwrap_err(), Rejection::Missing("signature"));
         let mut only_sig = HeaderMap::new();
         only_sig.insert(SIGNATURE_HEADER, good.parse().unwrap());
         assert_eq!(check(&only_sig).unwrap_err(), Rejection::Missing("signature timestamp"));
-        assert_eq!(check(&headers("soon", &good)).unwrap_err(), Rejection::Invalid("signature timestamp"));
+        assert_eq!(check(&headers("soon", &good)).unwrap_err(), Rejection::Invalid("signature timestamp (not Unix seconds)"));
+        // `+` parses as u64 but is not how a timestamp is signed: refused as non-numeric.
+        let plus = signature(SECRET.as_bytes(), now, body.as_bytes());
+        assert!(matches!(check(&headers(&format!("+{now}"), &plus)), Err(Rejection::Invalid(_))));
         assert_eq!(check(&headers(&(now + 1).to_string(), &good)).unwrap_err(), Rejection::Invalid("signature"));
         let other = signature(b"another secret", now, body.as_bytes());
         assert_eq!(check(&headers(&now.to_string(), &other)).unwrap_err(), Rejection::Invalid("signature"));

@@ -3,7 +3,8 @@
 //! Verification: ECDSA P-256 / SHA-256 over `timestamp + raw body`, where the timestamp is the
 //! `X-Twilio-Email-Event-Webhook-Timestamp` header and the signature is the base64 DER in
 //! `X-Twilio-Email-Event-Webhook-Signature`; the verification key is the base64 DER public key
-//! shown in SendGrid's Mail Settings.
+//! shown in SendGrid's Mail Settings. The timestamp must be whole Unix seconds within the
+//! tolerance of our clock ([`super::Window`]); otherwise 401, before any event is read.
 //!
 //! Payload: a JSON array of events. Our `custom_args` (`message_id`, `campaign`,
 //! `customer_id`, `idempotency_key`) come back as top-level fields of each event.
@@ -15,7 +16,7 @@ use p256::ecdsa::{Signature, VerifyingKey};
 use p256::pkcs8::DecodePublicKey as _;
 use serde_json::Value;
 
-use super::{Effect, Event, Incoming, Reason, Refs, Rejection, digest_key, int_of, text_of, unix_of};
+use super::{Effect, Event, Incoming, Reason, Refs, Rejection, Window, digest_key, int_of, text_of, unix_of};
 
 pub const SIGNATURE_HEADER: &str = "x-twilio-email-event-webhook-signature";
 pub const TIMESTAMP_HEADER: &str = "x-twilio-email-event-webhook-timestamp";
@@ -27,7 +28,7 @@ pub(crate) fn parse_public_key(b64: &str) -> Result<VerifyingKey, String> {
     VerifyingKey::from_public_key_der(&der).map_err(|e| format!("DER: {e}"))
 }
 
-fn verify(public_key: &str, req: &Incoming<'_>) -> Result<(), Rejection> {
+fn verify(public_key: &str, req: &Incoming<'_>, window: Window) -> Result<(), Rejection> {
     let signature = req.header(SIGNATURE_HEADER).ok_or(Rejection::Missing("signature"))?;
     let timestamp = req.header(TIMESTAMP_HEADER).ok_or(Rejection::Missing("signature timestamp"))?;
     let key = parse_public_key(public_key).map_err(|_| Rejection::Misconfigured("the SendGrid verification key is not a base64 P-256 public key"))?;
@@ -36,11 +37,12 @@ fn verify(public_key: &str, req: &Incoming<'_>) -> Result<(), Rejection> {
     let mut signed = Vec::with_capacity(timestamp.len() + req.body.len());
     signed.extend_from_slice(timestamp.as_bytes());
     signed.extend_from_slice(req.body);
-    key.verify(&signed, &signature).map_err(|_| Rejection::Invalid("signature"))
+    key.verify(&signed, &signature).map_err(|_| Rejection::Invalid("signature"))?;
+    window.check(timestamp)
 }
 
-pub(crate) fn parse(public_key: &str, req: &Incoming<'_>) -> Result<Vec<Event>, Rejection> {
-    verify(public_key, req)?;
+pub(crate) fn parse(public_key: &str, req: &Incoming<'_>, window: Window) -> Result<Vec<Event>, Rejection> {
+    verify(public_key, req, window)?;
     let body: Value = serde_json::from_slice(req.body).map_err(|e| Rejection::Malformed(format!("not JSON: {e}")))?;
     let Value::Array(items) = body else {
         return Err(Rejection::Malformed("expected a JSON array of events".into()));
@@ -180,11 +182,52 @@ mod vector {
             let mut headers = axum::http::HeaderMap::new();
             headers.insert(SIGNATURE_HEADER, SIG.parse().unwrap());
             headers.insert(TIMESTAMP_HEADER, timestamp.parse().unwrap());
-            verify(KEY, &Incoming { headers: &headers, body: body.as_bytes(), query: None, public_base_url: "" })
+            // The sample was signed in 2020: checked with our clock at its timestamp.
+            verify(KEY, &Incoming { headers: &headers, body: body.as_bytes(), query: None, public_base_url: "" }, Window { now: 1_588_788_367, tolerance_secs: 300 })
         };
         let payload = r#"{"category":"example_payload","event":"test_event","message_id":"message_id"}"#;
         assert_eq!(check("1588788367", payload), Ok(()));
         assert_eq!(check("1588788368", payload), Err(Rejection::Invalid("signature")));
         assert_eq!(check("1588788367", &payload.replace("test_event", "delivered")), Err(Rejection::Invalid("signature")));
+    }
+}
+
+#[cfg(test)]
+mod window {
+    use p256::ecdsa::SigningKey;
+    use p256::ecdsa::signature::Signer as _;
+    use p256::pkcs8::EncodePublicKey as _;
+
+    use super::*;
+
+    const NOW: i64 = 1_767_000_000;
+
+    /// Verifies `body` signed at `timestamp` with a fixed key, our clock at [`NOW`].
+    fn check(timestamp: &str, tolerance_secs: u32) -> Result<(), Rejection> {
+        let sk = SigningKey::from_slice(&[7u8; 32]).unwrap();
+        let public = STANDARD.encode(sk.verifying_key().to_public_key_der().unwrap().as_bytes());
+        let body = r#"[{"event":"spamreport","sg_event_id":"x","email":"a@example.com"}]"#;
+        let sig: Signature = sk.sign(format!("{timestamp}{body}").as_bytes());
+        let mut headers = axum::http::HeaderMap::new();
+        headers.insert(SIGNATURE_HEADER, STANDARD.encode(sig.to_der().as_bytes()).parse().unwrap());
+        headers.insert(TIMESTAMP_HEADER, timestamp.parse().unwrap());
+        let req = Incoming { headers: &headers, body: body.as_bytes(), query: None, public_base_url: "" };
+        parse(&public, &req, Window { now: NOW, tolerance_secs }).map(|events| assert_eq!(events.len(), 1))
+    }
+
+    #[test]
+    fn signed_timestamp_must_be_recent_and_numeric() {
+        assert_eq!(check("1767000000", 300), Ok(()));
+        assert_eq!(check("1766999700", 300), Ok(()), "the tolerance ago");
+        assert_eq!(check("1767000300", 300), Ok(()), "the tolerance ahead");
+        assert!(matches!(check("1420070400", 300), Err(Rejection::Stale { .. })), "2015");
+        assert!(matches!(check("1766999699", 300), Err(Rejection::Stale { age_secs: 301, .. })));
+        assert!(matches!(check("1767000301", 300), Err(Rejection::Stale { age_secs: -301, .. })));
+        // Correctly signed over a non-numeric timestamp.
+        for bad in ["soon", "1767000000.0", "1.767e9"] {
+            assert!(matches!(check(bad, 300), Err(Rejection::Invalid(_))), "{bad}");
+        }
+        assert!(matches!(check("1766999939", 60), Err(Rejection::Stale { .. })), "the configured tolerance");
+        assert_eq!(check("1766999940", 60), Ok(()));
     }
 }
