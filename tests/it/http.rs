@@ -949,28 +949,28 @@ async fn operator_endpoints_require_the_token(t: TestDb) {
     let db = &t.db;
     seed_customers(db).await;
     msg(db, "c1", 1, "queued", "email", "a@example.com", None, None).await;
-    let app = app_with_token(db);
+    let guarded = app_with_token(db);
     for uri in ["/metrics", "/"] {
         for req in [get(uri), get_with(uri, "Bearer wrong-token"), get_with(uri, &format!("Basic {OPS_TOKEN}")), get_with(uri, "Bearer ")] {
-            let r = call(&app, req).await;
+            let r = call(&guarded, req).await;
             assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{uri}: {}", r.body);
             assert_eq!(r.headers["www-authenticate"], "Bearer realm=\"retentiond\"");
             assert!(!r.body.contains("retentiond_") && !r.body.contains(OPS_TOKEN), "{uri}: {}", r.body);
         }
     }
-    let r = call(&app, get_with("/metrics", &format!("Bearer {OPS_TOKEN}"))).await;
+    let r = call(&guarded, get_with("/metrics", &format!("Bearer {OPS_TOKEN}"))).await;
     assert_eq!(r.status, StatusCode::OK);
     assert!(r.body.lines().any(|l| l == "retentiond_queue_depth 1"), "{}", r.body);
     // Past the token, `/` answers as without one (this state has no report: 404).
-    let r = call(&app, get_with("/", &format!("bearer {OPS_TOKEN}"))).await;
+    let r = call(&guarded, get_with("/", &format!("bearer {OPS_TOKEN}"))).await;
     assert_eq!((r.status, r.body.as_str()), (StatusCode::NOT_FOUND, "no report on this server"));
     // The rest stays open.
-    assert_eq!(call(&app, get("/healthz")).await.status, StatusCode::OK);
-    let r = call(&app, get(&format!("/unsubscribe/{}", token("c1", "email")))).await;
+    assert_eq!(call(&guarded, get("/healthz")).await.status, StatusCode::OK);
+    let r = call(&guarded, get(&format!("/unsubscribe/{}", token("c1", "email")))).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-    let r = call(&app, post("/unsubscribe/not-a-token", &[], "List-Unsubscribe=One-Click")).await;
+    let r = call(&guarded, post("/unsubscribe/not-a-token", &[], "List-Unsubscribe=One-Click")).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
-    let r = call(&app, post("/webhooks/postmark", &[], "{}")).await;
+    let r = call(&guarded, post("/webhooks/postmark", &[], "{}")).await;
     assert_eq!(r.status, StatusCode::NOT_FOUND, "a webhook's own rules decide, not the token: {}", r.body);
     // Without a token configured, both are open (the default).
     let open = app(db, WebhookSecrets::default());
