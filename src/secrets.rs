@@ -129,7 +129,10 @@ pub fn http_auth_token(settings: &Settings, file: &str, env: &dyn Fn(&str) -> Op
         return Ok(None);
     }
     let problem = |message: String| ConfigError { issues: vec![ConfigIssue { file: file.to_string(), key: "http.auth_token_env".into(), message, fix: STRONG_SECRET_FIX.into() }] };
-    let value = env(var).map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).ok_or_else(|| problem(format!("environment variable {var} is not set: it holds the bearer token GET / and /metrics require")))?;
+    let value = env(var)
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| problem(format!("environment variable {var} is not set: it holds the bearer token GET / and /metrics require")))?;
     if let Some(why) = weakness(value.as_bytes()) {
         return Err(problem(format!("the token in {var} {why}")));
     }
