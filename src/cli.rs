@@ -1,7 +1,8 @@
 //! Command-line interface: parsing (clap) and one function per command.
 //!
-//! Exit codes: 0 ok, 1 failure, 2 bad usage or configuration. Logs go to stderr, results to
-//! stdout.
+//! Exit codes: 0 ok, 1 failure, 2 bad usage or configuration (in every command: a config
+//! problem that surfaces as an error, such as a missing secret or an unknown campaign, is
+//! recognised by its type in [`run`]). Logs go to stderr, results to stdout.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -232,13 +233,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Err(e) => return config_failure(&e),
     };
     let result = match cli.command {
-        Command::CheckConfig => match crate::selection::preflight::load(&settings, &cli.config.display().to_string()).and_then(|set| settings.providers(&cli.config.display().to_string()).map(|_| set)) {
-            Ok(set) => {
-                println!("configuration OK: {} and {} campaign(s) in {}", cli.config.display(), set.campaigns.len(), settings.campaigns.dir.display());
-                Ok(ExitCode::SUCCESS)
-            }
-            Err(e) => return config_failure(&e),
-        },
+        Command::CheckConfig => return check_config(&settings, &cli.config),
         Command::Campaigns { action } => campaigns(&settings, &cli.config, action).await,
         Command::Dispatch { once } => dispatch(&settings, &cli.config, once).await,
         Command::Serve => serve(&settings, &cli.config).await,
@@ -261,11 +256,56 @@ pub async fn run(cli: Cli) -> ExitCode {
     };
     match result {
         Ok(code) => code,
+        Err(e) if is_config_problem(&e) => {
+            match e.chain().find_map(|c| c.downcast_ref::<ConfigError>()) {
+                Some(c) => eprint!("{c}"),
+                None => eprintln!("error: {}", crate::redact::redact(&format!("{e:#}"))),
+            }
+            ExitCode::from(2)
+        }
         Err(e) => {
             tracing::error!(error.cause_chain = ?e, "command failed");
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", crate::redact::redact(&format!("{e:#}")));
             ExitCode::from(1)
         }
+    }
+}
+
+/// Whether a command's error is a configuration problem (exit 2, like `check-config`): invalid
+/// settings, a missing or weak secret, or a campaign named on the command line or a category
+/// named in a campaign file that does not exist.
+fn is_config_problem(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.is::<ConfigError>() || c.is::<crate::selection::offer::SecretError>() || c.is::<crate::selection::run::PlanError>())
+}
+
+/// `check-config`: the settings (already loaded), the campaign files, the providers' credentials
+/// and every secret the config names, all problems at once. What `run` or `serve` would refuse
+/// is an error (exit 2); a weak secret they accept (a short provider key) is a warning.
+fn check_config(settings: &Settings, config: &std::path::Path) -> ExitCode {
+    let file = config.display().to_string();
+    let mut issues = Vec::new();
+    let set = match crate::selection::preflight::load(settings, &file) {
+        Ok(set) => Some(set),
+        Err(e) => {
+            issues.extend(e.issues);
+            None
+        }
+    };
+    if let Err(e) = settings.providers(&file) {
+        issues.extend(e.issues);
+    }
+    let needs_code = set.as_ref().is_some_and(|s| s.campaigns.iter().any(|c| c.needs_code_secret()));
+    let secrets = crate::secrets::check(settings, &file, needs_code, &|k| std::env::var(k).ok());
+    issues.extend(secrets.errors);
+    for w in &secrets.warnings {
+        eprintln!("warning: {w}");
+    }
+    match set {
+        Some(set) if issues.is_empty() => {
+            println!("configuration OK: {} and {} campaign(s) in {}", config.display(), set.campaigns.len(), settings.campaigns.dir.display());
+            ExitCode::SUCCESS
+        }
+        _ => config_failure(&ConfigError { issues }),
     }
 }
 
@@ -423,8 +463,9 @@ pub(crate) fn build_dispatcher(
     Ok(std::sync::Arc::new(crate::delivery::dispatcher::Dispatcher::new(db.clone(), std::sync::Arc::new(providers), settings.dispatch.clone(), fallback)))
 }
 
-/// The HTTP server's state: webhook secrets from the environment, metrics recorder.
-pub(crate) fn http_state(settings: &Settings, db: &Db, secrets: &Secrets, campaigns: Option<crate::campaigns::SharedCampaigns>) -> crate::http::AppState {
+/// The HTTP server's state: webhook secrets from the environment, metrics recorder, the
+/// operator endpoints' token (from [`crate::secrets::http_auth_token`], checked at start).
+pub(crate) fn http_state(settings: &Settings, db: &Db, secrets: &Secrets, campaigns: Option<crate::campaigns::SharedCampaigns>, auth_token: Option<crate::http::AuthToken>) -> crate::http::AppState {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let mut webhooks = settings.http.webhooks.resolve(&env);
     // Receivers of our own webhook sign their events with the secret we sign ours with.
@@ -439,6 +480,7 @@ pub(crate) fn http_state(settings: &Settings, db: &Db, secrets: &Secrets, campai
         metrics: crate::http::install_metrics_recorder(),
         brand_name: settings.brand.name.clone(),
         report: campaigns.map(|campaigns| crate::http::ReportContext { settings: settings.clone(), campaigns }),
+        auth_token,
     }
 }
 
@@ -448,13 +490,17 @@ async fn serve(settings: &Settings, config: &std::path::Path) -> anyhow::Result<
         eprintln!("error: {e}");
         return Ok(ExitCode::from(2));
     }
+    let auth_token = match crate::secrets::http_auth_token(settings, &config.display().to_string(), &|k| std::env::var(k).ok()) {
+        Ok(t) => t,
+        Err(e) => return Ok(config_failure(&e)),
+    };
     let db = connect(settings).await?;
     let d = match build_dispatcher(settings, config, &db, secrets.clone(), None) {
         Ok(d) => d,
         Err(e) => return Ok(config_failure(&e)),
     };
     let campaigns = crate::selection::preflight::load(settings, &config.display().to_string()).ok().map(crate::campaigns::SharedCampaigns::new);
-    let state = http_state(settings, &db, &secrets, campaigns);
+    let state = http_state(settings, &db, &secrets, campaigns, auth_token);
     let listener = tokio::net::TcpListener::bind(&settings.http.bind).await.with_context(|| format!("Failed to bind {}", settings.http.bind))?;
     tracing::info!(addr = %settings.http.bind, worker = d.owner(), "serving HTTP and dispatching");
     let (tx, rx) = tokio::sync::watch::channel(false);

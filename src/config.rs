@@ -206,13 +206,16 @@ impl Default for CampaignSettings {
 pub struct HttpSettings {
     /// Address the daemon's HTTP server binds. Default "127.0.0.1:8080".
     pub bind: String,
+    /// Environment variable holding a bearer token that `GET /` and `/metrics` then require
+    /// (`Authorization: Bearer <token>`). Default "" (no token: open, as on a loopback bind).
+    pub auth_token_env: String,
     /// Environment variables holding each provider's webhook signing secret.
     pub webhooks: crate::http::WebhookSettings,
 }
 
 impl Default for HttpSettings {
     fn default() -> Self {
-        Self { bind: "127.0.0.1:8080".into(), webhooks: Default::default() }
+        Self { bind: "127.0.0.1:8080".into(), auth_token_env: String::new(), webhooks: Default::default() }
     }
 }
 
@@ -547,6 +550,10 @@ impl Settings {
         }
         if self.http.bind.parse::<SocketAddr>().is_err() {
             sink.push("http.bind", format!("{:?} is not an address:port", self.http.bind), "use a value such as \"127.0.0.1:8080\"");
+        }
+        let auth = &self.http.auth_token_env;
+        if !auth.is_empty() && !auth.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_') {
+            sink.push("http.auth_token_env", format!("{auth:?} is not an environment variable name"), "use a name such as RETENTIOND_HTTP_TOKEN, or \"\" for no token");
         }
         self.http.webhooks.validate("http.webhooks", &mut sink);
         self.scheduler.validate(&mut sink);

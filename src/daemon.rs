@@ -66,6 +66,10 @@ pub async fn run(settings: &Settings, config: &Path, once: bool) -> anyhow::Resu
         Ok(s) => s,
         Err(code) => return Ok(code),
     };
+    let auth_token = match crate::secrets::http_auth_token(settings, &config.display().to_string(), &|k| std::env::var(k).ok()) {
+        Ok(t) => t,
+        Err(e) => return Ok(config_failure(&e)),
+    };
     let db = connect(settings).await?;
     let campaigns = SharedCampaigns::new(set);
     let dispatcher = match build_dispatcher(settings, config, &db, secrets.clone(), Some(campaigns.clone())) {
@@ -94,7 +98,7 @@ pub async fn run(settings: &Settings, config: &Path, once: bool) -> anyhow::Resu
     }
 
     let listener = tokio::net::TcpListener::bind(&settings.http.bind).await.with_context(|| format!("Failed to bind {}", settings.http.bind))?;
-    let state = http_state(settings, &db, &secrets, Some(campaigns.clone()));
+    let state = http_state(settings, &db, &secrets, Some(campaigns.clone()), auth_token);
     let (tx, rx) = tokio::sync::watch::channel(false);
     let http = tokio::spawn({
         let mut rx = rx.clone();
@@ -219,7 +223,7 @@ pub async fn demo_cycle(settings: &Settings, config: &Path) -> anyhow::Result<Ex
         "dispatch", stats.sent, stats.suppressed, stats.failed + stats.dead, waiting
     );
     if [&settings.delivery.email, &settings.delivery.sms, &settings.delivery.whatsapp].iter().any(|p| p.as_str() == "file") {
-        println!("messages written to {}/ (one JSON file per message)", settings.delivery.file.dir.display());
+        println!("messages written to {}/ (one JSON file per message, named after its campaign, customer and day)", settings.delivery.file.dir.display());
     }
     match report {
         Ok(line) => println!("{line}\nopen {} in a browser (the daemon serves the same page at http://{}/)", report_path.display(), settings.http.bind),

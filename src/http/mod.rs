@@ -6,6 +6,9 @@
 //! | `GET /` | the retention report (`crate::report`), when the server has campaigns to report on |
 //! | `GET /healthz` | `ok` when the database answers `SELECT 1`, 503 otherwise |
 //! | `GET /metrics` | Prometheus text: the recorder's metrics plus gauges read from the database |
+//!
+//! `GET /` and `/metrics` require `Authorization: Bearer <token>` when `http.auth_token_env`
+//! names a token ([`auth`]); the other routes authenticate their own way or must stay public.
 //! | `GET /unsubscribe/{token}` | a confirmation page; changes nothing (mail scanners follow links) |
 //! | `POST /unsubscribe/{token}` | the one-click POST (or the page's form): suppresses the channel |
 //! | `POST /webhooks/{provider}` | sendgrid, postmark, mailgun, twilio, whatsapp; each verified its own way |
@@ -20,6 +23,7 @@
 //! Logs carry the route template, never the URI (unsubscribe tokens are capabilities), and never
 //! secrets, email addresses or full phone numbers.
 
+mod auth;
 mod metrics;
 mod settings;
 mod store;
@@ -41,6 +45,7 @@ use tracing::Instrument as _;
 
 use crate::db::Db;
 
+pub use auth::{AuthToken, exposed};
 pub use metrics::{DELIVERY_LATENCY_BUCKETS, install_metrics_recorder};
 pub use settings::{WebhookSecrets, WebhookSettings};
 pub use webhooks::{PROVIDERS, replay_window_secs};
@@ -69,6 +74,8 @@ pub struct AppState {
     pub brand_name: String,
     /// What `GET /` reports with; `None` answers 404 (a server without campaign settings).
     pub report: Option<ReportContext>,
+    /// When set, `GET /` and `/metrics` answer 401 without `Authorization: Bearer <token>`.
+    pub auth_token: Option<AuthToken>,
 }
 
 /// The settings and (reloadable) campaigns the report at `GET /` reads.
@@ -87,23 +94,29 @@ impl std::fmt::Debug for AppState {
             .field("webhooks", &self.webhooks)
             .field("public_base_url", &self.public_base_url)
             .field("brand_name", &self.brand_name)
+            .field("auth_token", &self.auth_token.is_some())
             .finish_non_exhaustive()
     }
 }
 
 type Shared = Arc<AppState>;
 
-/// All routes, with the body limit and per-request tracing spans.
+/// All routes, with the body limit and per-request tracing spans; the operator endpoints
+/// behind the optional bearer token.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let state = Arc::new(state);
+    let operator = Router::new()
         .route("/", get(report))
-        .route("/healthz", get(healthz))
         .route("/metrics", get(metrics::scrape))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
+    Router::new()
+        .merge(operator)
+        .route("/healthz", get(healthz))
         .route("/unsubscribe/{token}", get(unsubscribe::confirm_page).post(unsubscribe::unsubscribe))
         .route("/webhooks/{provider}", get(webhooks::verify_subscription).post(webhooks::receive))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(trace_request))
-        .with_state(Arc::new(state))
+        .with_state(state)
 }
 
 /// Serves `router(state)` on `listener` until `shutdown` resolves, then lets in-flight requests
@@ -115,6 +128,9 @@ pub async fn serve(
 ) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     state.webhooks.log_status();
+    if exposed(addr, state.auth_token.as_ref()) {
+        tracing::warn!(%addr, "the report (GET /) and /metrics are open to anyone who reaches this address: set http.auth_token_env to require a bearer token, or bind a loopback address");
+    }
     tracing::info!(%addr, "HTTP server listening");
     axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await?;
     tracing::info!(%addr, "HTTP server stopped");

@@ -66,7 +66,11 @@ impl WebhookSettings {
     /// Reads the secrets through `env` (`|k| std::env::var(k).ok()` in the daemon). Values are
     /// trimmed; empty means unset.
     pub fn resolve(&self, env: &dyn Fn(&str) -> Option<String>) -> WebhookSecrets {
-        let get = |name: &str| env(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let get = |name: &str| {
+            let v = env(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty())?;
+            crate::redact::register(&v);
+            Some(v)
+        };
         WebhookSecrets {
             sendgrid_public_key: get(&self.sendgrid_public_key_env),
             postmark_basic_auth: get(&self.postmark_basic_auth_env),

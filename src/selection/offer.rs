@@ -32,22 +32,29 @@ impl std::fmt::Debug for Secrets {
 pub enum SecretError {
     #[error("environment variable {var} is not set: it holds the secret that {purpose}; set it to a long random value (e.g. `openssl rand -hex 32`)")]
     Missing { var: String, purpose: &'static str },
-    #[error("environment variable {var} is shorter than 16 bytes: use a long random value")]
-    TooShort { var: String },
+    #[error("the secret in environment variable {var} {why}: use a long random value (e.g. `openssl rand -hex 32`)")]
+    Weak { var: String, why: String },
 }
 
 impl Secrets {
     pub fn from_env(c: &CampaignSettings) -> Secrets {
-        let read = |var: &str| std::env::var(var).ok().filter(|v| !v.is_empty()).map(String::into_bytes);
+        let read = |var: &str| {
+            let v = std::env::var(var).ok().filter(|v| !v.is_empty())?;
+            crate::redact::register(&v);
+            Some(v.into_bytes())
+        };
         Secrets { unsubscribe: read(&c.unsubscribe_secret_env), code: read(&c.code_secret_env) }
     }
 
-    /// Checks the secrets the campaigns need are present and long enough.
+    /// Checks the secrets the campaigns need are present and strong ([`crate::secrets::weakness`]:
+    /// at least 16 bytes, not one character repeated).
     pub fn check(&self, c: &CampaignSettings, needs_code: bool) -> Result<(), SecretError> {
         let check = |v: &Option<Vec<u8>>, var: &str, purpose| match v {
             None => Err(SecretError::Missing { var: var.to_string(), purpose }),
-            Some(s) if s.len() < 16 => Err(SecretError::TooShort { var: var.to_string() }),
-            Some(_) => Ok(()),
+            Some(s) => match crate::secrets::weakness(s) {
+                Some(why) => Err(SecretError::Weak { var: var.to_string(), why }),
+                None => Ok(()),
+            },
         };
         check(&self.unsubscribe, &c.unsubscribe_secret_env, "signs unsubscribe links")?;
         if needs_code {

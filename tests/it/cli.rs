@@ -12,9 +12,14 @@ fn bin() -> Command {
     c
 }
 
+/// Strong secrets for the shipped config (its campaigns derive codes).
+fn with_secrets(c: &mut Command) -> &mut Command {
+    c.env("RETENTIOND_UNSUBSCRIBE_SECRET", "cli-test-secret-0123456789").env("RETENTIOND_CODE_SECRET", "cli-test-secret-9876543210")
+}
+
 #[test]
 fn shipped_config_is_valid() {
-    let out = bin().args(["check-config"]).output().unwrap();
+    let out = with_secrets(&mut bin()).args(["check-config"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("configuration OK"));
 }
@@ -130,7 +135,7 @@ fn check_config_renders_every_campaign_before_saying_ok() {
     let campaigns = campaigns_with_landing_urls(dir.path(), &[]);
     let config = dir.path().join("r.toml");
     std::fs::write(&config, format!("[campaigns]\ndir = {:?}\npublic_base_url = \"https://crm example.com\"\n", campaigns.display().to_string())).unwrap();
-    let out = bin().args(["--config", config.to_str().unwrap(), "check-config"]).output().unwrap();
+    let out = with_secrets(&mut bin()).args(["--config", config.to_str().unwrap(), "check-config"]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("r.toml: `campaigns.public_base_url`"), "{err}");
@@ -147,7 +152,7 @@ fn one_type_error_reports_one_problem() {
     std::fs::write(campaigns.join("due-soon.toml"), text.replace("products = 3 ", "products = \"three\" ")).unwrap();
     let config = dir.path().join("r.toml");
     std::fs::write(&config, format!("[campaigns]\ndir = {:?}\n", campaigns.display().to_string())).unwrap();
-    let out = bin().args(["--config", config.to_str().unwrap(), "check-config"]).output().unwrap();
+    let out = with_secrets(&mut bin()).args(["--config", config.to_str().unwrap(), "check-config"]).output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("1 configuration error(s)"), "{err}");
@@ -178,7 +183,7 @@ fn default_config_prints_valid_toml() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("d.toml");
     std::fs::write(&path, &out.stdout).unwrap();
-    let check = bin().args(["--config", path.to_str().unwrap(), "check-config"]).output().unwrap();
+    let check = with_secrets(&mut bin()).args(["--config", path.to_str().unwrap(), "check-config"]).output().unwrap();
     assert!(check.status.success(), "{}", String::from_utf8_lossy(&check.stderr));
 }
 
@@ -303,9 +308,9 @@ fn demo_runs_the_main_job_and_models_lists_the_champion() {
     assert!(text.contains("already in the outbox today (re-run)") && text.contains("dry run: nothing was written"), "{text}");
     let rows = std::fs::read_to_string(&csv).unwrap();
     assert!(rows.starts_with("campaign,customer_id,group,channel"), "{rows}");
-    // Without secrets, a clear error naming the variable.
+    // Without secrets, a clear error naming the variable (a configuration problem: exit 2).
     let plan = bin().args(["--database", &url, "campaigns", "plan"]).env_remove("RETENTIOND_UNSUBSCRIBE_SECRET").output().unwrap();
-    assert_eq!(plan.status.code(), Some(1));
+    assert_eq!(plan.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&plan.stderr).contains("RETENTIOND_UNSUBSCRIBE_SECRET is not set"));
     let models = bin().args(["--database", &url, "models", "--json"]).output().unwrap();
     assert!(models.status.success());
@@ -330,3 +335,110 @@ fn score_without_a_model_fails_with_a_clear_message() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("run `retentiond train` first"));
 }
+
+/// `check-config` reports what `run` would refuse (missing or weak unsubscribe and code secrets,
+/// an `http.auth_token_env` without its token) as errors with key and fix, exit 2, and a weak
+/// secret `run` accepts (a short provider key) as a warning. No secret value is printed.
+#[test]
+fn check_config_reports_missing_and_weak_secrets() {
+    let clear = |c: &mut Command| {
+        for v in ["RETENTIOND_UNSUBSCRIBE_SECRET", "RETENTIOND_CODE_SECRET", "CLI_TEST_HTTP_TOKEN", "CLI_TEST_SENDGRID_KEY"] {
+            c.env_remove(v);
+        }
+    };
+    // The shipped config without the secrets in the environment.
+    let mut c = bin();
+    clear(&mut c);
+    let out = c.args(["check-config"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    for needle in [
+        "config/retentiond.toml: `campaigns.unsubscribe_secret_env`: environment variable RETENTIOND_UNSUBSCRIBE_SECRET is not set: it holds the secret that signs unsubscribe links (fix: set it to a long random value, e.g. `openssl rand -hex 32`)",
+        "`campaigns.code_secret_env`: environment variable RETENTIOND_CODE_SECRET is not set",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+
+    // Weak values: too short, one character repeated.
+    let mut c = bin();
+    clear(&mut c);
+    let out = c.args(["check-config"]).env("RETENTIOND_UNSUBSCRIBE_SECRET", "hunter2").env("RETENTIOND_CODE_SECRET", "zzzzzzzzzzzzzzzzzzzzzzzz").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("`campaigns.unsubscribe_secret_env`: the secret in RETENTIOND_UNSUBSCRIBE_SECRET is shorter than 16 bytes (7 bytes)"), "{err}");
+    assert!(err.contains("`campaigns.code_secret_env`: the secret in RETENTIOND_CODE_SECRET is one character repeated"), "{err}");
+    assert!(!err.contains("hunter2") && !err.contains("zzzzzzzz"), "{err}");
+
+    // A token asked for but not set is an error; a short provider key only a warning.
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("r.toml");
+    let campaigns = concat!(env!("CARGO_MANIFEST_DIR"), "/config/campaigns");
+    std::fs::write(
+        &config,
+        format!("[http]\nauth_token_env = \"CLI_TEST_HTTP_TOKEN\"\n[delivery]\nemail = \"sendgrid\"\n[delivery.sendgrid]\napi_key_env = \"CLI_TEST_SENDGRID_KEY\"\nfrom_email = \"crm@example.com\"\n[campaigns]\ndir = {campaigns:?}\n"),
+    )
+    .unwrap();
+    let mut c = bin();
+    clear(&mut c);
+    let out = with_secrets(&mut c).args(["--config", config.to_str().unwrap(), "check-config"]).env("CLI_TEST_SENDGRID_KEY", "SG.x").output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("r.toml: `http.auth_token_env`: environment variable CLI_TEST_HTTP_TOKEN is not set"), "{err}");
+    assert!(err.contains("warning: ") && err.contains("`delivery.sendgrid.api_key_env`: the secret in CLI_TEST_SENDGRID_KEY is shorter than 16 bytes"), "{err}");
+    let mut c = bin();
+    clear(&mut c);
+    let out = with_secrets(&mut c)
+        .args(["--config", config.to_str().unwrap(), "check-config"])
+        .env("CLI_TEST_SENDGRID_KEY", "SG.x")
+        .env("CLI_TEST_HTTP_TOKEN", "cli-test-http-token-0123456789")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("warning: ") && err.contains("CLI_TEST_SENDGRID_KEY"), "{err}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("configuration OK"));
+}
+
+/// A configuration problem exits 2 in every command, as `check-config` does: `campaigns run`
+/// and `plan` without the secret or with an unknown campaign, `run` with a weak secret, `serve`
+/// without the token it was told to require, `dispatch` without a provider's key.
+async fn config_problems_exit_2_in_every_command(t: TestDb) {
+    let db = ["--database", t.url.as_str()];
+    let code = |c: &mut Command| {
+        let out = c.output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    for action in ["run", "plan"] {
+        let (status, err) = code(bin().args(db).args(["campaigns", action]).env_remove("RETENTIOND_UNSUBSCRIBE_SECRET"));
+        assert_eq!(status, Some(2), "campaigns {action}: {err}");
+        assert!(err.contains("RETENTIOND_UNSUBSCRIBE_SECRET is not set"), "{err}");
+        let (status, err) = code(with_secrets(&mut bin()).args(db).args(["campaigns", action, "--campaign", "nope"]));
+        assert_eq!(status, Some(2), "campaigns {action} --campaign nope: {err}");
+        assert!(err.contains("no campaign named \"nope\""), "{err}");
+    }
+    let (status, err) = code(bin().args(db).args(["run", "--once"]).env("RETENTIOND_UNSUBSCRIBE_SECRET", "aaaaaaaaaaaaaaaaaaaaaaaa").env("RETENTIOND_CODE_SECRET", "cli-test-secret-9876543210"));
+    assert_eq!(status, Some(2), "run with a weak secret: {err}");
+    assert!(err.contains("RETENTIOND_UNSUBSCRIBE_SECRET is one character repeated"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("r.toml");
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    std::fs::write(
+        &config,
+        format!(
+            "[http]\nbind = \"127.0.0.1:{port}\"\nauth_token_env = \"CLI_TEST_HTTP_TOKEN\"\n[delivery]\nemail = \"sendgrid\"\n[delivery.sendgrid]\napi_key_env = \"CLI_TEST_SENDGRID_KEY\"\nfrom_email = \"crm@example.com\"\n[campaigns]\ndir = {:?}\n",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config/campaigns")
+        ),
+    )
+    .unwrap();
+    let cfg = ["--config", config.to_str().unwrap()];
+    for cmd in [&["serve"][..], &["run"], &["run", "--once"]] {
+        let (status, err) = code(with_secrets(&mut bin()).args(cfg).args(db).args(cmd).env_remove("CLI_TEST_HTTP_TOKEN").env("CLI_TEST_SENDGRID_KEY", "SG.cli-test-key-0123456789"));
+        assert_eq!(status, Some(2), "{cmd:?} without the HTTP token: {err}");
+        assert!(err.contains("`http.auth_token_env`: environment variable CLI_TEST_HTTP_TOKEN is not set"), "{err}");
+    }
+    let (status, err) = code(with_secrets(&mut bin()).args(cfg).args(db).args(["dispatch", "--once"]).env_remove("CLI_TEST_SENDGRID_KEY"));
+    assert_eq!(status, Some(2), "dispatch without the provider key: {err}");
+    assert!(err.contains("CLI_TEST_SENDGRID_KEY is not set"), "{err}");
+}
+on_both_backends!(config_exit_codes_sqlite, config_exit_codes_postgres, config_problems_exit_2_in_every_command);

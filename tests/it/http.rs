@@ -82,6 +82,7 @@ fn app(db: &Db, webhooks: WebhookSecrets) -> Router {
         metrics: install_metrics_recorder(),
         brand_name: "Veda <Roots>".into(),
         report: None,
+        auth_token: None,
     })
 }
 
@@ -1029,6 +1030,7 @@ async fn serve_answers_over_tcp_and_shuts_down() {
         metrics: install_metrics_recorder(),
         brand_name: "Veda Roots".into(),
         report: None,
+        auth_token: None,
     };
     assert!(!format!("{state:?}").contains("http-test-unsubscribe-secret"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -1046,4 +1048,87 @@ async fn serve_answers_over_tcp_and_shuts_down() {
     stop.send(()).unwrap();
     tokio::time::timeout(std::time::Duration::from_secs(10), server).await.expect("server stops").unwrap().unwrap();
     assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "no longer listening");
+}
+
+// ---- operator endpoints: optional bearer token ----
+
+const OPS_TOKEN: &str = "ops-bearer-token-0123456789abcdef";
+
+fn app_with_token(db: &Db) -> Router {
+    router(AppState {
+        db: db.clone(),
+        unsubscribe_secret: UNSUB.to_vec(),
+        webhooks: WebhookSecrets::default(),
+        public_base_url: BASE.into(),
+        metrics: install_metrics_recorder(),
+        brand_name: "Veda Roots".into(),
+        report: None,
+        auth_token: Some(retentiond::http::AuthToken::new(OPS_TOKEN)),
+    })
+}
+
+fn get_with(uri: &str, authorization: &str) -> Request<Body> {
+    Request::get(uri).header("authorization", authorization).body(Body::empty()).unwrap()
+}
+
+/// With `http.auth_token_env` set, `GET /` and `/metrics` need `Authorization: Bearer <token>`;
+/// health, unsubscribe and webhooks answer as before (they are public or carry their own
+/// credentials).
+async fn operator_endpoints_require_the_token(t: TestDb) {
+    let db = &t.db;
+    seed_customers(db).await;
+    msg(db, "c1", 1, "queued", "email", "a@example.com", None, None).await;
+    let guarded = app_with_token(db);
+    for uri in ["/metrics", "/"] {
+        for req in [get(uri), get_with(uri, "Bearer wrong-token"), get_with(uri, &format!("Basic {OPS_TOKEN}")), get_with(uri, "Bearer ")] {
+            let r = call(&guarded, req).await;
+            assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{uri}: {}", r.body);
+            assert_eq!(r.headers["www-authenticate"], "Bearer realm=\"retentiond\"");
+            assert!(!r.body.contains("retentiond_") && !r.body.contains(OPS_TOKEN), "{uri}: {}", r.body);
+        }
+    }
+    let r = call(&guarded, get_with("/metrics", &format!("Bearer {OPS_TOKEN}"))).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.body.lines().any(|l| l == "retentiond_queue_depth 1"), "{}", r.body);
+    // Past the token, `/` answers as without one (this state has no report: 404).
+    let r = call(&guarded, get_with("/", &format!("bearer {OPS_TOKEN}"))).await;
+    assert_eq!((r.status, r.body.as_str()), (StatusCode::NOT_FOUND, "no report on this server"));
+    // The rest stays open.
+    assert_eq!(call(&guarded, get("/healthz")).await.status, StatusCode::OK);
+    let r = call(&guarded, get(&format!("/unsubscribe/{}", token("c1", "email")))).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.body);
+    let r = call(&guarded, post("/unsubscribe/not-a-token", &[], "List-Unsubscribe=One-Click")).await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    let r = call(&guarded, post("/webhooks/postmark", &[], "{}")).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "a webhook's own rules decide, not the token: {}", r.body);
+    // Without a token configured, both are open (the default).
+    let open = app(db, WebhookSecrets::default());
+    assert_eq!(call(&open, get("/metrics")).await.status, StatusCode::OK);
+}
+on_both_backends!(operator_token_sqlite, operator_token_postgres, operator_endpoints_require_the_token);
+
+/// Serving a non-loopback address without a token logs a warning at start; a loopback address,
+/// or a token, does not.
+#[tokio::test]
+async fn open_non_loopback_bind_is_warned_about() {
+    let t = crate::helpers::sqlite().await;
+    let state = |auth_token: Option<retentiond::http::AuthToken>| AppState {
+        db: t.db.clone(),
+        unsubscribe_secret: UNSUB.to_vec(),
+        webhooks: WebhookSecrets::default(),
+        public_base_url: BASE.into(),
+        metrics: install_metrics_recorder(),
+        brand_name: "Veda Roots".into(),
+        report: None,
+        auth_token,
+    };
+    for (bind, token, warned) in [("0.0.0.0:0", None, true), ("127.0.0.1:0", None, false), ("0.0.0.0:0", Some(retentiond::http::AuthToken::new(OPS_TOKEN)), false)] {
+        let (logs, guard) = Logs::capture();
+        let listener = tokio::net::TcpListener::bind(bind).await.unwrap();
+        retentiond::http::serve(listener, state(token), async {}).await.unwrap();
+        drop(guard);
+        let text = logs.text();
+        let warning = text.lines().any(|l| l.contains(" WARN ") && l.contains("open to anyone") && l.contains("http.auth_token_env"));
+        assert_eq!(warning, warned, "{bind}:\n{text}");
+    }
 }

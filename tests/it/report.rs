@@ -133,6 +133,7 @@ async fn monitoring_and_report(t: &TestDb, out_dir: &Path) -> PathBuf {
         metrics: install_metrics_recorder(),
         brand_name: "Veda Roots".into(),
         report,
+        auth_token: None,
     };
     let app = router(state(Some(ReportContext { settings: s.clone(), campaigns: SharedCampaigns::new(set.clone()) })));
     let (status, page) = get(&app, "/").await;

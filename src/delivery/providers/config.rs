@@ -752,7 +752,10 @@ impl DeliverySettings {
     fn build_one(&self, name: &str, ch: Channel, env: &dyn Fn(&str) -> Option<String>, sink: &mut IssueSink<'_>) -> Option<Arc<dyn Provider>> {
         let mut secret = |key: &str, var: &str, what: &str| -> Option<String> {
             match env(var).filter(|v| !v.trim().is_empty()) {
-                Some(v) => Some(v.trim().to_string()),
+                Some(v) => {
+                    crate::redact::register(&v);
+                    Some(v.trim().to_string())
+                }
                 None => {
                     sink.push(
                         key,
@@ -775,6 +778,7 @@ impl DeliverySettings {
             }
             "mailgun" => {
                 let key = secret("delivery.mailgun.api_key_env", &self.mailgun.api_key_env, "Mailgun API key")?;
+                crate::redact::register_basic_auth("api", &key);
                 super::mailgun::Mailgun::new(&self.mailgun, key).map(|p| Arc::new(p) as _).map_err(|e| e.to_string())
             }
             "smtp" => {
@@ -793,6 +797,7 @@ impl DeliverySettings {
             }
             "twilio" => {
                 let token = secret("delivery.twilio.auth_token_env", &self.twilio.auth_token_env, "Twilio auth token")?;
+                crate::redact::register_basic_auth(&self.twilio.account_sid, &token);
                 super::twilio::Twilio::new(&self.twilio, token).map(|p| Arc::new(p) as _).map_err(|e| e.to_string())
             }
             _ => {

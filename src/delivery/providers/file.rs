@@ -1,14 +1,19 @@
-//! Local sink: writes each message as `{dir}/{message_id}.json` (the JSON of
+//! Local sink: writes each message as one JSON file in `dir` (the JSON of
 //! [`super::Outgoing::to_json`]), for demos and dry runs. Every channel goes here by default, so
 //! a fresh machine runs the whole cycle without credentials.
 //!
-//! The file is written under a temporary name and then linked to its final name, which fails if
-//! that name exists: a message whose file is already there counts as accepted, and the first
-//! file is never overwritten. So resending is harmless (`honours_idempotency_key` = true).
+//! The file is named after the message's idempotency key ([`FileSink::path_for`]), not its
+//! outbox id: ids start again at 1 in a rebuilt database, and a new message must not be taken
+//! for one an old file already holds. It is written under a temporary name and then linked to
+//! its final name, which fails if that name exists: a message whose file is already there counts
+//! as accepted, and the first file is never overwritten. So resending is harmless
+//! (`honours_idempotency_key` = true).
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use sha2::{Digest as _, Sha256};
 
 use super::config::FileSettings;
 use super::{Accepted, Outgoing, Provider, SendError, traced};
@@ -26,15 +31,23 @@ impl FileSink {
         FileSink { dir: s.dir.clone() }
     }
 
-    pub fn path_for(&self, message_id: i64) -> PathBuf {
-        self.dir.join(format!("{message_id}.json"))
+    /// `{dir}/{key}.{hash}.json`: the idempotency key with every character other than ASCII
+    /// letters, digits, `-` and `_` replaced by `_` (so `campaign/customer/day` reads
+    /// `campaign_customer_day`), cut to 100 characters, then the first 16 hex digits of the
+    /// key's SHA-256, which keeps two keys apart even when they differ only in a replaced
+    /// character, in case (on case-insensitive file systems) or past the cut.
+    pub fn path_for(&self, idempotency_key: &str) -> PathBuf {
+        let readable: String = idempotency_key.chars().take(100).map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' }).collect();
+        let digest = Sha256::digest(idempotency_key.as_bytes());
+        let hash: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        self.dir.join(format!("{readable}.{hash}.json"))
     }
 
     async fn write(&self, msg: &Outgoing<'_>) -> Result<Accepted, SendError> {
         let mut bytes = serde_json::to_vec_pretty(&msg.to_json()).map_err(|e| SendError::permanent(format!("cannot encode the message: {e}")))?;
         bytes.push(b'\n');
         let dir = self.dir.clone();
-        let path = self.path_for(msg.message_id);
+        let path = self.path_for(msg.idempotency_key);
         let result = tokio::task::spawn_blocking(move || write_once(&dir, &path, &bytes).map(|_| path)).await;
         match result {
             Ok(Ok(path)) => Ok(Accepted { provider_message_id: Some(path.display().to_string()) }),
@@ -108,23 +121,45 @@ mod tests {
         let email = testutil::email();
         let sms = testutil::sms();
         let a = sink.send(&testutil::outgoing(&email)).await.unwrap();
-        assert_eq!(a.provider_message_id.as_deref(), Some(dir.join("4711.json").display().to_string().as_str()));
-        let written: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("4711.json")).unwrap()).unwrap();
+        let first = sink.path_for(testutil::KEY);
+        assert_eq!(first.file_name().unwrap().to_str().unwrap(), "spring-winback_C-10042_2026-11-03.a10f1ad846f44211.json");
+        assert_eq!(a.provider_message_id.as_deref(), Some(first.display().to_string().as_str()));
+        let written: Value = serde_json::from_str(&std::fs::read_to_string(&first).unwrap()).unwrap();
         assert_eq!(written, testutil::outgoing(&email).to_json());
         assert_eq!(written["channel"], "email");
 
-        // Same message id again (a resend after a crash): accepted, and the first file is kept.
+        // Same key again (a resend after a crash): accepted, and the first file is kept.
         let again = Outgoing { rendered: &sms, ..testutil::outgoing(&email) };
         assert_eq!(sink.send(&again).await.unwrap(), a);
-        let still: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("4711.json")).unwrap()).unwrap();
+        let still: Value = serde_json::from_str(&std::fs::read_to_string(&first).unwrap()).unwrap();
         assert_eq!(still["channel"], "email");
 
-        let other = Outgoing { message_id: 4712, ..testutil::outgoing(&sms) };
-        sink.send(&other).await.unwrap();
+        // The same message id with another key (a rebuilt database numbers from 1 again): a new
+        // message, a new file.
+        let other_key = "spring-winback/C-10043/2026-11-03";
+        let other = Outgoing { idempotency_key: other_key, ..testutil::outgoing(&sms) };
+        let b = sink.send(&other).await.unwrap();
+        assert_ne!(a, b);
+        let second: Value = serde_json::from_str(&std::fs::read_to_string(sink.path_for(other_key)).unwrap()).unwrap();
+        assert_eq!(second["channel"], "sms");
         let mut names: Vec<String> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         names.sort();
-        assert_eq!(names, ["4711.json", "4712.json"], "no temp files left behind");
+        assert_eq!(names.len(), 2, "no temp files left behind: {names:?}");
         assert!(sink.honours_idempotency_key());
+    }
+
+    #[test]
+    fn file_names_are_safe_and_distinct() {
+        let sink = FileSink::new(&FileSettings { dir: PathBuf::from("out"), ..Default::default() });
+        let name = |k: &str| sink.path_for(k).file_name().unwrap().to_str().unwrap().to_string();
+        for k in ["../../etc/passwd", "a/b", "a_b", "A/b", "é/…/\\x", &"k".repeat(500)] {
+            let n = name(k);
+            assert!(n.len() < 140 && !n.starts_with('.') && n.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)), "{n}");
+            assert_eq!(sink.path_for(k).parent(), Some(Path::new("out")), "{n}");
+        }
+        assert_ne!(name("a/b"), name("a_b"));
+        assert_ne!(name("a/b").to_lowercase(), name("A/b").to_lowercase());
+        assert_eq!(name("a/b"), name("a/b"));
     }
 
     #[tokio::test]

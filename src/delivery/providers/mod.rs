@@ -9,8 +9,10 @@
 //!
 //! Secrets (API keys, tokens, passwords) are read from the environment variables the config
 //! names, when the providers are built ([`config::DeliverySettings::build`]): a missing one is a
-//! config error, not a failed send. They never appear in `Debug` output, error reasons or logs,
-//! and recipients appear in logs masked ([`mask_recipient`]).
+//! config error, not a failed send, and registered with [`crate::redact`]. They never appear in
+//! `Debug` output, error reasons or logs: a provider that echoes a credential in its error reply
+//! has it replaced with `[REDACTED]` ([`sanitize_reason`], and [`traced`] for every send), and
+//! recipients appear in logs masked ([`mask_recipient`]).
 
 use std::future::Future;
 
@@ -130,11 +132,20 @@ fn retry_suffix(retry_after: Option<std::time::Duration>) -> String {
 
 impl SendError {
     pub fn permanent(reason: impl Into<String>) -> SendError {
-        SendError::Permanent { status: None, reason: reason.into(), bad_address: false }
+        SendError::Permanent { status: None, reason: reason.into(), bad_address: false }.redacted()
     }
 
     pub fn transient(reason: impl Into<String>) -> SendError {
-        SendError::Transient { status: None, reason: reason.into(), retry_after: None }
+        SendError::Transient { status: None, reason: reason.into(), retry_after: None }.redacted()
+    }
+
+    /// The same error with every known secret in its reason replaced ([`crate::redact`]).
+    pub fn redacted(mut self) -> SendError {
+        let (SendError::Permanent { reason, .. } | SendError::Transient { reason, .. }) = &mut self;
+        if let std::borrow::Cow::Owned(clean) = crate::redact::redact(reason) {
+            *reason = clean;
+        }
+        self
     }
 
     pub fn is_permanent(&self) -> bool {
@@ -205,10 +216,11 @@ pub fn mask_recipient(to: &str) -> String {
     format!("{head}{}{tail}", "*".repeat(chars.len() - 6))
 }
 
-/// Error text from a provider, made safe for logs and the outbox: the recipient is masked
-/// wherever it appears, control characters become spaces, and the text is cut to 300 characters.
+/// Error text from a provider, made safe for logs and the outbox: known secrets are redacted
+/// (before the cut, so none is left half-shown), the recipient is masked wherever it appears,
+/// control characters become spaces, and the text is cut to 300 characters.
 pub fn sanitize_reason(text: &str, recipient: &str) -> String {
-    let mut s = text.trim().to_string();
+    let mut s = crate::redact::redact(text.trim()).into_owned();
     if !recipient.is_empty() {
         s = s.replace(recipient, &mask_recipient(recipient));
         // Providers often echo numbers without the leading `+`, or with a channel prefix.
@@ -232,7 +244,8 @@ pub(crate) fn wrong_channel(provider: &str, msg: &Outgoing<'_>) -> SendError {
 }
 
 /// Runs one send inside a span (provider, message id, campaign, masked recipient) and logs the
-/// outcome.
+/// outcome. An error's reason is redacted here whatever built it, before it is logged or
+/// returned to the dispatcher (which stores it).
 pub(crate) async fn traced<F>(provider: &str, msg: &Outgoing<'_>, send: F) -> Result<Accepted, SendError>
 where
     F: Future<Output = Result<Accepted, SendError>>,
@@ -246,7 +259,7 @@ where
         to = %mask_recipient(msg.recipient()),
     );
     async move {
-        let result = send.await;
+        let result = send.await.map_err(SendError::redacted);
         match &result {
             Ok(a) => tracing::debug!(provider_message_id = a.provider_message_id.as_deref().unwrap_or(""), "accepted"),
             Err(e) => tracing::warn!(error = %e, "send failed"),
