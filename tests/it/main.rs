@@ -12,3 +12,4 @@ mod daemon;
 mod measurement;
 mod report;
 mod bulk;
+mod csv_injection;
