@@ -589,7 +589,6 @@ async fn only_regular_files_are_read(t: TestDb) {
         report.errors[0].to_string(),
         "products.csv:0: column ``, value \"\": is a symbolic link, not read (set import.follow_symlinks = true to follow links)"
     );
-    assert_eq!(report.error_count, 1, "{:?}", report.errors);
     opts.follow_symlinks = true;
     import_dir(&t.db, &opts).await.expect("the link is followed when allowed");
     assert_eq!(t.db.count("products").await.unwrap(), 2);
