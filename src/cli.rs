@@ -348,6 +348,8 @@ fn import_options(settings: &Settings, dir: PathBuf, skip_invalid: bool, report_
         tz: settings.timezone(),
         currency: settings.brand.currency.clone(),
         progress: !quiet,
+        follow_symlinks: settings.import.follow_symlinks,
+        max_future_days: settings.import.max_future_days,
     }
 }
 

@@ -100,11 +100,16 @@ pub struct ImportSettings {
     pub batch_rows: usize,
     /// Where import reports and `rejected/` folders go. Default "data/imports".
     pub report_dir: PathBuf,
+    /// Read contract files that are symbolic links. Default false: a link is refused, so an
+    /// export folder cannot point the import at another file on the host.
+    pub follow_symlinks: bool,
+    /// Timestamps more than this many days after the import are refused. Default 1.
+    pub max_future_days: u32,
 }
 
 impl Default for ImportSettings {
     fn default() -> Self {
-        Self { max_errors: 100, batch_rows: 500, report_dir: PathBuf::from("data/imports") }
+        Self { max_errors: 100, batch_rows: 500, report_dir: PathBuf::from("data/imports"), follow_symlinks: false, max_future_days: 1 }
     }
 }
 
@@ -495,6 +500,9 @@ impl Settings {
         }
         if !(1..=5000).contains(&self.import.batch_rows) {
             sink.push("import.batch_rows", format!("{} is out of range", self.import.batch_rows), "use 1..=5000 (default 500)");
+        }
+        if self.import.max_future_days > 366 {
+            sink.push("import.max_future_days", format!("{} is out of range", self.import.max_future_days), "use 0..=366 days (default 1)");
         }
         if !(1..=730).contains(&self.model.horizon_days) {
             sink.push("model.horizon_days", format!("{} is out of range", self.model.horizon_days), "use 1..=730 days (default 90)");

@@ -8,6 +8,7 @@ pub mod bulk;
 pub mod campaigns;
 pub mod cli;
 pub mod config;
+pub mod csv_safe;
 pub mod daemon;
 pub mod datasets;
 pub mod delivery;

@@ -10,6 +10,13 @@ use crate::db::Val;
 
 /// A field longer than this is rejected (it is almost certainly a broken export).
 pub const MAX_FIELD_BYTES: usize = 64 * 1024;
+/// The largest amount accepted (in the order's currency): more is a broken export, and
+/// `1e308` made a customer's total spend infinite.
+pub const MAX_AMOUNT: f64 = 1e9;
+/// The largest quantity accepted on an order line.
+pub const MAX_QUANTITY: i64 = 1_000_000;
+/// At most this many extra `customers.csv` columns are kept as attributes.
+pub const MAX_ATTRIBUTE_COLUMNS: usize = 256;
 
 pub const ORDER_STATUSES: &[&str] = &["completed", "cancelled", "refunded"];
 pub const EVENT_TYPES: &[&str] = &["view", "add_to_cart", "remove_from_cart", "wishlist", "search", "checkout_start"];
@@ -236,10 +243,26 @@ pub fn push_json_string(out: &mut String, s: &str) {
 pub struct ParseContext {
     pub tz: Tz,
     pub currency: String,
+    /// Accepted timestamps, in Unix seconds: from 1970-01-01 to now plus
+    /// `import.max_future_days` (an order in year 0001 moved a P(alive) from 0.01 to 0.96).
+    pub earliest: i64,
+    pub latest: i64,
+    pub max_future_days: u32,
+}
+
+impl ParseContext {
+    /// Timestamps accepted from 1970-01-01 up to `max_future_days` days after `now`.
+    pub fn new(tz: Tz, currency: String, now: i64, max_future_days: u32) -> Self {
+        Self { tz, currency, earliest: 0, latest: now.saturating_add(i64::from(max_future_days) * 86_400), max_future_days }
+    }
 }
 
 /// Parses one non-empty-or-empty field into its value, or the reason it is invalid.
 pub fn parse_field(kind: Kind, raw: &str, ctx: &ParseContext) -> Result<Val, String> {
+    // SQLite would store it and PostgreSQL refuses it in text: neither is a value anyone meant.
+    if raw.contains('\0') {
+        return Err(NUL_BYTE.into());
+    }
     let s = raw.trim();
     match kind {
         Kind::Id | Kind::RequiredText => {
@@ -254,7 +277,14 @@ pub fn parse_field(kind: Kind, raw: &str, ctx: &ParseContext) -> Result<Val, Str
             if s.is_empty() {
                 return Ok(Val::Int(None));
             }
-            parse_timestamp(s, ctx.tz).map(|t| Val::Int(Some(t)))
+            let t = parse_timestamp(s, ctx.tz)?;
+            if t < ctx.earliest {
+                Err("before 1970-01-01".into())
+            } else if t > ctx.latest {
+                Err(format!("more than {} day(s) in the future (import.max_future_days)", ctx.max_future_days))
+            } else {
+                Ok(Val::Int(Some(t)))
+            }
         }
         Kind::Money => {
             if s.is_empty() {
@@ -265,6 +295,8 @@ pub fn parse_field(kind: Kind, raw: &str, ctx: &ParseContext) -> Result<Val, Str
                 Err("not a finite number".into())
             } else if v < 0.0 {
                 Err("must not be negative".into())
+            } else if v > MAX_AMOUNT {
+                Err("over the maximum amount of 1000000000".into())
             } else {
                 Ok(Val::Real(Some(v)))
             }
@@ -273,7 +305,13 @@ pub fn parse_field(kind: Kind, raw: &str, ctx: &ParseContext) -> Result<Val, Str
             let v: i64 = s.parse().map_err(|_| {
                 if s.is_empty() { "required value is empty".to_string() } else { "not a whole number".to_string() }
             })?;
-            if v < 0 { Err("must not be negative".into()) } else { Ok(Val::Int(Some(v))) }
+            if v < 0 {
+                Err("must not be negative".into())
+            } else if v > MAX_QUANTITY {
+                Err(format!("over the maximum quantity of {MAX_QUANTITY}"))
+            } else {
+                Ok(Val::Int(Some(v)))
+            }
         }
         Kind::Bool(default) => {
             let v = match s.to_ascii_lowercase().as_str() {
@@ -353,6 +391,9 @@ pub fn parse_field(kind: Kind, raw: &str, ctx: &ParseContext) -> Result<Val, Str
     }
 }
 
+/// The reason given for a field holding a NUL byte.
+pub const NUL_BYTE: &str = "contains a NUL byte";
+
 fn non_empty(s: &str) -> Option<String> {
     if s.is_empty() { None } else { Some(s.to_string()) }
 }
@@ -428,7 +469,7 @@ mod tests {
     }
 
     fn ctx() -> ParseContext {
-        ParseContext { tz: chrono_tz::Asia::Kolkata, currency: "INR".into() }
+        ParseContext::new(chrono_tz::Asia::Kolkata, "INR".into(), chrono::Utc::now().timestamp(), 1)
     }
 
     #[test]
@@ -476,5 +517,31 @@ mod tests {
         assert_eq!(parse_field(Kind::Phone, "+91 98765-43210", &c), Ok(Val::Text(Some("+919876543210".into()))));
         assert!(parse_field(Kind::Email, "not-an-email", &c).is_err());
         assert!(parse_field(Kind::Timezone, "Mars/Base", &c).is_err());
+    }
+
+    #[test]
+    fn values_outside_their_bounds_are_refused() {
+        let c = ctx();
+        assert_eq!(parse_field(Kind::Money, "1000000000", &c), Ok(Val::Real(Some(1e9))));
+        for bad in ["1000000000.01", "1e308", "1e10"] {
+            assert_eq!(parse_field(Kind::Money, bad, &c), Err("over the maximum amount of 1000000000".into()), "{bad}");
+        }
+        assert_eq!(parse_field(Kind::Count, "1000000", &c), Ok(Val::Int(Some(1_000_000))));
+        assert_eq!(parse_field(Kind::Count, "1000001", &c), Err("over the maximum quantity of 1000000".into()));
+        assert_eq!(parse_field(Kind::Timestamp, "1970-01-01T00:00:00Z", &c), Ok(Val::Int(Some(0))));
+        assert_eq!(parse_field(Kind::Timestamp, "1969-12-31T23:59:59Z", &c), Err("before 1970-01-01".into()));
+        assert_eq!(parse_field(Kind::Timestamp, "0001-01-01", &c), Err("before 1970-01-01".into()));
+        let err = parse_field(Kind::Timestamp, "9999-12-31", &c).unwrap_err();
+        assert_eq!(err, "more than 1 day(s) in the future (import.max_future_days)");
+        let tomorrow = (chrono::Utc::now() + chrono::Duration::hours(23)).format("%Y-%m-%dT%H:%M:%SZ").to_string();
+        assert!(parse_field(Kind::Timestamp, &tomorrow, &c).is_ok());
+        let later = (chrono::Utc::now() + chrono::Duration::hours(25)).format("%Y-%m-%dT%H:%M:%SZ").to_string();
+        assert!(parse_field(Kind::Timestamp, &later, &c).is_err());
+        // A wider bound from the setting.
+        let week = ParseContext::new(chrono_tz::UTC, "INR".into(), chrono::Utc::now().timestamp(), 7);
+        assert!(parse_field(Kind::Timestamp, &later, &week).is_ok());
+        for kind in [Kind::Id, Kind::Text, Kind::Email, Kind::Timestamp, Kind::Money] {
+            assert_eq!(parse_field(kind, "a\0b", &c), Err(NUL_BYTE.into()), "{kind:?}");
+        }
     }
 }

@@ -27,7 +27,7 @@ use serde::Serialize;
 use sqlx::AssertSqlSafe;
 
 use crate::db::{Backend, Db, Tx, Val};
-use contract::{ATTRIBUTES_COLUMN, FILES, FileSpec, MAX_ATTRIBUTE_CHARS, MAX_FIELD_BYTES, ParseContext, Ref, parse_field};
+use contract::{ATTRIBUTES_COLUMN, FILES, FileSpec, MAX_ATTRIBUTE_CHARS, MAX_ATTRIBUTE_COLUMNS, MAX_FIELD_BYTES, NUL_BYTE, ParseContext, Ref, parse_field};
 use keyset::{Dedup, First, HashIds};
 
 #[derive(Debug, Clone)]
@@ -43,6 +43,10 @@ pub struct ImportOptions {
     pub tz: Tz,
     pub currency: String,
     pub progress: bool,
+    /// Read a contract file that is a symbolic link (refused by default).
+    pub follow_symlinks: bool,
+    /// Timestamps may be at most this many days after the import's start.
+    pub max_future_days: u32,
 }
 
 /// One problem in the input.
@@ -77,6 +81,8 @@ pub struct FileStats {
     /// Exact repeats of an earlier row in the same file (kept once).
     pub duplicates: u64,
     pub rows_rejected: u64,
+    /// Columns outside the contract, ignored: how many, and the first names (clipped).
+    pub unknown_column_count: u64,
     pub unknown_columns: Vec<String>,
     /// Extra columns kept as attributes (their keys, in header order).
     pub attribute_columns: Vec<String>,
@@ -101,6 +107,9 @@ pub struct ImportReport {
     pub report_path: Option<PathBuf>,
     pub rejected_dir: Option<PathBuf>,
     pub elapsed_secs: f64,
+    /// Status `failed`: the I/O or database error that stopped the import.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
     /// SQLite only: the journal the import wrote through, `rollback` when it was the only
     /// connection to the database (see [`RollbackJournal`]), else `wal`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -181,6 +190,23 @@ fn hash_vals<'v>(state: &ahash::RandomState, vals: impl IntoIterator<Item = &'v 
     h.finish()
 }
 
+/// Characters of an input field that errors, warnings and reports show at most.
+const SHOWN_CHARS: usize = 100;
+/// Unknown columns named in a file's warning (the rest are counted).
+const UNKNOWN_COLUMNS_SHOWN: usize = 10;
+
+/// `s` cut to [`SHOWN_CHARS`] characters, with `…` when cut.
+fn clip(s: &str) -> String {
+    if s.len() <= SHOWN_CHARS {
+        return s.to_string();
+    }
+    let mut out: String = s.chars().take(SHOWN_CHARS).collect();
+    if out.len() < s.len() {
+        out.push('…');
+    }
+    out
+}
+
 /// A stable 128-bit digest (two FNV-1a lanes) for events without an `event_id`.
 fn event_digest(vals: &[Val]) -> String {
     let mut a: u64 = 0xcbf2_9ce4_8422_2325;
@@ -217,19 +243,16 @@ struct State<'a> {
     fatal: bool,
     /// SQL text per (table, batch size), built once.
     sql_cache: SqlCache,
+    /// When the import started (Unix seconds): the reference for future timestamps.
+    now: i64,
 }
 
 impl State<'_> {
     fn error(&mut self, file: &str, line: u64, column: &str, value: &str, reason: impl Into<String>) {
         self.error_count += 1;
         if self.errors.len() < self.opts.max_errors {
-            self.errors.push(RowError {
-                file: file.to_string(),
-                line,
-                column: column.to_string(),
-                value: value.to_string(),
-                reason: reason.into(),
-            });
+            // Values and header names are the input's own text: never more than a clipped field.
+            self.errors.push(RowError { file: file.to_string(), line, column: clip(column), value: clip(value), reason: reason.into() });
         }
     }
 
@@ -253,6 +276,99 @@ struct PendingRow {
 pub async fn import_dir(db: &Db, opts: &ImportOptions) -> Result<ImportReport, ImportError> {
     let started = Instant::now();
     let started_at = chrono::Utc::now();
+    let result = import_attempt(db, opts, started, started_at).await;
+    if let Err(e @ (ImportError::Io { .. } | ImportError::Db(_))) = &result {
+        // An attempt that stopped on an I/O or database error is on record too.
+        record_failure(db, opts, started, started_at, e).await;
+    }
+    result
+}
+
+/// The audit row for an import that stopped on an error (best effort: the database may be
+/// what failed).
+async fn record_failure(db: &Db, opts: &ImportOptions, started: Instant, started_at: chrono::DateTime<chrono::Utc>, error: &ImportError) {
+    let report = ImportReport {
+        import_id: None,
+        source: opts.dir.display().to_string(),
+        status: "failed".into(),
+        skip_invalid: opts.skip_invalid,
+        files: Vec::new(),
+        customers_created: 0,
+        errors: Vec::new(),
+        error_count: 1,
+        warnings: Vec::new(),
+        notes: Vec::new(),
+        report_path: None,
+        rejected_dir: None,
+        elapsed_secs: started.elapsed().as_secs_f64(),
+        // The error's own text (a path, an OS or driver message), not the input's.
+        failure: Some(error.to_string().chars().take(1000).collect()),
+        sqlite_journal: None,
+    };
+    let recorded = async {
+        let mut tx = db.begin().await?;
+        record_import(&mut tx, &report, started_at.timestamp()).await?;
+        tx.commit().await
+    };
+    if let Err(e) = recorded.await {
+        tracing::warn!(error = %e, "could not record the failed import in `imports`");
+    }
+}
+
+/// Why a contract file will not be read, found from its metadata before it is opened (a FIFO
+/// would block the open, a link could point anywhere); `Ok(None)` when there is no such file.
+fn open_input(path: &Path, follow_symlinks: bool) -> Result<Option<File>, String> {
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read the file: {e}")),
+    };
+    let meta = if meta.file_type().is_symlink() {
+        if !follow_symlinks {
+            return Err("is a symbolic link, not read (set import.follow_symlinks = true to follow links)".into());
+        }
+        std::fs::metadata(path).map_err(|e| format!("is a symbolic link whose target cannot be read: {e}"))?
+    } else {
+        meta
+    };
+    if !meta.is_file() {
+        return Err(format!("is {}, not a regular file", file_kind(&meta.file_type())));
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        // Should the file be swapped between the check and the open: a FIFO does not block,
+        // and a link is not followed unless allowed.
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(libc::O_NONBLOCK | if follow_symlinks { 0 } else { libc::O_NOFOLLOW });
+    }
+    let file = options.open(path).map_err(|e| format!("cannot open the file: {e}"))?;
+    let opened = file.metadata().map_err(|e| format!("cannot read the file: {e}"))?;
+    if !opened.is_file() {
+        return Err(format!("is {}, not a regular file", file_kind(&opened.file_type())));
+    }
+    Ok(Some(file))
+}
+
+fn file_kind(t: &std::fs::FileType) -> &'static str {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        if t.is_fifo() {
+            return "a FIFO (named pipe)";
+        }
+        if t.is_char_device() || t.is_block_device() {
+            return "a device";
+        }
+        if t.is_socket() {
+            return "a socket";
+        }
+    }
+    if t.is_dir() { "a directory" } else if t.is_symlink() { "a symbolic link" } else { "not a regular file" }
+}
+
+async fn import_attempt(db: &Db, opts: &ImportOptions, started: Instant, started_at: chrono::DateTime<chrono::Utc>) -> Result<ImportReport, ImportError> {
     let stamp = started_at.format("%Y%m%dT%H%M%S%.3fZ").to_string();
     let report_folder = opts.report_dir.join(format!("import-{stamp}"));
     let mut state = State {
@@ -267,6 +383,7 @@ pub async fn import_dir(db: &Db, opts: &ImportOptions) -> Result<ImportReport, I
         rejected_any: false,
         fatal: false,
         sql_cache: HashMap::new(),
+        now: started_at.timestamp(),
     };
     let mut warnings = Vec::new();
     let mut files = Vec::new();
@@ -285,7 +402,23 @@ pub async fn import_dir(db: &Db, opts: &ImportOptions) -> Result<ImportReport, I
     entries.sort();
     for name in &entries {
         if name.ends_with(".csv") && contract::spec(name).is_none() {
-            warnings.push(format!("{name}: not part of the import contract, ignored"));
+            warnings.push(format!("{}: not part of the import contract, ignored", clip(name)));
+        }
+    }
+    // Every contract file is checked before the database is touched.
+    let mut inputs = Vec::new();
+    for spec in FILES {
+        match open_input(&opts.dir.join(spec.file), opts.follow_symlinks) {
+            Ok(Some(file)) => inputs.push((spec, file)),
+            Ok(None) if spec.required => {
+                state.fatal = true;
+                state.error(spec.file, 0, "", "", "required file is missing");
+            }
+            Ok(None) => {}
+            Err(reason) => {
+                state.fatal = true;
+                state.error(spec.file, 0, "", "", reason);
+            }
         }
     }
 
@@ -300,16 +433,9 @@ pub async fn import_dir(db: &Db, opts: &ImportOptions) -> Result<ImportReport, I
     let mut tx = own.as_ref().unwrap_or(db).begin().await?;
     let tuning = SqliteTuning::apply(&mut tx).await;
     let result: Result<(), ImportError> = async {
-        for spec in FILES {
+        for (spec, file) in inputs {
             let path = opts.dir.join(spec.file);
-            if !path.exists() {
-                if spec.required {
-                    state.fatal = true;
-                    state.error(spec.file, 0, "", "", "required file is missing");
-                }
-                continue;
-            }
-            let stats = import_file(&mut tx, &mut state, tuning.as_ref(), spec, &path, &mut warnings).await?;
+            let stats = import_file(&mut tx, &mut state, tuning.as_ref(), spec, &path, file, &mut warnings).await?;
             files.push(stats);
         }
         Ok(())
@@ -318,7 +444,17 @@ pub async fn import_dir(db: &Db, opts: &ImportOptions) -> Result<ImportReport, I
     if let Some(t) = &tuning {
         t.restore(&mut tx).await;
     }
-    result?;
+    if let Err(e) = result {
+        // Rolled back and closed here, so that the failure can be recorded on `db` next.
+        let _ = tx.rollback().await;
+        if let (Some(Some(j)), Some(Db::Sqlite(own))) = (&journal, &own) {
+            j.restore(own).await;
+        }
+        if let Some(own) = own {
+            own.close().await;
+        }
+        return Err(e);
+    }
 
     let status_ok = !state.fatal && (opts.skip_invalid || state.error_count == 0);
     let notes: Vec<String> = files
@@ -343,6 +479,7 @@ pub async fn import_dir(db: &Db, opts: &ImportOptions) -> Result<ImportReport, I
         report_path: None,
         rejected_dir: state.rejected_any.then(|| state.rejected_dir.clone()),
         elapsed_secs: 0.0,
+        failure: None,
         sqlite_journal: journal.as_ref().map(|j| if j.is_some() { "rollback" } else { "wal" }.to_string()),
     };
     for w in &report.warnings {
@@ -405,7 +542,10 @@ async fn analyze_loaded(db: &Db, report: &ImportReport) {
 }
 
 async fn record_import(tx: &mut Tx, report: &ImportReport, started_at: i64) -> Result<i64, sqlx::Error> {
-    let details = serde_json::json!({ "files": report.files, "customers_created": report.customers_created, "warnings": report.warnings, "notes": report.notes });
+    let mut details = serde_json::json!({ "files": report.files, "customers_created": report.customers_created, "warnings": report.warnings, "notes": report.notes });
+    if let Some(failure) = &report.failure {
+        details["failure"] = failure.as_str().into();
+    }
     let sql = "INSERT INTO imports (started_at, finished_at, source, status, skip_invalid, rows_read, rows_written, rows_rejected, error_count, details) \
                VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)";
     let vals = [
@@ -454,11 +594,11 @@ async fn import_file(
     tuning: Option<&SqliteTuning>,
     spec: &'static FileSpec,
     path: &Path,
+    file: File,
     warnings: &mut Vec<String>,
 ) -> Result<FileStats, ImportError> {
     let started = Instant::now();
     let io_err = |source| ImportError::Io { path: path.display().to_string(), source };
-    let file = File::open(path).map_err(io_err)?;
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(false)
@@ -470,7 +610,14 @@ async fn import_file(
 
     // Header.
     let mut header = csv::ByteRecord::new();
-    let got = rdr.read_byte_record(&mut header).map_err(|e| io_err(std::io::Error::other(e)))?;
+    let got = match rdr.read_byte_record(&mut header) {
+        Ok(got) => got,
+        Err(e) => {
+            state.fatal = true;
+            state.error(spec.file, 1, "", "", format!("unreadable CSV: {e}"));
+            return Ok(stats);
+        }
+    };
     if !got {
         state.fatal = true;
         state.error(spec.file, 1, "", "", "empty file (expected a header row)");
@@ -480,6 +627,8 @@ async fn import_file(
     let mut positions: Vec<Option<usize>> = vec![None; spec.columns.len()];
     // Extra columns kept as attributes: (key, header name, index in the record).
     let mut extras: Vec<(String, String, usize)> = Vec::new();
+    let mut extra_keys: HashSet<String> = HashSet::new();
+    let mut extra_count = 0usize;
     let mut header_ok = true;
     for (idx, raw) in header.iter().enumerate() {
         let name = match std::str::from_utf8(raw) {
@@ -497,12 +646,17 @@ async fn import_file(
             }
             Some(ci) => positions[ci] = Some(idx),
             None if spec.keeps_attributes => {
+                // Past the limit the columns are only counted: one error below says so.
+                extra_count += 1;
+                if extra_count > MAX_ATTRIBUTE_COLUMNS {
+                    continue;
+                }
                 let key = name.to_ascii_lowercase();
                 if !contract::is_attribute_key(&name) {
                     let reason = if name.is_empty() { "extra column without a name (it would be kept as an attribute)" } else { "not a valid attribute name (1 to 64 letters, digits, `_` or `-`)" };
                     state.error(spec.file, 1, &name, &name, reason);
                     header_ok = false;
-                } else if extras.iter().any(|e| e.0 == key) {
+                } else if !extra_keys.insert(key.clone()) {
                     state.error(spec.file, 1, &name, &name, "column appears twice in the header");
                     header_ok = false;
                 } else {
@@ -510,10 +664,24 @@ async fn import_file(
                 }
             }
             None => {
-                warnings.push(format!("{}: unknown column `{name}` ignored", spec.file));
-                stats.unknown_columns.push(name);
+                stats.unknown_column_count += 1;
+                if stats.unknown_columns.len() < UNKNOWN_COLUMNS_SHOWN {
+                    stats.unknown_columns.push(clip(&name));
+                }
             }
         }
+    }
+    if extra_count > MAX_ATTRIBUTE_COLUMNS {
+        let reason = format!("{extra_count} extra columns, over the limit of {MAX_ATTRIBUTE_COLUMNS} kept as customer attributes (remove the columns not needed)");
+        state.error(spec.file, 1, "", &extra_count.to_string(), reason);
+        header_ok = false;
+    }
+    // One line per file, however many columns.
+    if stats.unknown_column_count > 0 {
+        let n = stats.unknown_column_count;
+        let names: Vec<String> = stats.unknown_columns.iter().map(|c| format!("`{c}`")).collect();
+        let more = if n > names.len() as u64 { format!(", … (first {} shown)", names.len()) } else { String::new() };
+        warnings.push(format!("{}: {n} unknown column{} ignored: {}{more}", spec.file, if n == 1 { "" } else { "s" }, names.join(", ")));
     }
     for (ci, c) in spec.columns.iter().enumerate() {
         if c.required && positions[ci].is_none() {
@@ -562,7 +730,7 @@ async fn import_file(
     let parser = Parser {
         spec,
         rdr,
-        ctx: ParseContext { tz: state.opts.tz, currency: state.opts.currency.clone() },
+        ctx: ParseContext::new(state.opts.tz, state.opts.currency.clone(), state.now, state.opts.max_future_days),
         hasher: state.hasher.clone(),
         skip_invalid: state.opts.skip_invalid,
         positions,
@@ -1003,6 +1171,10 @@ impl Attributes {
             };
             let value = text.trim();
             if value.is_empty() {
+                continue;
+            }
+            if value.contains('\0') {
+                problems.push((name.clone(), value.chars().take(64).collect(), NUL_BYTE.into()));
                 continue;
             }
             if value.len() > MAX_ATTRIBUTE_CHARS {
@@ -1682,16 +1854,17 @@ impl RejectedWriter {
         if self.writer.is_none() {
             std::fs::create_dir_all(dir)?;
             let mut w = csv::Writer::from_writer(File::create(dir.join(self.file))?);
-            let mut header = self.header.clone();
+            // Every cell is the input's own text (the header too): neutralized for spreadsheets.
+            let mut header = crate::csv_safe::neutralize_record(&self.header);
             header.push_field(b"_line");
             header.push_field(b"_reasons");
             w.write_byte_record(&header)?;
             self.writer = Some(w);
         }
         let w = self.writer.as_mut().expect("just created");
-        let mut out = record.clone();
+        let mut out = crate::csv_safe::neutralize_record(record);
         out.push_field(line.to_string().as_bytes());
-        out.push_field(self.reasons.join("; ").as_bytes());
+        out.push_field(&crate::csv_safe::neutralize_bytes(self.reasons.join("; ").as_bytes()));
         self.reasons.clear();
         w.write_byte_record(&out)?;
         w.flush()

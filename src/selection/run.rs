@@ -287,8 +287,11 @@ impl PlanReport {
         out
     }
 
-    /// Writes every planned row (selected and held out) as CSV.
+    /// Writes every planned row (selected and held out) as CSV. Text cells go through
+    /// [`crate::csv_safe::neutralize`] (ids, names and subjects come from imported data and may
+    /// start like a spreadsheet formula); the numbers written here stay numbers.
     pub fn write_csv(&self, path: &std::path::Path) -> anyhow::Result<()> {
+        use crate::csv_safe::neutralize as text;
         let mut w = csv::Writer::from_path(path)?;
         w.write_record([
             "campaign",
@@ -313,24 +316,24 @@ impl PlanReport {
         for p in &self.planned {
             let s = &p.score;
             w.write_record([
-                p.campaign.as_str(),
-                &p.customer_id,
+                &*text(&p.campaign),
+                &text(&p.customer_id),
                 if p.held_out { "holdout" } else { "treated" },
-                p.channel.as_deref().unwrap_or(""),
-                &p.fallback_channels.join(" "),
-                &p.channel_reason,
+                &text(p.channel.as_deref().unwrap_or("")),
+                &text(&p.fallback_channels.join(" ")),
+                &text(&p.channel_reason),
                 &format!("{:.4}", s.p_return),
                 &format!("{:.4}", s.p_alive),
                 &format!("{:.4}", s.lapse_risk),
                 &s.window_lo_days.to_string(),
                 &s.window_median_days.to_string(),
                 &s.window_hi_days.to_string(),
-                p.offer.category.as_deref().unwrap_or(""),
-                p.offer.discount.as_deref().unwrap_or(""),
-                p.offer.code.as_deref().unwrap_or(""),
-                &p.offer.products.iter().map(|x| x.name.as_str()).collect::<Vec<_>>().join("; "),
+                &text(p.offer.category.as_deref().unwrap_or("")),
+                &text(p.offer.discount.as_deref().unwrap_or("")),
+                &text(p.offer.code.as_deref().unwrap_or("")),
+                &text(&p.offer.products.iter().map(|x| x.name.as_str()).collect::<Vec<_>>().join("; ")),
                 &DateTime::from_timestamp(p.not_before, 0).map(|t| t.to_rfc3339()).unwrap_or_default(),
-                &p.message.as_ref().map(|m| m.summary()).unwrap_or_default(),
+                &text(&p.message.as_ref().map(|m| m.summary()).unwrap_or_default()),
             ])?;
         }
         w.flush()?;

@@ -78,6 +78,8 @@ async fn brand_today(db: &Db, customers: u64) -> tempfile::TempDir {
         tz: "Asia/Kolkata".parse().unwrap(),
         currency: "INR".into(),
         progress: false,
+        follow_symlinks: false,
+        max_future_days: 1,
     };
     retentiond::ingest::import_dir(db, &opts).await.unwrap();
     dir

@@ -13,3 +13,4 @@ mod measurement;
 mod report;
 mod bulk;
 mod ops;
+mod csv_injection;
