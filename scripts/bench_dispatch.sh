@@ -21,9 +21,10 @@ pg_admin=${BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}
 work=${BENCH_DIR:-target/bench-dispatch}
 mkdir -p "$work"
 cargo build --release --quiet --bin retentiond --example mock_provider
-new=target/release/retentiond
+target_dir=${CARGO_TARGET_DIR:-target}
+new=$target_dir/release/retentiond
 mock_addr=${BENCH_MOCK_ADDR:-127.0.0.1:18998}
-target/release/examples/mock_provider "$mock_addr" 2> "$work/mock_provider.err" &
+"$target_dir/release/examples/mock_provider" "$mock_addr" 2> "$work/mock_provider.err" &
 mock_pid=$!
 trap 'kill $mock_pid 2>/dev/null || true' EXIT
 export RETENTIOND_WEBHOOK_SECRET=${RETENTIOND_WEBHOOK_SECRET:-bench-webhook-secret-$RANDOM$RANDOM}
