@@ -387,6 +387,14 @@ impl Dispatcher {
     async fn recorder(&self, mut inbox: mpsc::UnboundedReceiver<Record<'_>>) -> anyhow::Result<()> {
         let mut batch = Vec::new();
         while inbox.recv_many(&mut batch, 256).await > 0 {
+            // Let the messages that are ready report too, so a commit carries more records.
+            tokio::task::yield_now().await;
+            while batch.len() < 256 {
+                match inbox.try_recv() {
+                    Ok(r) => batch.push(r),
+                    Err(_) => break,
+                }
+            }
             // On an error the batch's replies are dropped: their senders fail with the round.
             let replies = self.write_records(std::mem::take(&mut batch)).await?;
             for reply in replies {
