@@ -25,7 +25,11 @@ struct Counts {
 type Shared = Arc<Mutex<Counts>>;
 
 async fn receive(State(counts): State<Shared>, headers: HeaderMap) -> Json<Value> {
-    let key = headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
     let mut c = counts.lock().expect("counts lock");
     c.received += 1;
     c.keys.insert(key);
@@ -40,14 +44,21 @@ async fn reset(State(counts): State<Shared>) -> Json<Value> {
 async fn stats(State(counts): State<Shared>) -> Json<Value> {
     let c = counts.lock().expect("counts lock");
     let unique = c.keys.len() as u64;
-    Json(json!({ "received": c.received, "unique_keys": unique, "duplicates": c.received - unique }))
+    Json(
+        json!({ "received": c.received, "unique_keys": unique, "duplicates": c.received - unique }),
+    )
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 1)]
 async fn main() -> std::io::Result<()> {
-    let addr = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:8999".into());
+    let addr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:8999".into());
     let counts = Shared::default();
-    let app = Router::new().route("/stats", get(stats).delete(reset)).fallback(receive).with_state(counts);
+    let app = Router::new()
+        .route("/stats", get(stats).delete(reset))
+        .fallback(receive)
+        .with_state(counts);
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     eprintln!("mock provider listening on http://{addr}");
     axum::serve(listener, app).await

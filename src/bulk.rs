@@ -27,14 +27,23 @@ const PG_BATCH_BYTES: usize = 128 << 10;
 
 /// Writes `n` rows into `table` (trusted identifiers): `row(i, sink)` pushes row `i`'s cells.
 /// Returns the rows written. Plain inserts: the caller makes sure no key is already there.
-pub async fn write_rows<F>(tx: &mut Tx, table: &str, columns: &[&str], n: usize, mut row: F) -> anyhow::Result<u64>
+pub async fn write_rows<F>(
+    tx: &mut Tx,
+    table: &str,
+    columns: &[&str],
+    n: usize,
+    mut row: F,
+) -> anyhow::Result<u64>
 where
     F: FnMut(usize, &mut dyn RowSink) + Send,
 {
     match tx {
         Tx::Sqlite(t) => {
             let placeholders = vec!["?"; columns.len()].join(", ");
-            let sql = format!("INSERT INTO {table} ({}) VALUES ({placeholders})", columns.join(", "));
+            let sql = format!(
+                "INSERT INTO {table} ({}) VALUES ({placeholders})",
+                columns.join(", ")
+            );
             let mut handle = (&mut **t).lock_handle().await?;
             let raw = handle.as_raw_handle();
             let mut run = || sqlite::write(raw.as_ptr(), &sql, columns.len(), n, &mut row);
@@ -45,7 +54,10 @@ where
         }
         Tx::Postgres(t) => {
             let sql = format!("COPY {table} ({}) FROM STDIN", columns.join(", "));
-            let mut sink = CopySink { out: Vec::with_capacity(PG_BATCH_BYTES + (1 << 12)), cells: 0 };
+            let mut sink = CopySink {
+                out: Vec::with_capacity(PG_BATCH_BYTES + (1 << 12)),
+                cells: 0,
+            };
             // One COPY for all rows, sent in batches: the server takes in one batch while the
             // next is built.
             let mut copy = t.copy_in_raw(&sql).await?;
@@ -55,13 +67,24 @@ where
                     sink.cells = 0;
                     row(i, &mut sink);
                     if sink.cells != columns.len() {
-                        drop(copy.abort(format!("row {i} has {} values", sink.cells)).await);
-                        bail!("row {i} for {table} has {} values, expected {}", sink.cells, columns.len());
+                        drop(
+                            copy.abort(format!("row {i} has {} values", sink.cells))
+                                .await,
+                        );
+                        bail!(
+                            "row {i} for {table} has {} values, expected {}",
+                            sink.cells,
+                            columns.len()
+                        );
                     }
                     sink.out.push(b'\n');
                     i += 1;
                 }
-                copy.send(std::mem::replace(&mut sink.out, Vec::with_capacity(PG_BATCH_BYTES + (1 << 12)))).await?;
+                copy.send(std::mem::replace(
+                    &mut sink.out,
+                    Vec::with_capacity(PG_BATCH_BYTES + (1 << 12)),
+                ))
+                .await?;
             }
             let written = copy.finish().await?;
             Ok(written)
@@ -150,7 +173,11 @@ mod sqlite {
     impl Binder<'_> {
         /// Binds the next parameter: `bind(statement, index, value)`, or NULL for `None`. The
         /// first failure is kept.
-        fn bind<T>(&mut self, v: Option<T>, bind: impl FnOnce(*mut ffi::sqlite3_stmt, c_int, T) -> c_int) {
+        fn bind<T>(
+            &mut self,
+            v: Option<T>,
+            bind: impl FnOnce(*mut ffi::sqlite3_stmt, c_int, T) -> c_int,
+        ) {
             self.next += 1;
             let rc = match v {
                 Some(v) => bind(self.stmt.0, self.next, v),
@@ -167,7 +194,15 @@ mod sqlite {
     impl RowSink for Binder<'_> {
         fn text(&mut self, v: Option<&str>) {
             // SQLITE_TRANSIENT makes SQLite copy the text before the call returns.
-            self.bind(v, |st, i, s| unsafe { ffi::sqlite3_bind_text(st, i, s.as_ptr().cast(), s.len() as c_int, ffi::SQLITE_TRANSIENT()) });
+            self.bind(v, |st, i, s| unsafe {
+                ffi::sqlite3_bind_text(
+                    st,
+                    i,
+                    s.as_ptr().cast(),
+                    s.len() as c_int,
+                    ffi::SQLITE_TRANSIENT(),
+                )
+            });
         }
         fn int(&mut self, v: Option<i64>) {
             self.bind(v, |st, i, n| unsafe { ffi::sqlite3_bind_int64(st, i, n) });
@@ -187,16 +222,31 @@ mod sqlite {
         let mut raw = std::ptr::null_mut();
         // SAFETY: `db` is a live connection locked for this thread by sqlx's LockedSqliteHandle;
         // `sql` outlives the call and its length is passed explicitly.
-        let rc = unsafe { ffi::sqlite3_prepare_v2(db, sql.as_ptr().cast(), sql.len() as c_int, &mut raw, std::ptr::null_mut()) };
+        let rc = unsafe {
+            ffi::sqlite3_prepare_v2(
+                db,
+                sql.as_ptr().cast(),
+                sql.len() as c_int,
+                &mut raw,
+                std::ptr::null_mut(),
+            )
+        };
         if rc != ffi::SQLITE_OK {
             bail!("cannot prepare {sql:?}: {}", error(db));
         }
         let stmt = Stmt(raw);
         for i in 0..n {
-            let mut b = Binder { stmt: &stmt, next: 0, rc: ffi::SQLITE_OK };
+            let mut b = Binder {
+                stmt: &stmt,
+                next: 0,
+                rc: ffi::SQLITE_OK,
+            };
             row(i, &mut b);
             if b.next as usize != columns {
-                bail!("row {i} of {sql:?} has {} values, expected {columns}", b.next);
+                bail!(
+                    "row {i} of {sql:?} has {} values, expected {columns}",
+                    b.next
+                );
             }
             if b.rc != ffi::SQLITE_OK {
                 bail!("cannot bind row {i} of {sql:?}: {}", error(db));
@@ -219,7 +269,10 @@ mod tests {
 
     #[test]
     fn copy_cells_are_tab_separated_escaped_and_null_aware() {
-        let mut s = CopySink { out: Vec::new(), cells: 0 };
+        let mut s = CopySink {
+            out: Vec::new(),
+            cells: 0,
+        };
         s.text(Some("a\tb\\c\nd"));
         s.text(None);
         s.int(Some(-42));
@@ -227,6 +280,9 @@ mod tests {
         s.real(Some(0.1));
         s.real(None);
         assert_eq!(s.cells, 6);
-        assert_eq!(String::from_utf8(s.out).unwrap(), "a\\tb\\\\c\\nd\t\\N\t-42\t\\N\t0.1\t\\N");
+        assert_eq!(
+            String::from_utf8(s.out).unwrap(),
+            "a\\tb\\\\c\\nd\t\\N\t-42\t\\N\t0.1\t\\N"
+        );
     }
 }

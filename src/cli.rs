@@ -13,12 +13,16 @@ use clap::{Parser, Subcommand};
 use crate::campaigns::CampaignSet;
 use crate::config::{ConfigError, DATABASE_URL_ENV, DEFAULT_CONFIG_PATH, Settings};
 use crate::db::Db;
-use crate::selection::offer::Secrets;
 use crate::generate::{GenerateParams, generate};
 use crate::ingest::{ImportError, ImportOptions, import_dir};
+use crate::selection::offer::Secrets;
 
 #[derive(Debug, Parser)]
-#[command(name = "retentiond", version, about = "Predicts which customers will return, when, and what they will buy next; reaches out before they lapse.")]
+#[command(
+    name = "retentiond",
+    version,
+    about = "Predicts which customers will return, when, and what they will buy next; reaches out before they lapse."
+)]
 pub struct Cli {
     /// Main configuration file.
     #[arg(long, global = true, default_value = DEFAULT_CONFIG_PATH, value_name = "FILE")]
@@ -241,16 +245,45 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Status { json } => crate::daemon::status(&settings, json).await,
         Command::Report { out, from, to } => report(&settings, &out, from, to).await,
         Command::Migrate => migrate(&settings).await,
-        Command::Import { dir, skip_invalid, report_dir, quiet } => import(&settings, dir, skip_invalid, report_dir, quiet).await,
-        Command::Generate { customers, seed, out, end, years } => gen_brand(customers, seed, &out, end, years).map(|_| ExitCode::SUCCESS),
-        Command::Demo { customers, seed, out } => demo(&settings, &cli.config, customers, seed, out).await,
+        Command::Import {
+            dir,
+            skip_invalid,
+            report_dir,
+            quiet,
+        } => import(&settings, dir, skip_invalid, report_dir, quiet).await,
+        Command::Generate {
+            customers,
+            seed,
+            out,
+            end,
+            years,
+        } => gen_brand(customers, seed, &out, end, years).map(|_| ExitCode::SUCCESS),
+        Command::Demo {
+            customers,
+            seed,
+            out,
+        } => demo(&settings, &cli.config, customers, seed, out).await,
         Command::DefaultConfig => unreachable!("handled above"),
-        Command::Backtest { as_of, horizon_days, json } => backtest(&settings, as_of, horizon_days, json).await,
+        Command::Backtest {
+            as_of,
+            horizon_days,
+            json,
+        } => backtest(&settings, as_of, horizon_days, json).await,
         Command::Train { as_of, json } => train(&settings, as_of, json).await,
         Command::Models { json } => models(&settings, json).await,
         Command::Score { as_of } => score(&settings, as_of).await,
-        Command::ConvertDataset { dataset, src, out } => crate::datasets::convert(dataset, &src, &out).map(|s| {
-            println!("converted {dataset:?}: {} customers, {} orders, {} order items, {} products -> {}", s.customers, s.orders, s.order_items, s.products, out.display());
+        Command::ConvertDataset { dataset, src, out } => crate::datasets::convert(
+            dataset, &src, &out,
+        )
+        .map(|s| {
+            println!(
+                "converted {dataset:?}: {} customers, {} orders, {} order items, {} products -> {}",
+                s.customers,
+                s.orders,
+                s.order_items,
+                s.products,
+                out.display()
+            );
             ExitCode::SUCCESS
         }),
     };
@@ -275,7 +308,11 @@ pub async fn run(cli: Cli) -> ExitCode {
 /// settings, a missing or weak secret, or a campaign named on the command line or a category
 /// named in a campaign file that does not exist.
 fn is_config_problem(e: &anyhow::Error) -> bool {
-    e.chain().any(|c| c.is::<ConfigError>() || c.is::<crate::selection::offer::SecretError>() || c.is::<crate::selection::run::PlanError>())
+    e.chain().any(|c| {
+        c.is::<ConfigError>()
+            || c.is::<crate::selection::offer::SecretError>()
+            || c.is::<crate::selection::run::PlanError>()
+    })
 }
 
 /// `check-config`: the settings (already loaded), the campaign files, the providers' credentials
@@ -294,7 +331,9 @@ fn check_config(settings: &Settings, config: &std::path::Path) -> ExitCode {
     if let Err(e) = settings.providers(&file) {
         issues.extend(e.issues);
     }
-    let needs_code = set.as_ref().is_some_and(|s| s.campaigns.iter().any(|c| c.needs_code_secret()));
+    let needs_code = set
+        .as_ref()
+        .is_some_and(|s| s.campaigns.iter().any(|c| c.needs_code_secret()));
     let secrets = crate::secrets::check(settings, &file, needs_code, &|k| std::env::var(k).ok());
     issues.extend(secrets.errors);
     for w in &secrets.warnings {
@@ -302,7 +341,12 @@ fn check_config(settings: &Settings, config: &std::path::Path) -> ExitCode {
     }
     match set {
         Some(set) if issues.is_empty() => {
-            println!("configuration OK: {} and {} campaign(s) in {}", config.display(), set.campaigns.len(), settings.campaigns.dir.display());
+            println!(
+                "configuration OK: {} and {} campaign(s) in {}",
+                config.display(),
+                set.campaigns.len(),
+                settings.campaigns.dir.display()
+            );
             ExitCode::SUCCESS
         }
         _ => config_failure(&ConfigError { issues }),
@@ -315,10 +359,17 @@ pub(crate) fn config_failure(e: &ConfigError) -> ExitCode {
 }
 
 pub(crate) async fn connect(settings: &Settings) -> anyhow::Result<Db> {
-    Db::connect_and_migrate(&settings.database).await.context("Failed to open the database")
+    Db::connect_and_migrate(&settings.database)
+        .await
+        .context("Failed to open the database")
 }
 
-async fn report(settings: &Settings, out: &std::path::Path, from: Option<chrono::NaiveDate>, to: Option<chrono::NaiveDate>) -> anyhow::Result<ExitCode> {
+async fn report(
+    settings: &Settings,
+    out: &std::path::Path,
+    from: Option<chrono::NaiveDate>,
+    to: Option<chrono::NaiveDate>,
+) -> anyhow::Result<ExitCode> {
     let set = match CampaignSet::load(&settings.campaigns.dir) {
         Ok(s) => s,
         Err(e) => return Ok(config_failure(&e)),
@@ -338,7 +389,13 @@ async fn migrate(settings: &Settings) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn import_options(settings: &Settings, dir: PathBuf, skip_invalid: bool, report_dir: Option<PathBuf>, quiet: bool) -> ImportOptions {
+fn import_options(
+    settings: &Settings,
+    dir: PathBuf,
+    skip_invalid: bool,
+    report_dir: Option<PathBuf>,
+    quiet: bool,
+) -> ImportOptions {
     ImportOptions {
         dir,
         skip_invalid,
@@ -353,7 +410,13 @@ fn import_options(settings: &Settings, dir: PathBuf, skip_invalid: bool, report_
     }
 }
 
-async fn import(settings: &Settings, dir: PathBuf, skip_invalid: bool, report_dir: Option<PathBuf>, quiet: bool) -> anyhow::Result<ExitCode> {
+async fn import(
+    settings: &Settings,
+    dir: PathBuf,
+    skip_invalid: bool,
+    report_dir: Option<PathBuf>,
+    quiet: bool,
+) -> anyhow::Result<ExitCode> {
     let db = connect(settings).await?;
     let opts = import_options(settings, dir, skip_invalid, report_dir, quiet);
     let result = import_dir(&db, &opts).await;
@@ -365,40 +428,70 @@ async fn import(settings: &Settings, dir: PathBuf, skip_invalid: bool, report_di
         }
         Err(ImportError::Rejected(report)) => {
             print!("{}", report.summary());
-            eprintln!("error: import rejected: {} problem(s); nothing was imported (use --skip-invalid to import the valid rows)", report.error_count);
+            eprintln!(
+                "error: import rejected: {} problem(s); nothing was imported (use --skip-invalid to import the valid rows)",
+                report.error_count
+            );
             Ok(ExitCode::from(1))
         }
         Err(e) => Err(e.into()),
     }
 }
 
-fn gen_brand(customers: u64, seed: u64, out: &std::path::Path, end: Option<chrono::NaiveDate>, years: u32) -> anyhow::Result<()> {
+fn gen_brand(
+    customers: u64,
+    seed: u64,
+    out: &std::path::Path,
+    end: Option<chrono::NaiveDate>,
+    years: u32,
+) -> anyhow::Result<()> {
     let end = end.unwrap_or_else(|| chrono::Utc::now().date_naive());
     let mut params = GenerateParams::new(customers, seed, end);
     params.years = years;
     std::fs::create_dir_all(out).with_context(|| format!("Failed to create {}", out.display()))?;
-    let bar = indicatif::ProgressBar::with_draw_target(Some(customers), indicatif::ProgressDrawTarget::stderr());
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(customers),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
     let started = std::time::Instant::now();
-    let summary = generate(&params, out, &|done| bar.set_position(done)).context("Failed to generate the synthetic brand")?;
+    let summary = generate(&params, out, &|done| bar.set_position(done))
+        .context("Failed to generate the synthetic brand")?;
     bar.finish_and_clear();
     println!(
         "generated {} customers, {} products, {} orders, {} order items, {} sessions, {} events in {:.1} s (history to {end}, seed {seed}) -> {}",
-        summary.customers, summary.products, summary.orders, summary.order_items, summary.sessions, summary.events,
-        started.elapsed().as_secs_f64(), out.display()
+        summary.customers,
+        summary.products,
+        summary.orders,
+        summary.order_items,
+        summary.sessions,
+        summary.events,
+        started.elapsed().as_secs_f64(),
+        out.display()
     );
     Ok(())
 }
 
-async fn demo(settings: &Settings, config: &std::path::Path, customers: u64, seed: u64, out: PathBuf) -> anyhow::Result<ExitCode> {
+async fn demo(
+    settings: &Settings,
+    config: &std::path::Path,
+    customers: u64,
+    seed: u64,
+    out: PathBuf,
+) -> anyhow::Result<ExitCode> {
     // The synthetic history ends today (UTC); the cycle trains and scores as of the brand's today.
     println!("== 1/3 generate a synthetic brand ({customers} customers, seed {seed})");
     gen_brand(customers, seed, &out, None, 3)?;
-    println!("== 2/3 import it into {}", crate::config::redact_url(&settings.database.url));
+    println!(
+        "== 2/3 import it into {}",
+        crate::config::redact_url(&settings.database.url)
+    );
     let code = import(settings, out, false, None, false).await?;
     if code != ExitCode::SUCCESS {
         return Ok(code);
     }
-    println!("== 3/3 one daemon cycle, as `retentiond run` does at start: train, score, campaigns, dispatch");
+    println!(
+        "== 3/3 one daemon cycle, as `retentiond run` does at start: train, score, campaigns, dispatch"
+    );
     crate::daemon::demo_cycle(settings, config).await
 }
 
@@ -423,10 +516,11 @@ pub async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => return std::future::pending().await,
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
         tokio::select! {
             _ = ctrl_c => {}
             _ = term.recv() => {}
@@ -453,21 +547,41 @@ pub(crate) fn build_dispatcher(
     // unsubscribe secret; without them a permanent failure is final.
     let campaigns = match campaigns {
         Some(c) => c,
-        None => crate::campaigns::SharedCampaigns::new(crate::selection::preflight::load(settings, &config.display().to_string())?),
+        None => crate::campaigns::SharedCampaigns::new(crate::selection::preflight::load(
+            settings,
+            &config.display().to_string(),
+        )?),
     };
     let fallback = match secrets.check(&settings.campaigns, false) {
-        Ok(()) => Some(crate::delivery::dispatcher::Fallback { settings: settings.clone(), campaigns, secrets }),
+        Ok(()) => Some(crate::delivery::dispatcher::Fallback {
+            settings: settings.clone(),
+            campaigns,
+            secrets,
+        }),
         Err(e) => {
             tracing::warn!(error = %e, "channel fallback disabled");
             None
         }
     };
-    Ok(std::sync::Arc::new(crate::delivery::dispatcher::Dispatcher::new(db.clone(), std::sync::Arc::new(providers), settings.dispatch.clone(), fallback)))
+    Ok(std::sync::Arc::new(
+        crate::delivery::dispatcher::Dispatcher::new(
+            db.clone(),
+            std::sync::Arc::new(providers),
+            settings.dispatch.clone(),
+            fallback,
+        ),
+    ))
 }
 
 /// The HTTP server's state: webhook secrets from the environment, metrics recorder, the
 /// operator endpoints' token (from [`crate::secrets::http_auth_token`], checked at start).
-pub(crate) fn http_state(settings: &Settings, db: &Db, secrets: &Secrets, campaigns: Option<crate::campaigns::SharedCampaigns>, auth_token: Option<crate::http::AuthToken>) -> crate::http::AppState {
+pub(crate) fn http_state(
+    settings: &Settings,
+    db: &Db,
+    secrets: &Secrets,
+    campaigns: Option<crate::campaigns::SharedCampaigns>,
+    auth_token: Option<crate::http::AuthToken>,
+) -> crate::http::AppState {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let mut webhooks = settings.http.webhooks.resolve(&env);
     // Receivers of our own webhook sign their events with the secret we sign ours with.
@@ -481,7 +595,10 @@ pub(crate) fn http_state(settings: &Settings, db: &Db, secrets: &Secrets, campai
         public_base_url: settings.campaigns.public_base_url.clone(),
         metrics: crate::http::install_metrics_recorder(),
         brand_name: settings.brand.name.clone(),
-        report: campaigns.map(|campaigns| crate::http::ReportContext { settings: settings.clone(), campaigns }),
+        report: campaigns.map(|campaigns| crate::http::ReportContext {
+            settings: settings.clone(),
+            campaigns,
+        }),
         auth_token,
     }
 }
@@ -492,18 +609,25 @@ async fn serve(settings: &Settings, config: &std::path::Path) -> anyhow::Result<
         eprintln!("error: {e}");
         return Ok(ExitCode::from(2));
     }
-    let auth_token = match crate::secrets::http_auth_token(settings, &config.display().to_string(), &|k| std::env::var(k).ok()) {
-        Ok(t) => t,
-        Err(e) => return Ok(config_failure(&e)),
-    };
+    let auth_token =
+        match crate::secrets::http_auth_token(settings, &config.display().to_string(), &|k| {
+            std::env::var(k).ok()
+        }) {
+            Ok(t) => t,
+            Err(e) => return Ok(config_failure(&e)),
+        };
     let db = connect(settings).await?;
     let d = match build_dispatcher(settings, config, &db, secrets.clone(), None) {
         Ok(d) => d,
         Err(e) => return Ok(config_failure(&e)),
     };
-    let campaigns = crate::selection::preflight::load(settings, &config.display().to_string()).ok().map(crate::campaigns::SharedCampaigns::new);
+    let campaigns = crate::selection::preflight::load(settings, &config.display().to_string())
+        .ok()
+        .map(crate::campaigns::SharedCampaigns::new);
     let state = http_state(settings, &db, &secrets, campaigns, auth_token);
-    let listener = tokio::net::TcpListener::bind(&settings.http.bind).await.with_context(|| format!("Failed to bind {}", settings.http.bind))?;
+    let listener = tokio::net::TcpListener::bind(&settings.http.bind)
+        .await
+        .with_context(|| format!("Failed to bind {}", settings.http.bind))?;
     tracing::info!(addr = %settings.http.bind, worker = d.owner(), "serving HTTP and dispatching");
     let (tx, rx) = tokio::sync::watch::channel(false);
     let mut http_rx = rx.clone();
@@ -531,9 +655,19 @@ async fn serve(settings: &Settings, config: &std::path::Path) -> anyhow::Result<
     Ok(ExitCode::SUCCESS)
 }
 
-async fn dispatch(settings: &Settings, config: &std::path::Path, once: bool) -> anyhow::Result<ExitCode> {
+async fn dispatch(
+    settings: &Settings,
+    config: &std::path::Path,
+    once: bool,
+) -> anyhow::Result<ExitCode> {
     let db = connect(settings).await?;
-    let d = match build_dispatcher(settings, config, &db, Secrets::from_env(&settings.campaigns), None) {
+    let d = match build_dispatcher(
+        settings,
+        config,
+        &db,
+        Secrets::from_env(&settings.campaigns),
+        None,
+    ) {
         Ok(d) => d,
         Err(e) => return Ok(config_failure(&e)),
     };
@@ -549,7 +683,12 @@ async fn dispatch(settings: &Settings, config: &std::path::Path, once: bool) -> 
         shutdown_signal().await;
         tracing::info!("shutting down: no new claims, finishing in-flight sends");
         let _ = tx.send(true);
-        match tokio::time::timeout(std::time::Duration::from_secs(settings.dispatch.shutdown_timeout_seconds), worker).await {
+        match tokio::time::timeout(
+            std::time::Duration::from_secs(settings.dispatch.shutdown_timeout_seconds),
+            worker,
+        )
+        .await
+        {
             Ok(r) => r??,
             Err(_) => {
                 tracing::warn!("shutdown timeout: in-flight claims are left to lease recovery");
@@ -562,7 +701,11 @@ async fn dispatch(settings: &Settings, config: &std::path::Path, once: bool) -> 
     Ok(ExitCode::SUCCESS)
 }
 
-async fn campaigns(settings: &Settings, config: &std::path::Path, action: CampaignsAction) -> anyhow::Result<ExitCode> {
+async fn campaigns(
+    settings: &Settings,
+    config: &std::path::Path,
+    action: CampaignsAction,
+) -> anyhow::Result<ExitCode> {
     let set = match crate::selection::preflight::load(settings, &config.display().to_string()) {
         Ok(s) => s,
         Err(e) => return Ok(config_failure(&e)),
@@ -573,27 +716,50 @@ async fn campaigns(settings: &Settings, config: &std::path::Path, action: Campai
             if set.campaigns.is_empty() {
                 println!("no campaigns in {}", settings.campaigns.dir.display());
             }
-            println!("{:<16} {:<8} {:>8}  {:<24} {:<40} file", "name", "state", "priority", "channels", "rule");
+            println!(
+                "{:<16} {:<8} {:>8}  {:<24} {:<40} file",
+                "name", "state", "priority", "channels", "rule"
+            );
             let today = settings.today();
             for c in &set.campaigns {
                 let t = &c.trigger;
                 println!(
                     "{:<16} {:<8} {:>8}  {:<24} {:<40} {}",
                     c.name,
-                    if c.active_on(today) { "active" } else if c.enabled { "dated" } else { "disabled" },
+                    if c.active_on(today) {
+                        "active"
+                    } else if c.enabled {
+                        "dated"
+                    } else {
+                        "disabled"
+                    },
                     c.priority,
-                    c.channels.iter().map(|ch| ch.as_str()).collect::<Vec<_>>().join(","),
-                    format!("lead {}d, risk ≥ {}, alive ≥ {}, skip > {}", t.lead_days, t.min_lapse_risk, t.min_p_alive, t.skip_if_p_return_above),
+                    c.channels
+                        .iter()
+                        .map(|ch| ch.as_str())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    format!(
+                        "lead {}d, risk ≥ {}, alive ≥ {}, skip > {}",
+                        t.lead_days, t.min_lapse_risk, t.min_p_alive, t.skip_if_p_return_above
+                    ),
                     c.file.display()
                 );
             }
             return Ok(ExitCode::SUCCESS);
         }
-        CampaignsAction::Plan { sel, csv, sample, json } => (sel, Some((csv, sample, json))),
+        CampaignsAction::Plan {
+            sel,
+            csv,
+            sample,
+            json,
+        } => (sel, Some((csv, sample, json))),
         CampaignsAction::Run { sel } => (sel, None),
     };
     let day = sel.as_of.unwrap_or_else(|| settings.today());
-    let now = sel.at.map_or_else(chrono::Utc::now, |t| t.with_timezone(&chrono::Utc));
+    let now = sel
+        .at
+        .map_or_else(chrono::Utc::now, |t| t.with_timezone(&chrono::Utc));
     let secrets = Secrets::from_env(&settings.campaigns);
     let db = connect(settings).await?;
     let only = sel.campaign.as_deref();
@@ -606,7 +772,9 @@ async fn campaigns(settings: &Settings, config: &std::path::Path, action: Campai
     match write {
         Some((csv, sample, json)) => {
             if let Some(path) = csv {
-                report.write_csv(&path).with_context(|| format!("Failed to write {}", path.display()))?;
+                report
+                    .write_csv(&path)
+                    .with_context(|| format!("Failed to write {}", path.display()))?;
                 eprintln!("wrote {} rows to {}", report.planned.len(), path.display());
             }
             if json {
@@ -621,7 +789,12 @@ async fn campaigns(settings: &Settings, config: &std::path::Path, action: Campai
     Ok(ExitCode::SUCCESS)
 }
 
-async fn backtest(settings: &Settings, as_of: chrono::NaiveDate, horizon: Option<u32>, json: bool) -> anyhow::Result<ExitCode> {
+async fn backtest(
+    settings: &Settings,
+    as_of: chrono::NaiveDate,
+    horizon: Option<u32>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let mut m = settings.model.clone();
     if let Some(h) = horizon {
         if !(1..=730).contains(&h) {
@@ -631,7 +804,8 @@ async fn backtest(settings: &Settings, as_of: chrono::NaiveDate, horizon: Option
         m.horizon_days = h;
     }
     let db = connect(settings).await?;
-    let (mut report, _) = crate::models::evaluate::backtest(&db, &m, settings.day_start(as_of)).await?;
+    let (mut report, _) =
+        crate::models::evaluate::backtest(&db, &m, settings.day_start(as_of)).await?;
     report.localize(settings.timezone());
     db.close().await;
     if json {
@@ -642,22 +816,46 @@ async fn backtest(settings: &Settings, as_of: chrono::NaiveDate, horizon: Option
     Ok(ExitCode::SUCCESS)
 }
 
-async fn train(settings: &Settings, as_of: Option<chrono::NaiveDate>, json: bool) -> anyhow::Result<ExitCode> {
+async fn train(
+    settings: &Settings,
+    as_of: Option<chrono::NaiveDate>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
     let date = as_of.unwrap_or_else(|| settings.today());
     let db = connect(settings).await?;
-    let (outcome, report) = crate::models::training::train(&db, &settings.model, settings.timezone(), settings.day_start(date)).await?;
+    let (outcome, report) = crate::models::training::train(
+        &db,
+        &settings.model,
+        settings.timezone(),
+        settings.day_start(date),
+    )
+    .await?;
     db.close().await;
     if json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "outcome": outcome, "evaluation": report }))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "outcome": outcome, "evaluation": report })
+            )?
+        );
         return Ok(ExitCode::SUCCESS);
     }
     print!("{}", report.table());
     match outcome {
-        crate::models::training::TrainOutcome::Promoted { model_version_id, reason } => {
+        crate::models::training::TrainOutcome::Promoted {
+            model_version_id,
+            reason,
+        } => {
             println!("\nmodel version {model_version_id} is the champion ({reason})")
         }
-        crate::models::training::TrainOutcome::KeptChampion { model_version_id, champion_id, reason } => {
-            println!("\nmodel version {model_version_id} stored; champion {champion_id} kept: {reason}")
+        crate::models::training::TrainOutcome::KeptChampion {
+            model_version_id,
+            champion_id,
+            reason,
+        } => {
+            println!(
+                "\nmodel version {model_version_id} stored; champion {champion_id} kept: {reason}"
+            )
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -675,7 +873,10 @@ async fn models(settings: &Settings, json: bool) -> anyhow::Result<ExitCode> {
         println!("no models yet: run `retentiond train`");
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:>4}  {:<9} {:<6} {:<10} {:<10} {:>7} {:>7} {:>7}  reason", "id", "status", "kind", "as of", "evaluated", "AUC", "C-index", "hit@1");
+    println!(
+        "{:>4}  {:<9} {:<6} {:<10} {:<10} {:>7} {:>7} {:>7}  reason",
+        "id", "status", "kind", "as of", "evaluated", "AUC", "C-index", "hit@1"
+    );
     for v in versions {
         let e = &v.metrics["evaluation"];
         let num = |x: &serde_json::Value| x.as_f64().map_or("-".to_string(), |f| format!("{f:.3}"));
@@ -685,7 +886,9 @@ async fn models(settings: &Settings, json: bool) -> anyhow::Result<ExitCode> {
             v.status,
             v.kind,
             crate::models::evaluate::local_day(v.as_of, settings.timezone()),
-            v.evaluated_as_of.map(|t| crate::models::evaluate::local_day(t, settings.timezone())).unwrap_or_default(),
+            v.evaluated_as_of
+                .map(|t| crate::models::evaluate::local_day(t, settings.timezone()))
+                .unwrap_or_default(),
             num(&e["return"]["auc"]),
             num(&e["timing"]["c_index"]),
             num(&e["category"]["hit_at_1"]),
@@ -699,7 +902,15 @@ async fn score(settings: &Settings, as_of: Option<chrono::NaiveDate>) -> anyhow:
     let date = as_of.unwrap_or_else(|| settings.today());
     let db = connect(settings).await?;
     let m = &settings.model;
-    let s = crate::scoring::score(&db, settings.day_start(date), &date.to_string(), m.bot_events_per_day, m.category_half_life_days, settings.campaigns.best_seller_days).await;
+    let s = crate::scoring::score(
+        &db,
+        settings.day_start(date),
+        &date.to_string(),
+        m.bot_events_per_day,
+        m.category_half_life_days,
+        settings.campaigns.best_seller_days,
+    )
+    .await;
     db.close().await;
     let s = s?;
     println!(

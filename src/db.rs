@@ -14,7 +14,9 @@ use std::time::Duration;
 // every value is bound, never interpolated.
 use sqlx::AssertSqlSafe;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 
 use crate::config::{DatabaseSettings, redact_url};
 
@@ -23,11 +25,17 @@ pub enum DbError {
     #[error("invalid database URL {url}: {source}")]
     BadUrl { url: String, source: sqlx::Error },
     #[error("cannot create the directory for the SQLite database {path}: {source}")]
-    CreateDir { path: String, source: std::io::Error },
+    CreateDir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("cannot connect to {url}: {source}")]
     Connect { url: String, source: sqlx::Error },
     #[error("migrations failed on {url}: {source}")]
-    Migrate { url: String, source: sqlx::migrate::MigrateError },
+    Migrate {
+        url: String,
+        source: sqlx::migrate::MigrateError,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,7 +73,10 @@ impl Db {
         let shown = redact_url(url);
         let timeout = Duration::from_millis(settings.busy_timeout_ms);
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let opts = PgConnectOptions::from_str(url).map_err(|source| DbError::BadUrl { url: shown.clone(), source })?;
+            let opts = PgConnectOptions::from_str(url).map_err(|source| DbError::BadUrl {
+                url: shown.clone(),
+                source,
+            })?;
             let pool = PgPoolOptions::new()
                 .max_connections(settings.max_connections)
                 .acquire_timeout(timeout)
@@ -75,7 +86,10 @@ impl Db {
             Ok(Db::Postgres(pool))
         } else {
             let opts = SqliteConnectOptions::from_str(url)
-                .map_err(|source| DbError::BadUrl { url: shown.clone(), source })?
+                .map_err(|source| DbError::BadUrl {
+                    url: shown.clone(),
+                    source,
+                })?
                 .create_if_missing(true)
                 .journal_mode(SqliteJournalMode::Wal)
                 .synchronous(SqliteSynchronous::Normal)
@@ -83,9 +97,14 @@ impl Db {
                 .pragma("cache_size", "-65536")
                 .pragma("temp_store", "memory");
             let path = opts.get_filename();
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty() && !d.exists()) {
-                std::fs::create_dir_all(dir)
-                    .map_err(|source| DbError::CreateDir { path: path.display().to_string(), source })?;
+            if let Some(dir) = path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty() && !d.exists())
+            {
+                std::fs::create_dir_all(dir).map_err(|source| DbError::CreateDir {
+                    path: path.display().to_string(),
+                    source,
+                })?;
             }
             let pool = SqlitePoolOptions::new()
                 .max_connections(settings.max_connections)
@@ -109,15 +128,25 @@ impl Db {
             Db::Sqlite(p) => {
                 // Index builds sort through temp storage: on files, not in memory, so building
                 // an index on a large table stays within the memory budget.
-                let mut conn = p.acquire().await.map_err(|e| DbError::Migrate { url: redact_url(url), source: e.into() })?;
-                let _ = sqlx::query("PRAGMA temp_store = FILE").execute(&mut *conn).await;
+                let mut conn = p.acquire().await.map_err(|e| DbError::Migrate {
+                    url: redact_url(url),
+                    source: e.into(),
+                })?;
+                let _ = sqlx::query("PRAGMA temp_store = FILE")
+                    .execute(&mut *conn)
+                    .await;
                 let res = SQLITE_MIGRATOR.run(&mut *conn).await;
-                let _ = sqlx::query("PRAGMA temp_store = MEMORY").execute(&mut *conn).await;
+                let _ = sqlx::query("PRAGMA temp_store = MEMORY")
+                    .execute(&mut *conn)
+                    .await;
                 res
             }
             Db::Postgres(p) => POSTGRES_MIGRATOR.run(p).await,
         };
-        res.map_err(|source| DbError::Migrate { url: redact_url(url), source })
+        res.map_err(|source| DbError::Migrate {
+            url: redact_url(url),
+            source,
+        })
     }
 
     pub fn backend(&self) -> Backend {
@@ -150,7 +179,9 @@ impl Db {
 
 /// Returns true when `path` looks like a SQLite database URL's file (for messages).
 pub fn sqlite_path(url: &str) -> Option<&Path> {
-    url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).map(|p| Path::new(p.split('?').next().unwrap_or(p)))
+    url.strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .map(|p| Path::new(p.split('?').next().unwrap_or(p)))
 }
 
 /// A value bound into a statement built at run time (bulk upserts, dynamic column sets).
@@ -198,24 +229,46 @@ impl Tx {
     /// Executes `sql` with positional values; returns rows affected.
     pub async fn execute(&mut self, sql: &str, vals: &[Val]) -> sqlx::Result<u64> {
         Ok(match self {
-            Tx::Sqlite(tx) => bind_vals!(sqlx::query(AssertSqlSafe(sql)), vals).execute(&mut **tx).await?.rows_affected(),
-            Tx::Postgres(tx) => bind_vals!(sqlx::query(AssertSqlSafe(sql)), vals).execute(&mut **tx).await?.rows_affected(),
+            Tx::Sqlite(tx) => bind_vals!(sqlx::query(AssertSqlSafe(sql)), vals)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected(),
+            Tx::Postgres(tx) => bind_vals!(sqlx::query(AssertSqlSafe(sql)), vals)
+                .execute(&mut **tx)
+                .await?
+                .rows_affected(),
         })
     }
 
     /// Runs a query returning one text column.
     pub async fn fetch_strings(&mut self, sql: &str, vals: &[Val]) -> sqlx::Result<Vec<String>> {
         match self {
-            Tx::Sqlite(tx) => bind_vals!(sqlx::query_scalar::<_, String>(AssertSqlSafe(sql)), vals).fetch_all(&mut **tx).await,
-            Tx::Postgres(tx) => bind_vals!(sqlx::query_scalar::<_, String>(AssertSqlSafe(sql)), vals).fetch_all(&mut **tx).await,
+            Tx::Sqlite(tx) => {
+                bind_vals!(sqlx::query_scalar::<_, String>(AssertSqlSafe(sql)), vals)
+                    .fetch_all(&mut **tx)
+                    .await
+            }
+            Tx::Postgres(tx) => {
+                bind_vals!(sqlx::query_scalar::<_, String>(AssertSqlSafe(sql)), vals)
+                    .fetch_all(&mut **tx)
+                    .await
+            }
         }
     }
 
     /// Runs a query returning one integer.
     pub async fn fetch_i64(&mut self, sql: &str, vals: &[Val]) -> sqlx::Result<i64> {
         match self {
-            Tx::Sqlite(tx) => bind_vals!(sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql)), vals).fetch_one(&mut **tx).await,
-            Tx::Postgres(tx) => bind_vals!(sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql)), vals).fetch_one(&mut **tx).await,
+            Tx::Sqlite(tx) => {
+                bind_vals!(sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql)), vals)
+                    .fetch_one(&mut **tx)
+                    .await
+            }
+            Tx::Postgres(tx) => {
+                bind_vals!(sqlx::query_scalar::<_, i64>(AssertSqlSafe(sql)), vals)
+                    .fetch_one(&mut **tx)
+                    .await
+            }
         }
     }
 
@@ -269,13 +322,22 @@ pub fn value_tuples(backend: Backend, rows: usize, cols: usize) -> String {
 impl Tx {
     /// Inserts `rows` (each `columns.len()` values) into `table` in multi-row statements.
     /// `table` and `columns` must be trusted identifiers.
-    pub async fn insert_rows(&mut self, table: &str, columns: &[&str], rows: &[Vec<Val>]) -> sqlx::Result<u64> {
+    pub async fn insert_rows(
+        &mut self,
+        table: &str,
+        columns: &[&str],
+        rows: &[Vec<Val>],
+    ) -> sqlx::Result<u64> {
         let cols = columns.len();
         // Stay under SQLite's 32766-parameter limit; PostgreSQL allows 65535.
         let per = (30_000 / cols.max(1)).max(1);
         let mut written = 0;
         for chunk in rows.chunks(per) {
-            let sql = format!("INSERT INTO {table} ({}) VALUES {}", columns.join(", "), value_tuples(self.backend(), chunk.len(), cols));
+            let sql = format!(
+                "INSERT INTO {table} ({}) VALUES {}",
+                columns.join(", "),
+                value_tuples(self.backend(), chunk.len(), cols)
+            );
             let vals: Vec<Val> = chunk.iter().flat_map(|r| r.iter().cloned()).collect();
             written += self.execute(&sql, &vals).await?;
         }

@@ -63,7 +63,11 @@ impl FeatureReference {
         let mut col: Vec<f64> = Vec::with_capacity(rows);
         for (j, name) in names.iter().enumerate() {
             col.clear();
-            col.extend((0..rows).map(|i| matrix[i * nb + j] as f64).filter(|v| v.is_finite()));
+            col.extend(
+                (0..rows)
+                    .map(|i| matrix[i * nb + j] as f64)
+                    .filter(|v| v.is_finite()),
+            );
             col.sort_unstable_by(f64::total_cmp);
             let mut edges: Vec<f64> = Vec::new();
             if !col.is_empty() {
@@ -80,9 +84,17 @@ impl FeatureReference {
                 counts[bin_of(&edges, v)] += 1;
             }
             let total = col.len().max(1) as f64;
-            features.push(FeatureBins { name: name.clone(), edges, shares: counts.iter().map(|&c| c as f64 / total).collect() });
+            features.push(FeatureBins {
+                name: name.clone(),
+                edges,
+                shares: counts.iter().map(|&c| c as f64 / total).collect(),
+            });
         }
-        FeatureReference { cutoff, rows, features }
+        FeatureReference {
+            cutoff,
+            rows,
+            features,
+        }
     }
 
     /// PSI of every feature of `matrix` (same layout and columns) against the reference.
@@ -126,8 +138,18 @@ pub fn psi(expected: &[f64], actual: &[f64]) -> f64 {
 }
 
 /// Writes a scoring day's drift rows (inside the scoring's transaction).
-pub async fn store_drift(tx: &mut crate::db::Tx, as_of_date: &str, model_version_id: i64, reference_cutoff: i64, drift: &[(String, f64)]) -> sqlx::Result<()> {
-    tx.execute("DELETE FROM feature_drift WHERE as_of_date = $1", &[Val::Text(Some(as_of_date.into()))]).await?;
+pub async fn store_drift(
+    tx: &mut crate::db::Tx,
+    as_of_date: &str,
+    model_version_id: i64,
+    reference_cutoff: i64,
+    drift: &[(String, f64)],
+) -> sqlx::Result<()> {
+    tx.execute(
+        "DELETE FROM feature_drift WHERE as_of_date = $1",
+        &[Val::Text(Some(as_of_date.into()))],
+    )
+    .await?;
     let rows: Vec<Vec<Val>> = drift
         .iter()
         .map(|(f, p)| {
@@ -140,7 +162,18 @@ pub async fn store_drift(tx: &mut crate::db::Tx, as_of_date: &str, model_version
             ]
         })
         .collect();
-    tx.insert_rows("feature_drift", &["as_of_date", "feature", "model_version_id", "reference_cutoff", "psi"], &rows).await?;
+    tx.insert_rows(
+        "feature_drift",
+        &[
+            "as_of_date",
+            "feature",
+            "model_version_id",
+            "reference_cutoff",
+            "psi",
+        ],
+        &rows,
+    )
+    .await?;
     Ok(())
 }
 
@@ -154,10 +187,18 @@ pub async fn latest_drift(db: &Db) -> anyhow::Result<Option<(String, Vec<(String
     .await?;
     let Some(day) = day else { return Ok(None) };
     let mut rows = Vec::new();
-    scan_with(db, "SELECT feature, psi FROM feature_drift WHERE as_of_date = $1", &[Bind::Text(&day)], |r| {
-        rows.push((r.text(0)?.unwrap_or_default().to_string(), r.real(1)?.unwrap_or(0.0)));
-        Ok(())
-    })
+    scan_with(
+        db,
+        "SELECT feature, psi FROM feature_drift WHERE as_of_date = $1",
+        &[Bind::Text(&day)],
+        |r| {
+            rows.push((
+                r.text(0)?.unwrap_or_default().to_string(),
+                r.real(1)?.unwrap_or(0.0),
+            ));
+            Ok(())
+        },
+    )
     .await?;
     rows.sort_by(|a, b| b.1.total_cmp(&a.1));
     Ok(Some((day, rows)))
@@ -194,7 +235,12 @@ pub struct ScoreEvaluation {
 /// Evaluates every scoring day whose horizon has passed by `now`, that has not been evaluated
 /// yet and whose scores housekeeping has not pruned (newest first, at most `max_days` per call,
 /// so a first run over a long history stays bounded). Returns what it evaluated.
-pub async fn evaluate_matured(db: &Db, bot_events_per_day: u32, now: i64, max_days: usize) -> anyhow::Result<Vec<ScoreEvaluation>> {
+pub async fn evaluate_matured(
+    db: &Db,
+    bot_events_per_day: u32,
+    now: i64,
+    max_days: usize,
+) -> anyhow::Result<Vec<ScoreEvaluation>> {
     let mut due: Vec<(String, i64, i64, i64)> = Vec::new();
     scan_with(
         db,
@@ -206,7 +252,9 @@ pub async fn evaluate_matured(db: &Db, bot_events_per_day: u32, now: i64, max_da
          ORDER BY r.as_of_date DESC",
         &[],
         |r| {
-            if let (Some(d), Some(at), Some(v), Some(h)) = (r.text(0)?, r.int(1)?, r.int(2)?, r.int(3)?) {
+            if let (Some(d), Some(at), Some(v), Some(h)) =
+                (r.text(0)?, r.int(1)?, r.int(2)?, r.int(3)?)
+            {
                 if at + h * DAY <= now {
                     due.push((d.to_string(), at, v, h));
                 }
@@ -221,11 +269,33 @@ pub async fn evaluate_matured(db: &Db, bot_events_per_day: u32, now: i64, max_da
     }
     let until = due.iter().map(|d| d.1 + d.3 * DAY).max().unwrap_or(now);
     // Orders only: browsing is not needed for labels (an empty browsing window).
-    let data = BrandData::load(db, LoadOptions { until, browse_from: until, bot_events_per_day, sales_from: None }).await?;
-    let index: HashMap<&str, usize> = data.customer_ids.iter().enumerate().map(|(i, id)| (id.as_str(), i)).collect();
-    let cat_index: HashMap<&str, u16> = data.categories.iter().enumerate().map(|(i, c)| (c.as_str(), i as u16)).collect();
-    let promised: HashMap<i64, serde_json::Value> =
-        crate::models::registry::list(db).await?.into_iter().map(|v| (v.model_version_id, v.metrics)).collect();
+    let data = BrandData::load(
+        db,
+        LoadOptions {
+            until,
+            browse_from: until,
+            bot_events_per_day,
+            sales_from: None,
+        },
+    )
+    .await?;
+    let index: HashMap<&str, usize> = data
+        .customer_ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| (id.as_str(), i))
+        .collect();
+    let cat_index: HashMap<&str, u16> = data
+        .categories
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (c.as_str(), i as u16))
+        .collect();
+    let promised: HashMap<i64, serde_json::Value> = crate::models::registry::list(db)
+        .await?
+        .into_iter()
+        .map(|v| (v.model_version_id, v.metrics))
+        .collect();
     let mut out = Vec::new();
     for (day, as_of, version, h) in due {
         let end = as_of + h * DAY;
@@ -259,7 +329,13 @@ pub async fn evaluate_matured(db: &Db, bot_events_per_day: u32, now: i64, max_da
         .await?;
         let m = promised.get(&version).map(|v| &v["evaluation"]);
         let pick = |path: [&str; 2]| m.and_then(|v| v[path[0]][path[1]].as_f64());
-        let share = |a: usize, b: usize| if b == 0 { f64::NAN } else { a as f64 / b as f64 };
+        let share = |a: usize, b: usize| {
+            if b == 0 {
+                f64::NAN
+            } else {
+                a as f64 / b as f64
+            }
+        };
         let e = ScoreEvaluation {
             as_of_date: day,
             as_of,
@@ -295,10 +371,27 @@ fn real(v: f64) -> Val {
 
 async fn store_evaluation(db: &Db, e: &ScoreEvaluation, now: i64) -> anyhow::Result<()> {
     let mut tx = db.begin().await?;
-    tx.execute("DELETE FROM score_evaluations WHERE as_of_date = $1", &[Val::Text(Some(e.as_of_date.clone()))]).await?;
+    tx.execute(
+        "DELETE FROM score_evaluations WHERE as_of_date = $1",
+        &[Val::Text(Some(e.as_of_date.clone()))],
+    )
+    .await?;
     tx.insert_rows(
         "score_evaluations",
-        &["as_of_date", "model_version_id", "evaluated_at", "customers", "auc", "brier", "window_coverage", "hit_at_3", "promised_auc", "promised_window_coverage", "promised_hit_at_3", "detail"],
+        &[
+            "as_of_date",
+            "model_version_id",
+            "evaluated_at",
+            "customers",
+            "auc",
+            "brier",
+            "window_coverage",
+            "hit_at_3",
+            "promised_auc",
+            "promised_window_coverage",
+            "promised_hit_at_3",
+            "detail",
+        ],
         &[vec![
             Val::Text(Some(e.as_of_date.clone())),
             Val::Int(Some(e.model_version_id)),
@@ -322,12 +415,20 @@ async fn store_evaluation(db: &Db, e: &ScoreEvaluation, now: i64) -> anyhow::Res
 /// Every stored evaluation, oldest scoring day first.
 pub async fn evaluations(db: &Db) -> anyhow::Result<Vec<ScoreEvaluation>> {
     let mut out = Vec::new();
-    scan_with(db, "SELECT detail FROM score_evaluations ORDER BY as_of_date", &[], |r| {
-        if let Some(e) = r.text(0)?.and_then(|j| serde_json::from_str::<ScoreEvaluation>(j).ok()) {
-            out.push(e);
-        }
-        Ok(())
-    })
+    scan_with(
+        db,
+        "SELECT detail FROM score_evaluations ORDER BY as_of_date",
+        &[],
+        |r| {
+            if let Some(e) = r
+                .text(0)?
+                .and_then(|j| serde_json::from_str::<ScoreEvaluation>(j).ok())
+            {
+                out.push(e);
+            }
+            Ok(())
+        },
+    )
     .await?;
     Ok(out)
 }
@@ -348,14 +449,20 @@ mod tests {
 
     fn matrix(cols: &[Vec<f32>]) -> Vec<f32> {
         let rows = cols[0].len();
-        (0..rows).flat_map(|i| cols.iter().map(move |c| c[i])).collect()
+        (0..rows)
+            .flat_map(|i| cols.iter().map(move |c| c[i]))
+            .collect()
     }
 
     #[test]
     fn same_population_is_stable_and_a_shift_is_flagged() {
         let names = vec!["x".to_string(), "mostly_zero".to_string()];
-        let x: Vec<f32> = (0..10_000).map(|i| ((i * 7919) % 10_000) as f32 / 100.0).collect();
-        let z: Vec<f32> = (0..10_000).map(|i| if i % 10 == 0 { 1.0 } else { 0.0 }).collect();
+        let x: Vec<f32> = (0..10_000)
+            .map(|i| ((i * 7919) % 10_000) as f32 / 100.0)
+            .collect();
+        let z: Vec<f32> = (0..10_000)
+            .map(|i| if i % 10 == 0 { 1.0 } else { 0.0 })
+            .collect();
         let r = FeatureReference::build(0, &names, &matrix(&[x.clone(), z.clone()]));
         assert_eq!(r.rows, 10_000);
         assert_eq!(r.features[0].shares.len(), 10, "{:?}", r.features[0]);
@@ -365,7 +472,9 @@ mod tests {
         assert!(same.iter().all(|(_, p)| *p < 1e-9), "{same:?}");
         // Shift x by a fifth of its range; make the rare value common.
         let shifted: Vec<f32> = x.iter().map(|v| v + 20.0).collect();
-        let common: Vec<f32> = (0..10_000).map(|i| if i % 2 == 0 { 1.0 } else { 0.0 }).collect();
+        let common: Vec<f32> = (0..10_000)
+            .map(|i| if i % 2 == 0 { 1.0 } else { 0.0 })
+            .collect();
         let d = r.psi(&matrix(&[shifted, common]));
         assert!(d[0].1 > PSI_WARN && d[1].1 > PSI_WARN, "{d:?}");
         // A small sample of the same distribution stays under the warning level.
@@ -394,8 +503,14 @@ mod tests {
             promised_window_coverage: None,
             promised_hit_at_3: None,
         };
-        let back: ScoreEvaluation = serde_json::from_str(&serde_json::to_string(&e).unwrap()).unwrap();
-        assert!(back.auc.is_nan() && back.hit_at_3.is_nan() && back.brier == 0.1 && back.promised_auc == Some(0.7));
+        let back: ScoreEvaluation =
+            serde_json::from_str(&serde_json::to_string(&e).unwrap()).unwrap();
+        assert!(
+            back.auc.is_nan()
+                && back.hit_at_3.is_nan()
+                && back.brier == 0.1
+                && back.promised_auc == Some(0.7)
+        );
     }
 
     #[test]

@@ -22,8 +22,17 @@ pub enum Status {
 }
 
 impl Status {
-    pub const ALL: [Status; 9] =
-        [Status::Queued, Status::HeldOut, Status::Sending, Status::Sent, Status::Delivered, Status::Failed, Status::Dead, Status::Suppressed, Status::Unknown];
+    pub const ALL: [Status; 9] = [
+        Status::Queued,
+        Status::HeldOut,
+        Status::Sending,
+        Status::Sent,
+        Status::Delivered,
+        Status::Failed,
+        Status::Dead,
+        Status::Suppressed,
+        Status::Unknown,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -46,7 +55,10 @@ impl Status {
     /// The customer was (or is about to be, or may have been) contacted: counts towards the
     /// frequency cap.
     pub fn is_outreach(self) -> bool {
-        matches!(self, Status::Queued | Status::Sending | Status::Sent | Status::Delivered | Status::Unknown)
+        matches!(
+            self,
+            Status::Queued | Status::Sending | Status::Sent | Status::Delivered | Status::Unknown
+        )
     }
 }
 

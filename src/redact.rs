@@ -38,7 +38,9 @@ pub fn register(value: &str) {
 /// authenticate that way, so an echoed `Authorization` header is redacted too.
 pub fn register_basic_auth(user: &str, password: &str) {
     register(password);
-    register(&base64::engine::general_purpose::STANDARD.encode(format!("{user}:{}", password.trim())));
+    register(
+        &base64::engine::general_purpose::STANDARD.encode(format!("{user}:{}", password.trim())),
+    );
 }
 
 /// Registers a secret held as bytes (when they are UTF-8, as values from the environment are).
@@ -74,6 +76,9 @@ mod tests {
         assert!(matches!(redact("nothing secret here"), Cow::Borrowed(_)));
         register_basic_auth("api", "unit-redact-basic-pw");
         let header = base64::engine::general_purpose::STANDARD.encode("api:unit-redact-basic-pw");
-        assert_eq!(redact(&format!("Authorization: Basic {header}")), "Authorization: Basic [REDACTED]");
+        assert_eq!(
+            redact(&format!("Authorization: Basic {header}")),
+            "Authorization: Basic [REDACTED]"
+        );
     }
 }

@@ -26,13 +26,23 @@ pub enum Bind<'a> {
 }
 
 /// Runs `sql` with integer binds `$1, $2, …` and calls `f` on every row.
-pub async fn scan(db: &Db, sql: &str, binds: &[i64], f: impl FnMut(&dyn ScanRow) -> anyhow::Result<()>) -> anyhow::Result<()> {
+pub async fn scan(
+    db: &Db,
+    sql: &str,
+    binds: &[i64],
+    f: impl FnMut(&dyn ScanRow) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     let binds: Vec<Bind<'_>> = binds.iter().map(|b| Bind::Int(*b)).collect();
     scan_with(db, sql, &binds, f).await
 }
 
 /// Runs `sql` with integer or text binds and calls `f` on every row.
-pub async fn scan_with(db: &Db, sql: &str, binds: &[Bind<'_>], mut f: impl FnMut(&dyn ScanRow) -> anyhow::Result<()>) -> anyhow::Result<()> {
+pub async fn scan_with(
+    db: &Db,
+    sql: &str,
+    binds: &[Bind<'_>],
+    mut f: impl FnMut(&dyn ScanRow) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
     match db {
         Db::Sqlite(pool) => {
             let mut conn = pool.acquire().await?;
@@ -84,7 +94,11 @@ fn inline_binds(sql: &str, binds: &[Bind<'_>]) -> String {
             quoted = !quoted;
         } else if c == '$' && !quoted {
             let digits = sql[i + 1..].bytes().take_while(u8::is_ascii_digit).count();
-            let bind = sql[i + 1..i + 1 + digits].parse::<usize>().ok().and_then(|n| n.checked_sub(1)).and_then(|k| binds.get(k));
+            let bind = sql[i + 1..i + 1 + digits]
+                .parse::<usize>()
+                .ok()
+                .and_then(|n| n.checked_sub(1))
+                .and_then(|k| binds.get(k));
             if let Some(bind) = bind {
                 match *bind {
                     Bind::Int(v) => out.push_str(&format!("({v})")),
@@ -126,7 +140,11 @@ mod copy_text {
     }
 
     impl Reader {
-        pub(super) fn feed(&mut self, chunk: &[u8], f: &mut dyn FnMut(&dyn ScanRow) -> anyhow::Result<()>) -> anyhow::Result<()> {
+        pub(super) fn feed(
+            &mut self,
+            chunk: &[u8],
+            f: &mut dyn FnMut(&dyn ScanRow) -> anyhow::Result<()>,
+        ) -> anyhow::Result<()> {
             let mut rest = chunk;
             if !self.carry.is_empty() {
                 let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
@@ -150,7 +168,10 @@ mod copy_text {
             Ok(())
         }
 
-        pub(super) fn finish(&mut self, f: &mut dyn FnMut(&dyn ScanRow) -> anyhow::Result<()>) -> anyhow::Result<()> {
+        pub(super) fn finish(
+            &mut self,
+            f: &mut dyn FnMut(&dyn ScanRow) -> anyhow::Result<()>,
+        ) -> anyhow::Result<()> {
             if self.carry.is_empty() {
                 return Ok(());
             }
@@ -210,7 +231,10 @@ mod copy_text {
             match self.fields.get(i) {
                 Some(Some((a, b))) => Ok(Some(&self.data[*a..*b])),
                 Some(None) => Ok(None),
-                None => anyhow::bail!("column {i} is not in the row ({} columns)", self.fields.len()),
+                None => anyhow::bail!(
+                    "column {i} is not in the row ({} columns)",
+                    self.fields.len()
+                ),
             }
         }
     }
@@ -233,9 +257,13 @@ mod copy_text {
         where
             T::Err: std::fmt::Display,
         {
-            let Some(v) = self.field(i)? else { return Ok(None) };
+            let Some(v) = self.field(i)? else {
+                return Ok(None);
+            };
             let s = std::str::from_utf8(v)?;
-            Ok(Some(s.parse().map_err(|e| anyhow::anyhow!("column {i}: {s:?} is not {what}: {e}"))?))
+            Ok(Some(s.parse().map_err(|e| {
+                anyhow::anyhow!("column {i}: {s:?} is not {what}: {e}")
+            })?))
         }
     }
 
@@ -247,7 +275,11 @@ mod copy_text {
             let mut out = Vec::new();
             let mut r = Reader::default();
             let mut f = |row: &dyn ScanRow| {
-                out.push((0..3).map(|i| row.text(i).unwrap().map(str::to_owned)).collect());
+                out.push(
+                    (0..3)
+                        .map(|i| row.text(i).unwrap().map(str::to_owned))
+                        .collect(),
+                );
                 Ok(())
             };
             for c in chunks {
@@ -261,14 +293,25 @@ mod copy_text {
         fn lines_split_across_chunks_nulls_and_escapes() {
             let want = vec![
                 vec![Some("a\tb".to_string()), None, Some("12".to_string())],
-                vec![Some("back\\slash\nline".to_string()), Some(String::new()), Some("-3.5".to_string())],
+                vec![
+                    Some("back\\slash\nline".to_string()),
+                    Some(String::new()),
+                    Some("-3.5".to_string()),
+                ],
             ];
             let text: &[u8] = b"a\\tb\t\\N\t12\nback\\\\slash\\nline\t\t-3.5\n";
             assert_eq!(rows(&[text]), want);
             for cut in 1..text.len() {
                 assert_eq!(rows(&[&text[..cut], &text[cut..]]), want, "cut at {cut}");
             }
-            assert_eq!(rows(&[b"x\\101\\by\t\\N\t1"]), vec![vec![Some("xA\u{8}y".to_string()), None, Some("1".to_string())]]);
+            assert_eq!(
+                rows(&[b"x\\101\\by\t\\N\t1"]),
+                vec![vec![
+                    Some("xA\u{8}y".to_string()),
+                    None,
+                    Some("1".to_string())
+                ]]
+            );
         }
 
         #[test]
@@ -298,7 +341,10 @@ mod inline_tests {
             inline_binds(sql, &binds),
             "SELECT a FROM t WHERE x >= (-5) AND y < (7) AND z = (99) AND w = '$1' AND v -(-5) > 0 AND s = E'it''s'"
         );
-        assert_eq!(inline_binds("SELECT 'é' || $1", &[Bind::Text("ü\\'")]), "SELECT 'é' || E'ü\\\\'''");
+        assert_eq!(
+            inline_binds("SELECT 'é' || $1", &[Bind::Text("ü\\'")]),
+            "SELECT 'é' || E'ü\\\\'''"
+        );
     }
 }
 
@@ -324,7 +370,11 @@ pub(crate) mod sqlite {
 
     pub(crate) fn error(db: *mut ffi::sqlite3) -> String {
         // SAFETY: sqlite3_errmsg returns a NUL-terminated string owned by the connection.
-        unsafe { CStr::from_ptr(ffi::sqlite3_errmsg(db)).to_string_lossy().into_owned() }
+        unsafe {
+            CStr::from_ptr(ffi::sqlite3_errmsg(db))
+                .to_string_lossy()
+                .into_owned()
+        }
     }
 
     pub(super) fn scan(
@@ -336,7 +386,15 @@ pub(crate) mod sqlite {
         let mut raw = std::ptr::null_mut();
         // SAFETY: `db` is a live connection locked for this thread by sqlx's LockedSqliteHandle;
         // `sql` outlives the call and its length is passed explicitly.
-        let rc = unsafe { ffi::sqlite3_prepare_v2(db, sql.as_ptr().cast(), sql.len() as c_int, &mut raw, std::ptr::null_mut()) };
+        let rc = unsafe {
+            ffi::sqlite3_prepare_v2(
+                db,
+                sql.as_ptr().cast(),
+                sql.len() as c_int,
+                &mut raw,
+                std::ptr::null_mut(),
+            )
+        };
         if rc != ffi::SQLITE_OK {
             bail!("cannot prepare {sql:?}: {}", error(db));
         }
@@ -347,7 +405,13 @@ pub(crate) mod sqlite {
             let rc = unsafe {
                 match *b {
                     super::Bind::Int(v) => ffi::sqlite3_bind_int64(stmt.0, i as c_int + 1, v),
-                    super::Bind::Text(t) => ffi::sqlite3_bind_text(stmt.0, i as c_int + 1, t.as_ptr().cast(), t.len() as c_int, ffi::SQLITE_TRANSIENT()),
+                    super::Bind::Text(t) => ffi::sqlite3_bind_text(
+                        stmt.0,
+                        i as c_int + 1,
+                        t.as_ptr().cast(),
+                        t.len() as c_int,
+                        ffi::SQLITE_TRANSIENT(),
+                    ),
                 }
             };
             if rc != ffi::SQLITE_OK {
@@ -381,17 +445,23 @@ pub(crate) mod sqlite {
             let bytes = unsafe {
                 let p = ffi::sqlite3_column_text(self.0.0, i as c_int);
                 let n = ffi::sqlite3_column_bytes(self.0.0, i as c_int);
-                if p.is_null() { &[][..] } else { std::slice::from_raw_parts(p, n as usize) }
+                if p.is_null() {
+                    &[][..]
+                } else {
+                    std::slice::from_raw_parts(p, n as usize)
+                }
             };
             Ok(Some(std::str::from_utf8(bytes)?))
         }
         fn int(&self, i: usize) -> anyhow::Result<Option<i64>> {
             // SAFETY: valid statement positioned on a row.
-            Ok((!self.is_null(i)).then(|| unsafe { ffi::sqlite3_column_int64(self.0.0, i as c_int) }))
+            Ok((!self.is_null(i))
+                .then(|| unsafe { ffi::sqlite3_column_int64(self.0.0, i as c_int) }))
         }
         fn real(&self, i: usize) -> anyhow::Result<Option<f64>> {
             // SAFETY: valid statement positioned on a row.
-            Ok((!self.is_null(i)).then(|| unsafe { ffi::sqlite3_column_double(self.0.0, i as c_int) }))
+            Ok((!self.is_null(i))
+                .then(|| unsafe { ffi::sqlite3_column_double(self.0.0, i as c_int) }))
         }
     }
 }

@@ -37,12 +37,23 @@ pub async fn simulate_responses(
     let ex = exposures(db, m, campaigns, Some((day, day))).await?;
     let mut p_return: std::collections::HashMap<String, (f64, f64)> = Default::default();
     let d = day.to_string();
-    scan_with(db, "SELECT customer_id, p_return, horizon_days FROM scores WHERE as_of_date = $1", &[Bind::Text(&d)], |r| {
-        p_return.insert(r.text(0)?.unwrap_or_default().to_string(), (r.real(1)?.unwrap_or(0.0), r.int(2)?.unwrap_or(90) as f64));
-        Ok(())
-    })
+    scan_with(
+        db,
+        "SELECT customer_id, p_return, horizon_days FROM scores WHERE as_of_date = $1",
+        &[Bind::Text(&d)],
+        |r| {
+            p_return.insert(
+                r.text(0)?.unwrap_or_default().to_string(),
+                (r.real(1)?.unwrap_or(0.0), r.int(2)?.unwrap_or(90) as f64),
+            );
+            Ok(())
+        },
+    )
     .await?;
-    let mut out = Simulated { exposures: ex.len(), ..Default::default() };
+    let mut out = Simulated {
+        exposures: ex.len(),
+        ..Default::default()
+    };
     let mut added = 0.0;
     let mut rows = Vec::new();
     for e in &ex {
@@ -50,12 +61,18 @@ pub async fn simulate_responses(
         let window_days = (e.window_end - e.start) as f64 / 86_400.0;
         let base = 1.0 - (1.0 - p.clamp(0.0, 1.0)).powf(window_days / h.max(1.0));
         let messaged = matches!(e.status.as_str(), "sent" | "delivered");
-        let prob = if messaged { (base + effect).clamp(0.0, 1.0) } else { base };
+        let prob = if messaged {
+            (base + effect).clamp(0.0, 1.0)
+        } else {
+            base
+        };
         if messaged {
             out.treated += 1;
             added += prob - base;
         }
-        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ (e.message_id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(
+            seed ^ (e.message_id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        );
         if rng.random::<f64>() < prob {
             let at = e.start + rng.random_range(0..(e.window_end - e.start).max(1));
             let amount = (rng.random_range(400.0..2500.0f64) * 100.0).round() / 100.0;
@@ -69,11 +86,27 @@ pub async fn simulate_responses(
         }
     }
     out.orders = rows.len();
-    out.true_effect = if out.treated > 0 { added / out.treated as f64 } else { 0.0 };
+    out.true_effect = if out.treated > 0 {
+        added / out.treated as f64
+    } else {
+        0.0
+    };
     let mut tx = db.begin().await?;
-    tx.execute("DELETE FROM orders WHERE order_id LIKE 'SIM-%'", &[]).await?;
+    tx.execute("DELETE FROM orders WHERE order_id LIKE 'SIM-%'", &[])
+        .await?;
     for chunk in rows.chunks(2000) {
-        tx.insert_rows("orders", &["order_id", "customer_id", "ordered_at", "total_amount", "status"], chunk).await?;
+        tx.insert_rows(
+            "orders",
+            &[
+                "order_id",
+                "customer_id",
+                "ordered_at",
+                "total_amount",
+                "status",
+            ],
+            chunk,
+        )
+        .await?;
     }
     tx.commit().await?;
     Ok(out)

@@ -7,7 +7,11 @@ use tracing_subscriber::EnvFilter;
 
 pub fn init(filter: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(filter));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(|| RedactingStderr).with_target(false).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(|| RedactingStderr)
+        .with_target(false)
+        .try_init();
 }
 
 /// stderr, with known secrets redacted. The fmt layer writes each event with one `write_all`,

@@ -95,7 +95,12 @@ pub struct TriggerFile {
 
 impl Default for TriggerFile {
     fn default() -> Self {
-        Self { lead_days: 7, min_lapse_risk: 0.5, min_p_alive: 0.2, skip_if_p_return_above: 1.0 }
+        Self {
+            lead_days: 7,
+            min_lapse_risk: 0.5,
+            min_p_alive: 0.2,
+            skip_if_p_return_above: 1.0,
+        }
     }
 }
 
@@ -145,7 +150,9 @@ pub struct EmailFile {
 
 impl Default for EmailFile {
     fn default() -> Self {
-        Self { template: "offer".into() }
+        Self {
+            template: "offer".into(),
+        }
     }
 }
 
@@ -222,7 +229,11 @@ impl SendHours {
         if self.start == self.end {
             return true; // "00:00-24:00": all day
         }
-        if self.start <= self.end { t >= self.start && t < self.end } else { t >= self.start || t < self.end }
+        if self.start <= self.end {
+            t >= self.start && t < self.end
+        } else {
+            t >= self.start || t < self.end
+        }
     }
 }
 
@@ -297,7 +308,9 @@ pub struct Campaign {
 impl Campaign {
     /// Enabled and inside its start/end dates on `day`.
     pub fn active_on(&self, day: NaiveDate) -> bool {
-        self.enabled && self.start_date.is_none_or(|s| day >= s) && self.end_date.is_none_or(|e| day <= e)
+        self.enabled
+            && self.start_date.is_none_or(|s| day >= s)
+            && self.end_date.is_none_or(|e| day <= e)
     }
 
     /// Whether the campaign's code needs the code secret.
@@ -331,7 +344,9 @@ pub struct SharedCampaigns(std::sync::Arc<std::sync::RwLock<std::sync::Arc<Campa
 
 impl SharedCampaigns {
     pub fn new(set: CampaignSet) -> Self {
-        Self(std::sync::Arc::new(std::sync::RwLock::new(std::sync::Arc::new(set))))
+        Self(std::sync::Arc::new(std::sync::RwLock::new(
+            std::sync::Arc::new(set),
+        )))
     }
 
     pub fn current(&self) -> std::sync::Arc<CampaignSet> {
@@ -349,7 +364,10 @@ impl CampaignSet {
         let mut issues = Vec::new();
         let mut campaigns = Vec::new();
         let mut files: Vec<PathBuf> = match std::fs::read_dir(dir) {
-            Ok(rd) => rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "toml")).collect(),
+            Ok(rd) => rd
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .collect(),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
             Err(e) => {
                 issues.push(ConfigIssue {
@@ -370,12 +388,28 @@ impl CampaignSet {
                         campaigns.push(c);
                     }
                 }
-                Err(e) => issues.push(ConfigIssue { file, key: "(file)".into(), message: format!("cannot read: {e}"), fix: "make the file readable".into() }),
+                Err(e) => issues.push(ConfigIssue {
+                    file,
+                    key: "(file)".into(),
+                    message: format!("cannot read: {e}"),
+                    fix: "make the file readable".into(),
+                }),
             }
         }
         check_names(&campaigns, &mut issues);
-        campaigns.sort_by(|a, b| b.priority.cmp(&a.priority).then_with(|| a.name.cmp(&b.name)));
-        if issues.is_empty() { Ok(CampaignSet { dir: dir.to_path_buf(), campaigns }) } else { Err(ConfigError { issues }) }
+        campaigns.sort_by(|a, b| {
+            b.priority
+                .cmp(&a.priority)
+                .then_with(|| a.name.cmp(&b.name))
+        });
+        if issues.is_empty() {
+            Ok(CampaignSet {
+                dir: dir.to_path_buf(),
+                campaigns,
+            })
+        } else {
+            Err(ConfigError { issues })
+        }
     }
 
     pub fn get(&self, name: &str) -> Option<&Campaign> {
@@ -390,8 +424,13 @@ fn check_names(campaigns: &[Campaign], issues: &mut Vec<ConfigIssue>) {
             issues.push(ConfigIssue {
                 file: c.file.display().to_string(),
                 key: "name".into(),
-                message: format!("campaign name {:?} is also used by {}", c.name, first.display()),
-                fix: "give every campaign a unique name (it keys the outbox and the holdout split)".into(),
+                message: format!(
+                    "campaign name {:?} is also used by {}",
+                    c.name,
+                    first.display()
+                ),
+                fix: "give every campaign a unique name (it keys the outbox and the holdout split)"
+                    .into(),
             });
         }
     }
@@ -400,83 +439,179 @@ fn check_names(campaigns: &[Campaign], issues: &mut Vec<ConfigIssue>) {
 /// Parses and validates one campaign file; problems go to `issues`.
 pub fn parse_campaign(text: &str, path: &Path, issues: &mut Vec<ConfigIssue>) -> Option<Campaign> {
     let before = issues.len();
-    let mut sink = IssueSink { file: path.display().to_string(), issues };
+    let mut sink = IssueSink {
+        file: path.display().to_string(),
+        issues,
+    };
     let table = parse_toml(text, &mut sink)?;
-    let raw: CampaignFile = sink.section_with_example("", Some(&toml::Value::Table(table)), &CampaignFile::example());
+    let raw: CampaignFile = sink.section_with_example(
+        "",
+        Some(&toml::Value::Table(table)),
+        &CampaignFile::example(),
+    );
     // A key with a type error was read as its default: its validation would add a second,
     // false problem for the same key.
     let typed = sink.issues.len();
     let campaign = validate(raw, path, &mut sink);
-    let bad_keys: HashSet<String> = sink.issues[before..typed].iter().map(|i| i.key.clone()).collect();
+    let bad_keys: HashSet<String> = sink.issues[before..typed]
+        .iter()
+        .map(|i| i.key.clone())
+        .collect();
     let mut i = typed;
     while i < sink.issues.len() {
-        if bad_keys.contains(&sink.issues[i].key) { sink.issues.remove(i); } else { i += 1; }
+        if bad_keys.contains(&sink.issues[i].key) {
+            sink.issues.remove(i);
+        } else {
+            i += 1;
+        }
     }
-    if sink.issues.len() > before { None } else { campaign }
+    if sink.issues.len() > before {
+        None
+    } else {
+        campaign
+    }
 }
 
 fn validate(f: CampaignFile, path: &Path, sink: &mut IssueSink<'_>) -> Option<Campaign> {
     if f.name.is_empty() {
-        sink.push("name", "is missing", "add `name = \"due-soon\"` (lower-case letters, digits and dashes)");
-    } else if f.name.len() > 64 || !f.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
-        sink.push("name", format!("{:?} is not a valid campaign name", f.name), "use up to 64 lower-case letters, digits and dashes, e.g. \"due-soon\"");
+        sink.push(
+            "name",
+            "is missing",
+            "add `name = \"due-soon\"` (lower-case letters, digits and dashes)",
+        );
+    } else if f.name.len() > 64
+        || !f
+            .name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        sink.push(
+            "name",
+            format!("{:?} is not a valid campaign name", f.name),
+            "use up to 64 lower-case letters, digits and dashes, e.g. \"due-soon\"",
+        );
     }
     if let (Some(s), Some(e)) = (f.start_date, f.end_date)
         && e < s
     {
-        sink.push("end_date", format!("{e} is before start_date {s}"), "set end_date on or after start_date");
+        sink.push(
+            "end_date",
+            format!("{e} is before start_date {s}"),
+            "set end_date on or after start_date",
+        );
     }
 
     // Channels.
     let mut channels = Vec::new();
     if f.channels.is_empty() {
-        sink.push("channels", "is empty", "list channels in order of preference, e.g. [\"whatsapp\", \"email\"]");
+        sink.push(
+            "channels",
+            "is empty",
+            "list channels in order of preference, e.g. [\"whatsapp\", \"email\"]",
+        );
     }
     for (i, ch) in f.channels.iter().enumerate() {
         match Channel::parse(ch) {
-            Some(c) if channels.contains(&c) => sink.push(format!("channels[{i}]"), format!("{ch:?} is listed twice"), "list each channel once"),
+            Some(c) if channels.contains(&c) => sink.push(
+                format!("channels[{i}]"),
+                format!("{ch:?} is listed twice"),
+                "list each channel once",
+            ),
             Some(c) => channels.push(c),
-            None => sink.push(format!("channels[{i}]"), format!("unknown channel {ch:?}"), format!("use one of: {}", CHANNELS.join(", "))),
+            None => sink.push(
+                format!("channels[{i}]"),
+                format!("unknown channel {ch:?}"),
+                format!("use one of: {}", CHANNELS.join(", ")),
+            ),
         }
     }
 
     // Audience.
     let a = &f.audience;
-    range_check(sink, "audience", "orders", a.min_orders.map(f64::from), a.max_orders.map(f64::from));
+    range_check(
+        sink,
+        "audience",
+        "orders",
+        a.min_orders.map(f64::from),
+        a.max_orders.map(f64::from),
+    );
     range_check(sink, "audience", "spend", a.min_spend, a.max_spend);
-    range_check(sink, "audience", "days_since_last_order", a.min_days_since_last_order.map(f64::from), a.max_days_since_last_order.map(f64::from));
-    for (key, v) in [("audience.min_spend", a.min_spend), ("audience.max_spend", a.max_spend)] {
+    range_check(
+        sink,
+        "audience",
+        "days_since_last_order",
+        a.min_days_since_last_order.map(f64::from),
+        a.max_days_since_last_order.map(f64::from),
+    );
+    for (key, v) in [
+        ("audience.min_spend", a.min_spend),
+        ("audience.max_spend", a.max_spend),
+    ] {
         if v.is_some_and(|v| !(v >= 0.0 && v.is_finite())) {
-            sink.push(key, format!("{} is not a non-negative amount", v.unwrap_or_default()), "use an amount of money ≥ 0");
+            sink.push(
+                key,
+                format!("{} is not a non-negative amount", v.unwrap_or_default()),
+                "use an amount of money ≥ 0",
+            );
         }
     }
     for (i, c) in a.countries.iter().enumerate() {
         if c.len() != 2 || !c.chars().all(|ch| ch.is_ascii_alphabetic()) {
-            sink.push(format!("audience.countries[{i}]"), format!("{c:?} is not an ISO 3166 country code"), "use two letters such as \"IN\" or \"US\"");
+            sink.push(
+                format!("audience.countries[{i}]"),
+                format!("{c:?} is not an ISO 3166 country code"),
+                "use two letters such as \"IN\" or \"US\"",
+            );
         }
     }
-    for (key, list) in [("audience.categories_bought", &a.categories_bought), ("audience.categories_never_bought", &a.categories_never_bought)] {
+    for (key, list) in [
+        ("audience.categories_bought", &a.categories_bought),
+        (
+            "audience.categories_never_bought",
+            &a.categories_never_bought,
+        ),
+    ] {
         for (i, c) in list.iter().enumerate() {
             if c.trim().is_empty() {
-                sink.push(format!("{key}[{i}]"), "is empty", "name a product category as it appears in products.csv");
+                sink.push(
+                    format!("{key}[{i}]"),
+                    "is empty",
+                    "name a product category as it appears in products.csv",
+                );
             }
         }
     }
     for (k, values) in &a.attributes {
         if values.is_empty() {
-            sink.push(format!("audience.attributes.{k}"), "lists no values", "list the accepted values, e.g. [\"gold\", \"silver\"], or remove the key");
+            sink.push(
+                format!("audience.attributes.{k}"),
+                "lists no values",
+                "list the accepted values, e.g. [\"gold\", \"silver\"], or remove the key",
+            );
         }
     }
 
     // Trigger.
     let t = &f.trigger;
-    for (key, v) in [("trigger.min_lapse_risk", t.min_lapse_risk), ("trigger.min_p_alive", t.min_p_alive), ("trigger.skip_if_p_return_above", t.skip_if_p_return_above)] {
+    for (key, v) in [
+        ("trigger.min_lapse_risk", t.min_lapse_risk),
+        ("trigger.min_p_alive", t.min_p_alive),
+        ("trigger.skip_if_p_return_above", t.skip_if_p_return_above),
+    ] {
         if !(0.0..=1.0).contains(&v) {
-            sink.push(key, format!("{v} is not a probability"), "use a value between 0 and 1");
+            sink.push(
+                key,
+                format!("{v} is not a probability"),
+                "use a value between 0 and 1",
+            );
         }
     }
     if t.lead_days > 365 {
-        sink.push("trigger.lead_days", format!("{} is out of range", t.lead_days), "use 0..=365 days");
+        sink.push(
+            "trigger.lead_days",
+            format!("{} is out of range", t.lead_days),
+            "use 0..=365 days",
+        );
     }
 
     // Offer.
@@ -486,22 +621,38 @@ fn validate(f: CampaignFile, path: &Path, sink: &mut IssueSink<'_>) -> Option<Ca
         "recommended_new" => OfferCategory::RecommendedNew,
         "none" => OfferCategory::None,
         "" => {
-            sink.push("offer.category", "is empty", "use \"recommended\", \"recommended_new\", \"none\" or a category name");
+            sink.push(
+                "offer.category",
+                "is empty",
+                "use \"recommended\", \"recommended_new\", \"none\" or a category name",
+            );
             OfferCategory::None
         }
         c => OfferCategory::Fixed(c.to_string()),
     };
     let discount = match (o.discount_percent, o.discount_amount) {
         (Some(_), Some(_)) => {
-            sink.push("offer.discount_amount", "both discount_percent and discount_amount are set", "keep one of them");
+            sink.push(
+                "offer.discount_amount",
+                "both discount_percent and discount_amount are set",
+                "keep one of them",
+            );
             None
         }
         (Some(p), None) if !(p > 0.0 && p <= 90.0) => {
-            sink.push("offer.discount_percent", format!("{p} is out of range"), "use a percentage in (0, 90]");
+            sink.push(
+                "offer.discount_percent",
+                format!("{p} is out of range"),
+                "use a percentage in (0, 90]",
+            );
             None
         }
         (None, Some(v)) if !(v > 0.0 && v.is_finite()) => {
-            sink.push("offer.discount_amount", format!("{v} is not a positive amount"), "use an amount > 0 in the brand's currency");
+            sink.push(
+                "offer.discount_amount",
+                format!("{v} is not a positive amount"),
+                "use an amount > 0 in the brand's currency",
+            );
             None
         }
         (Some(p), None) => Some(Discount::Percent(p)),
@@ -510,58 +661,111 @@ fn validate(f: CampaignFile, path: &Path, sink: &mut IssueSink<'_>) -> Option<Ca
     };
     let code = match (&o.code, &o.code_prefix) {
         (Some(_), Some(_)) => {
-            sink.push("offer.code_prefix", "both code and code_prefix are set", "use `code` for one shared code or `code_prefix` for per-customer codes");
+            sink.push(
+                "offer.code_prefix",
+                "both code and code_prefix are set",
+                "use `code` for one shared code or `code_prefix` for per-customer codes",
+            );
             CodeRule::None
         }
         (Some(c), None) => {
             if !valid_code(c) {
-                sink.push("offer.code", format!("{c:?} is not a usable discount code"), "use 3-32 letters, digits, dashes or underscores");
+                sink.push(
+                    "offer.code",
+                    format!("{c:?} is not a usable discount code"),
+                    "use 3-32 letters, digits, dashes or underscores",
+                );
             }
             CodeRule::Shared(c.clone())
         }
         (None, Some(p)) => {
             if !valid_code(p) || p.len() > 16 {
-                sink.push("offer.code_prefix", format!("{p:?} is not a usable code prefix"), "use 3-16 letters, digits, dashes or underscores");
+                sink.push(
+                    "offer.code_prefix",
+                    format!("{p:?} is not a usable code prefix"),
+                    "use 3-16 letters, digits, dashes or underscores",
+                );
             }
             CodeRule::Derived(p.clone())
         }
         (None, None) => CodeRule::None,
     };
     if discount.is_some() && code == CodeRule::None {
-        sink.push("offer.code", "a discount is offered without a code", "set `code` (shared) or `code_prefix` (per customer)");
+        sink.push(
+            "offer.code",
+            "a discount is offered without a code",
+            "set `code` (shared) or `code_prefix` (per customer)",
+        );
     }
     if o.products > 12 {
-        sink.push("offer.products", format!("{} is too many", o.products), "use 0..=12 product picks");
+        sink.push(
+            "offer.products",
+            format!("{} is too many", o.products),
+            "use 0..=12 product picks",
+        );
     }
     if let Err(why) = check_landing_url(&o.landing_url) {
-        sink.push("offer.landing_url", format!("{:?} {why}", o.landing_url), LANDING_URL_FIX);
+        sink.push(
+            "offer.landing_url",
+            format!("{:?} {why}", o.landing_url),
+            LANDING_URL_FIX,
+        );
     }
 
     // Copy.
     check_copy(sink, "copy", &f.copy, &channels);
     if let Some(g) = &f.copy_generic {
         check_copy(sink, "copy_generic", g, &channels);
-        for (key, text) in [("subject", &g.subject), ("headline", &g.headline), ("body", &g.body)] {
+        for (key, text) in [
+            ("subject", &g.subject),
+            ("headline", &g.headline),
+            ("body", &g.body),
+        ] {
             if text.contains("{category}") || text.contains("{products}") {
-                sink.push(format!("copy_generic.{key}"), "uses {category} or {products}, which are empty without a category", "write this copy without them");
+                sink.push(
+                    format!("copy_generic.{key}"),
+                    "uses {category} or {products}, which are empty without a category",
+                    "write this copy without them",
+                );
             }
         }
     }
     let email_family = match f.email.template.parse::<EmailFamily>() {
         Ok(e) => e,
         Err(_) => {
-            sink.push("email.template", format!("unknown email template {:?}", f.email.template), format!("use one of: {}", EMAIL_FAMILIES.join(", ")));
+            sink.push(
+                "email.template",
+                format!("unknown email template {:?}", f.email.template),
+                format!("use one of: {}", EMAIL_FAMILIES.join(", ")),
+            );
             EmailFamily::Offer
         }
     };
     match (&f.whatsapp, channels.contains(&Channel::Whatsapp)) {
-        (None, true) => sink.push("whatsapp", "the whatsapp channel needs an approved template", "add [whatsapp] with template, language and params"),
+        (None, true) => sink.push(
+            "whatsapp",
+            "the whatsapp channel needs an approved template",
+            "add [whatsapp] with template, language and params",
+        ),
         (Some(w), _) => {
-            if w.template.is_empty() || !w.template.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_') {
-                sink.push("whatsapp.template", format!("{:?} is not a WhatsApp template name", w.template), "use the approved template's name: lower-case letters, digits and underscores");
+            if w.template.is_empty()
+                || !w
+                    .template
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            {
+                sink.push(
+                    "whatsapp.template",
+                    format!("{:?} is not a WhatsApp template name", w.template),
+                    "use the approved template's name: lower-case letters, digits and underscores",
+                );
             }
             if w.language.is_empty() || w.language.len() > 8 {
-                sink.push("whatsapp.language", format!("{:?} is not a language code", w.language), "use the template's language code, e.g. \"en\" or \"en_US\"");
+                sink.push(
+                    "whatsapp.language",
+                    format!("{:?} is not a language code", w.language),
+                    "use the template's language code, e.g. \"en\" or \"en_US\"",
+                );
             }
             for (i, p) in w.params.iter().enumerate() {
                 placeholder_check(sink, &format!("whatsapp.params[{i}]"), p);
@@ -575,26 +779,49 @@ fn validate(f: CampaignFile, path: &Path, sink: &mut IssueSink<'_>) -> Option<Ca
     let send_hours = match parse_hours(&l.send_hours) {
         Some(h) => h,
         None => {
-            sink.push("limits.send_hours", format!("{:?} is not a time range", l.send_hours), "use \"HH:MM-HH:MM\" in the customer's local time, e.g. \"09:00-21:00\"");
-            SendHours { start: NaiveTime::MIN, end: NaiveTime::MIN }
+            sink.push(
+                "limits.send_hours",
+                format!("{:?} is not a time range", l.send_hours),
+                "use \"HH:MM-HH:MM\" in the customer's local time, e.g. \"09:00-21:00\"",
+            );
+            SendHours {
+                start: NaiveTime::MIN,
+                end: NaiveTime::MIN,
+            }
         }
     };
     let outside = match l.outside_send_hours.as_str() {
         "wait" => OutsideHours::Wait,
         "skip" => OutsideHours::Skip,
         other => {
-            sink.push("limits.outside_send_hours", format!("unknown value {other:?}"), "use \"wait\" (next allowed slot) or \"skip\"");
+            sink.push(
+                "limits.outside_send_hours",
+                format!("unknown value {other:?}"),
+                "use \"wait\" (next allowed slot) or \"skip\"",
+            );
             OutsideHours::Wait
         }
     };
     if !(0.0..=50.0).contains(&l.holdout_percent) {
-        sink.push("limits.holdout_percent", format!("{} is out of range", l.holdout_percent), "use 0..=50 (percent of selected customers held out)");
+        sink.push(
+            "limits.holdout_percent",
+            format!("{} is out of range", l.holdout_percent),
+            "use 0..=50 (percent of selected customers held out)",
+        );
     }
     if l.max_sends_per_run == 0 {
-        sink.push("limits.max_sends_per_run", "must be at least 1", "use a value such as 10000");
+        sink.push(
+            "limits.max_sends_per_run",
+            "must be at least 1",
+            "use a value such as 10000",
+        );
     }
     if l.cooldown_days > 3650 {
-        sink.push("limits.cooldown_days", format!("{} is out of range", l.cooldown_days), "use 0..=3650 days");
+        sink.push(
+            "limits.cooldown_days",
+            format!("{} is out of range", l.cooldown_days),
+            "use 0..=3650 days",
+        );
     }
 
     Some(Campaign {
@@ -618,8 +845,19 @@ fn validate(f: CampaignFile, path: &Path, sink: &mut IssueSink<'_>) -> Option<Ca
             categories_never_bought: a.categories_never_bought.clone(),
             attributes: a.attributes.clone(),
         },
-        trigger: Trigger { lead_days: t.lead_days, min_lapse_risk: t.min_lapse_risk, min_p_alive: t.min_p_alive, skip_if_p_return_above: t.skip_if_p_return_above },
-        offer: Offer { category, discount, code, products: o.products, landing_url: o.landing_url.clone() },
+        trigger: Trigger {
+            lead_days: t.lead_days,
+            min_lapse_risk: t.min_lapse_risk,
+            min_p_alive: t.min_p_alive,
+            skip_if_p_return_above: t.skip_if_p_return_above,
+        },
+        offer: Offer {
+            category,
+            discount,
+            code,
+            products: o.products,
+            landing_url: o.landing_url.clone(),
+        },
         copy: f.copy,
         copy_generic: f.copy_generic.unwrap_or_else(default_generic_copy),
         email_family,
@@ -648,8 +886,13 @@ pub fn check_landing_url(url: &str) -> Result<(), String> {
     if url.trim().is_empty() {
         return Err("is empty".into());
     }
-    if let Some(c) = url.chars().find(|c| !c.is_ascii_graphic() || matches!(c, '"' | '\'' | '<' | '>' | '\\' | '`')) {
-        return Err(format!("contains {c:?}, which a link cannot carry as it is"));
+    if let Some(c) = url
+        .chars()
+        .find(|c| !c.is_ascii_graphic() || matches!(c, '"' | '\'' | '<' | '>' | '\\' | '`'))
+    {
+        return Err(format!(
+            "contains {c:?}, which a link cannot carry as it is"
+        ));
     }
     // Fill the placeholders with sample values; any other brace is a mistake.
     let mut filled = url.to_string();
@@ -657,13 +900,26 @@ pub fn check_landing_url(url: &str) -> Result<(), String> {
         filled = filled.replace(&format!("{{{p}}}"), "x");
     }
     if filled.contains('{') || filled.contains('}') {
-        let others: Vec<&str> = url.match_indices('{').filter_map(|(i, _)| url[i..].find('}').map(|j| &url[i..=i + j])).filter(|p| !URL_PLACEHOLDERS.iter().any(|a| p[1..p.len() - 1] == **a)).collect();
-        let detail = if others.is_empty() { "a stray brace".to_string() } else { others.join(", ") };
-        return Err(format!("uses a placeholder other than {{category}} and {{code}} ({detail})"));
+        let others: Vec<&str> = url
+            .match_indices('{')
+            .filter_map(|(i, _)| url[i..].find('}').map(|j| &url[i..=i + j]))
+            .filter(|p| !URL_PLACEHOLDERS.iter().any(|a| p[1..p.len() - 1] == **a))
+            .collect();
+        let detail = if others.is_empty() {
+            "a stray brace".to_string()
+        } else {
+            others.join(", ")
+        };
+        return Err(format!(
+            "uses a placeholder other than {{category}} and {{code}} ({detail})"
+        ));
     }
     let parsed = url::Url::parse(&filled).map_err(|e| format!("is not an absolute URL ({e})"))?;
     if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(format!("has scheme {:?}, not http or https", parsed.scheme()));
+        return Err(format!(
+            "has scheme {:?}, not http or https",
+            parsed.scheme()
+        ));
     }
     if parsed.host_str().is_none_or(str::is_empty) {
         return Err("has no host".into());
@@ -672,14 +928,26 @@ pub fn check_landing_url(url: &str) -> Result<(), String> {
 }
 
 fn valid_code(c: &str) -> bool {
-    (3..=32).contains(&c.len()) && c.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+    (3..=32).contains(&c.len())
+        && c.chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
 }
 
-fn range_check(sink: &mut IssueSink<'_>, section: &str, what: &str, min: Option<f64>, max: Option<f64>) {
+fn range_check(
+    sink: &mut IssueSink<'_>,
+    section: &str,
+    what: &str,
+    min: Option<f64>,
+    max: Option<f64>,
+) {
     if let (Some(lo), Some(hi)) = (min, max)
         && lo > hi
     {
-        sink.push(format!("{section}.max_{what}"), format!("max_{what} {hi} is below min_{what} {lo}"), format!("set max_{what} ≥ min_{what}"));
+        sink.push(
+            format!("{section}.max_{what}"),
+            format!("max_{what} {hi} is below min_{what} {lo}"),
+            format!("set max_{what} ≥ min_{what}"),
+        );
     }
 }
 
@@ -688,21 +956,41 @@ fn placeholder_check(sink: &mut IssueSink<'_>, key: &str, text: &str) {
         sink.push(
             key.to_string(),
             format!("bad placeholder: {problem}"),
-            format!("use only {} (write {{{{ and }}}} for literal braces)", crate::messages::placeholders::PLACEHOLDERS.iter().map(|p| format!("{{{p}}}")).collect::<Vec<_>>().join(", ")),
+            format!(
+                "use only {} (write {{{{ and }}}} for literal braces)",
+                crate::messages::placeholders::PLACEHOLDERS
+                    .iter()
+                    .map(|p| format!("{{{p}}}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         );
     }
 }
 
 fn check_copy(sink: &mut IssueSink<'_>, section: &str, c: &CopyFile, channels: &[Channel]) {
     let needs_email = channels.contains(&Channel::Email);
-    for (key, text, required) in [("subject", &c.subject, needs_email), ("headline", &c.headline, true), ("body", &c.body, needs_email), ("cta", &c.cta, true)] {
+    for (key, text, required) in [
+        ("subject", &c.subject, needs_email),
+        ("headline", &c.headline, true),
+        ("body", &c.body, needs_email),
+        ("cta", &c.cta, true),
+    ] {
         if required && text.trim().is_empty() {
-            sink.push(format!("{section}.{key}"), "is empty", format!("write the {key} (placeholders such as {{first_name}} are allowed)"));
+            sink.push(
+                format!("{section}.{key}"),
+                "is empty",
+                format!("write the {key} (placeholders such as {{first_name}} are allowed)"),
+            );
         }
         placeholder_check(sink, &format!("{section}.{key}"), text);
     }
     if c.subject.chars().count() > 150 {
-        sink.push(format!("{section}.subject"), "is longer than 150 characters", "shorten it; inboxes show ~60 characters");
+        sink.push(
+            format!("{section}.subject"),
+            "is longer than 150 characters",
+            "shorten it; inboxes show ~60 characters",
+        );
     }
     if let Some(sms) = &c.sms {
         placeholder_check(sink, &format!("{section}.sms"), sms);
@@ -713,7 +1001,11 @@ fn check_copy(sink: &mut IssueSink<'_>, section: &str, c: &CopyFile, channels: &
 pub fn parse_hours(s: &str) -> Option<SendHours> {
     let (a, b) = s.split_once('-')?;
     let start = NaiveTime::parse_from_str(a.trim(), "%H:%M").ok()?;
-    let end = if b.trim() == "24:00" { NaiveTime::MIN } else { NaiveTime::parse_from_str(b.trim(), "%H:%M").ok()? };
+    let end = if b.trim() == "24:00" {
+        NaiveTime::MIN
+    } else {
+        NaiveTime::parse_from_str(b.trim(), "%H:%M").ok()?
+    };
     let all_day = start == NaiveTime::MIN && b.trim() == "24:00";
     (start != end || all_day).then_some(SendHours { start, end })
 }
@@ -743,8 +1035,14 @@ impl CampaignFile {
                 code_prefix: Some(String::new()),
                 ..OfferFile::default()
             },
-            copy: CopyFile { sms: Some(String::new()), ..CopyFile::default() },
-            copy_generic: Some(CopyFile { sms: Some(String::new()), ..CopyFile::default() }),
+            copy: CopyFile {
+                sms: Some(String::new()),
+                ..CopyFile::default()
+            },
+            copy_generic: Some(CopyFile {
+                sms: Some(String::new()),
+                ..CopyFile::default()
+            }),
             whatsapp: Some(WhatsappFile::default()),
             ..CampaignFile::default()
         }

@@ -22,7 +22,11 @@ cta = "Shop"
 
 #[test]
 fn shipped_examples_are_valid() {
-    let set = CampaignSet::load(Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/config/campaigns"))).unwrap();
+    let set = CampaignSet::load(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/campaigns"
+    )))
+    .unwrap();
     let names: Vec<&str> = set.campaigns.iter().map(|c| c.name.as_str()).collect();
     // Sorted by priority, highest first.
     assert_eq!(names, ["slipping-away", "due-soon", "cross-sell"]);
@@ -30,7 +34,10 @@ fn shipped_examples_are_valid() {
     assert_eq!(s.channels, [Channel::Whatsapp, Channel::Email]);
     assert_eq!(s.offer.discount, Some(Discount::Percent(15.0)));
     assert_eq!(s.offer.code, CodeRule::Derived("BACK".into()));
-    assert_eq!(set.get("cross-sell").unwrap().offer.category, OfferCategory::RecommendedNew);
+    assert_eq!(
+        set.get("cross-sell").unwrap().offer.category,
+        OfferCategory::RecommendedNew
+    );
 }
 
 #[test]
@@ -96,16 +103,25 @@ holdout_percent = 80
     ] {
         assert!(keys.contains(&expected), "missing {expected} in {keys:?}");
     }
-    let typo = issues.iter().find(|i| i.key == "trigger.min_lapse_riks").unwrap();
+    let typo = issues
+        .iter()
+        .find(|i| i.key == "trigger.min_lapse_riks")
+        .unwrap();
     assert!(typo.fix.contains("trigger.min_lapse_risk"), "{}", typo.fix);
     let tpl = issues.iter().find(|i| i.key == "email.template").unwrap();
-    assert!(tpl.fix.contains("offer") && tpl.fix.contains("plain"), "{}", tpl.fix);
+    assert!(
+        tpl.fix.contains("offer") && tpl.fix.contains("plain"),
+        "{}",
+        tpl.fix
+    );
     assert!(issues.iter().all(|i| i.file == "c.toml"));
 }
 
 #[test]
 fn wrong_types_and_syntax_are_reported() {
-    let issues = issues_of(&format!("{MINIMAL}\n[limits]\ncooldown_days = \"thirty\"\n"));
+    let issues = issues_of(&format!(
+        "{MINIMAL}\n[limits]\ncooldown_days = \"thirty\"\n"
+    ));
     assert_eq!(issues.len(), 1, "{issues:?}");
     assert_eq!(issues[0].key, "limits.cooldown_days");
     let issues = issues_of("name = \"x\"\nchannels = [\n");
@@ -122,7 +138,11 @@ fn overlapping_names_across_files_are_rejected() {
     let err = CampaignSet::load(dir.path()).unwrap_err();
     assert_eq!(err.issues.len(), 1, "{err}");
     assert_eq!(err.issues[0].key, "name");
-    assert!(err.issues[0].message.contains("a.toml"), "{}", err.issues[0].message);
+    assert!(
+        err.issues[0].message.contains("a.toml"),
+        "{}",
+        err.issues[0].message
+    );
 }
 
 #[test]
@@ -133,7 +153,9 @@ fn missing_folder_is_an_empty_set() {
 
 #[test]
 fn generic_copy_may_not_name_the_category() {
-    let text = format!("{MINIMAL}\n[copy_generic]\nsubject = \"s\"\nheadline = \"Back to {{category}}\"\nbody = \"b\"\ncta = \"c\"\n");
+    let text = format!(
+        "{MINIMAL}\n[copy_generic]\nsubject = \"s\"\nheadline = \"Back to {{category}}\"\nbody = \"b\"\ncta = \"c\"\n"
+    );
     let issues = issues_of(&text);
     assert_eq!(issues.len(), 1, "{issues:?}");
     assert_eq!(issues[0].key, "copy_generic.headline");
@@ -157,15 +179,27 @@ fn send_hours_may_wrap_midnight() {
         assert!(all.contains(NaiveTime::from_hms_opt(h, 59, 0).unwrap()));
     }
     let tz: chrono_tz::Tz = "Asia/Kolkata".parse().unwrap();
-    let now = chrono::DateTime::parse_from_rfc3339("2026-11-25T20:00:00Z").unwrap().with_timezone(&chrono::Utc);
+    let now = chrono::DateTime::parse_from_rfc3339("2026-11-25T20:00:00Z")
+        .unwrap()
+        .with_timezone(&chrono::Utc);
     let (from, until) = crate::selection::send_slot(all, now, tz);
     assert_eq!(from, now.timestamp());
-    assert_eq!(until, chrono::DateTime::parse_from_rfc3339("2026-11-26T18:30:00Z").unwrap().timestamp(), "local midnight after");
+    assert_eq!(
+        until,
+        chrono::DateTime::parse_from_rfc3339("2026-11-26T18:30:00Z")
+            .unwrap()
+            .timestamp(),
+        "local midnight after"
+    );
 }
 
 #[test]
 fn active_dates_bound_the_campaign() {
-    let text = MINIMAL.replacen("enabled = true\n", "enabled = true\nstart_date = 2026-01-01\nend_date = 2026-01-31\n", 1);
+    let text = MINIMAL.replacen(
+        "enabled = true\n",
+        "enabled = true\nstart_date = 2026-01-01\nend_date = 2026-01-31\n",
+        1,
+    );
     let mut issues = Vec::new();
     let c = parse_campaign(&text, Path::new("c.toml"), &mut issues).unwrap();
     let d = |s: &str| s.parse::<NaiveDate>().unwrap();
@@ -178,7 +212,11 @@ fn active_dates_bound_the_campaign() {
 #[test]
 fn landing_urls_must_be_usable_links_for_every_customer() {
     use super::check_landing_url;
-    for ok in ["https://shop.example/c/{category}?discount={code}", "http://127.0.0.1:8080/x", "https://shop.example/a%20b?x=1&y={code}"] {
+    for ok in [
+        "https://shop.example/c/{category}?discount={code}",
+        "http://127.0.0.1:8080/x",
+        "https://shop.example/a%20b?x=1&y={code}",
+    ] {
         assert_eq!(check_landing_url(ok), Ok(()), "{ok}");
     }
     for (bad, why) in [
@@ -201,5 +239,9 @@ fn landing_urls_must_be_usable_links_for_every_customer() {
 fn a_type_error_inside_a_table_keeps_its_siblings() {
     // Before: the whole [offer] table was set aside, so a valid landing_url was reported too.
     let issues = issues_of(&MINIMAL.replace("[offer]", "[offer]\nproducts = \"three\""));
-    assert_eq!(issues.iter().map(|i| i.key.as_str()).collect::<Vec<_>>(), vec!["offer.products"], "{issues:?}");
+    assert_eq!(
+        issues.iter().map(|i| i.key.as_str()).collect::<Vec<_>>(),
+        vec!["offer.products"],
+        "{issues:?}"
+    );
 }

@@ -117,8 +117,14 @@ pub struct Dispatcher {
 }
 
 enum Outcome {
-    Sent { provider: String, provider_message_id: Option<String> },
-    Failed { provider: Option<String>, error: SendError },
+    Sent {
+        provider: String,
+        provider_message_id: Option<String>,
+    },
+    Failed {
+        provider: Option<String>,
+        error: SendError,
+    },
     Released,
 }
 
@@ -139,9 +145,18 @@ enum Label {
 enum Record<'a> {
     /// Its request is about to be handed to `provider`: answered with whether the lease is
     /// still this worker's (then the attempt is committed as `started`).
-    Start { m: &'a Claimed, provider: String, reply: oneshot::Sender<bool> },
+    Start {
+        m: &'a Claimed,
+        provider: String,
+        reply: oneshot::Sender<bool>,
+    },
     /// The outcome, with the provider call's attempt row when there was a call.
-    Finish { m: &'a Claimed, outcome: Outcome, attempt: Option<Attempt>, reply: oneshot::Sender<Label> },
+    Finish {
+        m: &'a Claimed,
+        outcome: Outcome,
+        attempt: Option<Attempt>,
+        reply: oneshot::Sender<Label>,
+    },
 }
 
 enum Reply {
@@ -155,7 +170,10 @@ fn recorder_gone() -> anyhow::Error {
 
 /// `claim_batch`, capped where every provider is rate-limited at what they can send in half a
 /// lease (at least one slot each).
-fn claim_limit(settings: &DispatchSettings, limits: impl Iterator<Item = super::providers::Limits>) -> u32 {
+fn claim_limit(
+    settings: &DispatchSettings,
+    limits: impl Iterator<Item = super::providers::Limits>,
+) -> u32 {
     let half_lease = settings.lease_seconds / 2;
     let mut cap: u64 = 0;
     for l in limits {
@@ -164,13 +182,31 @@ fn claim_limit(settings: &DispatchSettings, limits: impl Iterator<Item = super::
         }
         cap += (u64::from(l.rate_per_second) * half_lease).max(u64::from(l.concurrency.max(1)));
     }
-    if cap == 0 { settings.claim_batch } else { settings.claim_batch.min(cap.min(u64::from(u32::MAX)) as u32) }
+    if cap == 0 {
+        settings.claim_batch
+    } else {
+        settings
+            .claim_batch
+            .min(cap.min(u64::from(u32::MAX)) as u32)
+    }
 }
 
 /// Sends the outcome to the recorder and waits until it is committed.
-async fn finish<'a>(records: &mpsc::UnboundedSender<Record<'a>>, m: &'a Claimed, outcome: Outcome, attempt: Option<Attempt>) -> anyhow::Result<Label> {
+async fn finish<'a>(
+    records: &mpsc::UnboundedSender<Record<'a>>,
+    m: &'a Claimed,
+    outcome: Outcome,
+    attempt: Option<Attempt>,
+) -> anyhow::Result<Label> {
     let (reply, done) = oneshot::channel();
-    records.send(Record::Finish { m, outcome, attempt, reply }).map_err(|_| recorder_gone())?;
+    records
+        .send(Record::Finish {
+            m,
+            outcome,
+            attempt,
+            reply,
+        })
+        .map_err(|_| recorder_gone())?;
     done.await.map_err(|_| recorder_gone())
 }
 
@@ -197,16 +233,36 @@ async fn stopped(mut shutdown: watch::Receiver<bool>) {
 }
 
 impl Dispatcher {
-    pub fn new(db: Db, providers: Arc<Providers>, settings: DispatchSettings, fallback: Option<Fallback>) -> Dispatcher {
+    pub fn new(
+        db: Db,
+        providers: Arc<Providers>,
+        settings: DispatchSettings,
+        fallback: Option<Fallback>,
+    ) -> Dispatcher {
         let mut pace = HashMap::new();
         for e in providers.entries() {
             let l = e.limits;
-            let limiter = std::num::NonZeroU32::new(l.rate_per_second).map(|r| RateLimiter::direct(Quota::per_second(r)));
-            pace.insert(e.name().to_string(), Pace { limiter, permits: Semaphore::new(l.concurrency.max(1) as usize) });
+            let limiter = std::num::NonZeroU32::new(l.rate_per_second)
+                .map(|r| RateLimiter::direct(Quota::per_second(r)));
+            pace.insert(
+                e.name().to_string(),
+                Pace {
+                    limiter,
+                    permits: Semaphore::new(l.concurrency.max(1) as usize),
+                },
+            );
         }
         let owner = format!("{}-{:08x}", std::process::id(), rand::rng().random::<u32>());
         let claim_limit = claim_limit(&settings, providers.entries().iter().map(|e| e.limits));
-        Dispatcher { db, providers, settings, owner, pace, fallback, claim_limit }
+        Dispatcher {
+            db,
+            providers,
+            settings,
+            owner,
+            pace,
+            fallback,
+            claim_limit,
+        }
     }
 
     pub fn owner(&self) -> &str {
@@ -269,20 +325,39 @@ impl Dispatcher {
                    CASE WHEN EXISTS (SELECT 1 FROM delivery_attempts a WHERE a.message_id = o.message_id AND a.attempt = o.attempts) THEN 1 ELSE 0 END \
                    FROM outbox o WHERE o.status = 'sending' AND o.lease_until < $1";
         scan_with(&self.db, sql, &[Bind::Int(now)], |r| {
-            stale.push((r.int(0)?.unwrap_or_default(), r.text(1)?.unwrap_or_default().to_owned(), r.int(2)?.unwrap_or_default(), r.int(3)? == Some(1)));
+            stale.push((
+                r.int(0)?.unwrap_or_default(),
+                r.text(1)?.unwrap_or_default().to_owned(),
+                r.int(2)?.unwrap_or_default(),
+                r.int(3)? == Some(1),
+            ));
             Ok(())
         })
         .await?;
         let mut stats = DispatchStats::default();
         for (id, channel, attempts, started) in stale {
-            let idempotent = Channel::parse(&channel).and_then(|c| self.providers.for_channel(c)).is_some_and(|p| p.honours_idempotency_key());
+            let idempotent = Channel::parse(&channel)
+                .and_then(|c| self.providers.for_channel(c))
+                .is_some_and(|p| p.honours_idempotency_key());
             let mut tx = self.db.begin().await?;
             let (status, attempts, note) = if !started {
-                ("queued", attempts - 1, "lease expired before the send started: queued again")
+                (
+                    "queued",
+                    attempts - 1,
+                    "lease expired before the send started: queued again",
+                )
             } else if idempotent {
-                ("queued", attempts, "lease expired during the send: resent with the same idempotency key")
+                (
+                    "queued",
+                    attempts,
+                    "lease expired during the send: resent with the same idempotency key",
+                )
             } else {
-                ("unknown", attempts, "lease expired during the send; the provider may have accepted it and has no idempotency key: not resent, left for review")
+                (
+                    "unknown",
+                    attempts,
+                    "lease expired during the send; the provider may have accepted it and has no idempotency key: not resent, left for review",
+                )
             };
             let n = tx
                 .execute(
@@ -337,7 +412,11 @@ impl Dispatcher {
         // only once its request is about to leave, and its outcome as soon as it returns, so a
         // crash leaves at most the requests in flight in doubt, never a message that waited.
         let (records, inbox) = mpsc::unbounded_channel();
-        let work = futures_util::future::join_all(to_send.iter().map(|m| self.deliver(m, records.clone(), shutdown.clone())));
+        let work = futures_util::future::join_all(
+            to_send
+                .iter()
+                .map(|m| self.deliver(m, records.clone(), shutdown.clone())),
+        );
         drop(records);
         let (labels, recorded) = tokio::join!(work, self.recorder(inbox));
         recorded?;
@@ -358,10 +437,26 @@ impl Dispatcher {
     /// One message: wait for the provider's concurrency slot and rate permit (a stop meanwhile
     /// releases it unsent), record `started`, send, record the outcome. The slot is held until
     /// the outcome is committed, so at most `concurrency` messages per provider are ever in doubt.
-    async fn deliver<'a>(&'a self, m: &'a Claimed, records: mpsc::UnboundedSender<Record<'a>>, shutdown: watch::Receiver<bool>) -> anyhow::Result<Label> {
+    async fn deliver<'a>(
+        &'a self,
+        m: &'a Claimed,
+        records: mpsc::UnboundedSender<Record<'a>>,
+        shutdown: watch::Receiver<bool>,
+    ) -> anyhow::Result<Label> {
         let (provider, rendered) = match self.prepare(m) {
             Ok(p) => p,
-            Err(error) => return finish(&records, m, Outcome::Failed { provider: None, error }, None).await,
+            Err(error) => {
+                return finish(
+                    &records,
+                    m,
+                    Outcome::Failed {
+                        provider: None,
+                        error,
+                    },
+                    None,
+                )
+                .await;
+            }
         };
         let pace = self.pace.get(provider.name());
         let permit = tokio::select! {
@@ -370,10 +465,19 @@ impl Dispatcher {
             permit = ready(pace) => permit,
         };
         let (reply, held) = oneshot::channel();
-        records.send(Record::Start { m, provider: provider.name().to_string(), reply }).map_err(|_| recorder_gone())?;
+        records
+            .send(Record::Start {
+                m,
+                provider: provider.name().to_string(),
+                reply,
+            })
+            .map_err(|_| recorder_gone())?;
         if !held.await.map_err(|_| recorder_gone())? {
             // A batch slower than `lease_seconds` was recovered elsewhere: not ours to send.
-            tracing::warn!(message_id = m.message_id, "lease lost before sending; left to its new owner");
+            tracing::warn!(
+                message_id = m.message_id,
+                "lease lost before sending; left to its new owner"
+            );
             return Ok(Label::LeaseLost);
         }
         let (outcome, attempt) = self.send_prepared(m, provider, &rendered).await;
@@ -416,7 +520,9 @@ impl Dispatcher {
         let now = chrono::Utc::now().timestamp();
         let mut tx = self.db.begin().await?;
         let mut replies = Vec::with_capacity(batch.len());
-        let (starts, finishes): (Vec<_>, Vec<_>) = batch.into_iter().partition(|r| matches!(r, Record::Start { .. }));
+        let (starts, finishes): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .partition(|r| matches!(r, Record::Start { .. }));
         let starts: Vec<(&Claimed, String, oneshot::Sender<bool>)> = starts
             .into_iter()
             .filter_map(|r| match r {
@@ -433,7 +539,10 @@ impl Dispatcher {
                  RETURNING CAST(message_id AS TEXT)",
                 params.join(", ")
             );
-            let mut binds = vec![Val::Int(Some(now + self.settings.lease_seconds as i64)), Val::Text(Some(self.owner.clone()))];
+            let mut binds = vec![
+                Val::Int(Some(now + self.settings.lease_seconds as i64)),
+                Val::Text(Some(self.owner.clone())),
+            ];
             binds.extend(starts.iter().map(|s| Val::Int(Some(s.0.message_id))));
             let held: HashSet<String> = tx.fetch_strings(&sql, &binds).await?.into_iter().collect();
             let rows: Vec<Vec<Val>> = starts
@@ -451,14 +560,37 @@ impl Dispatcher {
                 })
                 .collect();
             if !rows.is_empty() {
-                tx.insert_rows("delivery_attempts", &["message_id", "attempt", "provider", "channel", "started_at", "outcome"], &rows).await?;
+                tx.insert_rows(
+                    "delivery_attempts",
+                    &[
+                        "message_id",
+                        "attempt",
+                        "provider",
+                        "channel",
+                        "started_at",
+                        "outcome",
+                    ],
+                    &rows,
+                )
+                .await?;
             }
             for (m, _, reply) in starts {
-                replies.push(Reply::Start(reply, held.contains(&m.message_id.to_string())));
+                replies.push(Reply::Start(
+                    reply,
+                    held.contains(&m.message_id.to_string()),
+                ));
             }
         }
         for r in finishes {
-            let Record::Finish { m, outcome, attempt, reply } = r else { continue };
+            let Record::Finish {
+                m,
+                outcome,
+                attempt,
+                reply,
+            } = r
+            else {
+                continue;
+            };
             if let Some(a) = attempt {
                 tx.execute(
                     "UPDATE delivery_attempts SET outcome = $1, latency_ms = $2, status_code = $3, error = $4 WHERE message_id = $5 AND attempt = $6 AND outcome = 'started'",
@@ -508,7 +640,12 @@ impl Dispatcher {
         );
         let lease_until = now + self.settings.lease_seconds as i64;
         let mut out = Vec::new();
-        let binds = [Bind::Text(&self.owner), Bind::Int(lease_until), Bind::Int(now), Bind::Int(i64::from(self.claim_limit))];
+        let binds = [
+            Bind::Text(&self.owner),
+            Bind::Int(lease_until),
+            Bind::Int(now),
+            Bind::Int(i64::from(self.claim_limit)),
+        ];
         // A write: on SQLite through a transaction so the claim is one atomic statement.
         crate::with_pool!(&self.db, p => {
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql.as_str()));
@@ -548,7 +685,9 @@ impl Dispatcher {
             let params: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
             let list = params.join(", ");
             let binds: Vec<Bind<'_>> = chunk.iter().map(|c| Bind::Text(c)).collect();
-            let sql = format!("SELECT customer_id, channel FROM suppressions WHERE customer_id IN ({list})");
+            let sql = format!(
+                "SELECT customer_id, channel FROM suppressions WHERE customer_id IN ({list})"
+            );
             scan_with(&self.db, &sql, &binds, |r| {
                 let c = r.text(0)?.unwrap_or_default().to_owned();
                 match r.text(1)? {
@@ -596,11 +735,18 @@ impl Dispatcher {
 
     /// The provider and the stored message, or why it cannot be sent at all.
     fn prepare(&self, m: &Claimed) -> Result<(Arc<dyn Provider>, Rendered), SendError> {
-        let channel = Channel::parse(&m.channel).ok_or_else(|| SendError::permanent(format!("unknown channel {:?}", m.channel)))?;
-        let provider = self.providers.for_channel(channel).ok_or_else(|| SendError::permanent(format!("no provider configured for {}", channel.as_str())))?;
+        let channel = Channel::parse(&m.channel)
+            .ok_or_else(|| SendError::permanent(format!("unknown channel {:?}", m.channel)))?;
+        let provider = self.providers.for_channel(channel).ok_or_else(|| {
+            SendError::permanent(format!("no provider configured for {}", channel.as_str()))
+        })?;
         let rendered: Rendered = match m.message.as_deref().map(serde_json::from_str) {
             Some(Ok(r)) => r,
-            Some(Err(e)) => return Err(SendError::permanent(format!("stored message unreadable: {e}"))),
+            Some(Err(e)) => {
+                return Err(SendError::permanent(format!(
+                    "stored message unreadable: {e}"
+                )));
+            }
             None => return Err(SendError::permanent("no message to send")),
         };
         Ok((provider, rendered))
@@ -608,13 +754,25 @@ impl Dispatcher {
 
     /// One provider call (its pacing is done by the caller, before `started` is recorded).
     #[tracing::instrument(skip(self, m, provider, rendered), fields(message_id = m.message_id, channel = %m.channel))]
-    async fn send_prepared(&self, m: &Claimed, provider: Arc<dyn Provider>, rendered: &Rendered) -> (Outcome, Attempt) {
+    async fn send_prepared(
+        &self,
+        m: &Claimed,
+        provider: Arc<dyn Provider>,
+        rendered: &Rendered,
+    ) -> (Outcome, Attempt) {
         let name = provider.name().to_string();
-        let out = Outgoing { message_id: m.message_id, idempotency_key: &m.idempotency_key, campaign: &m.campaign, customer_id: &m.customer_id, rendered };
+        let out = Outgoing {
+            message_id: m.message_id,
+            idempotency_key: &m.idempotency_key,
+            campaign: &m.campaign,
+            customer_id: &m.customer_id,
+            rendered,
+        };
         let t0 = Instant::now();
         let result = provider.send(&out).await;
         let latency = t0.elapsed();
-        metrics::histogram!("retentiond_delivery_latency_seconds", "provider" => name.clone()).record(latency.as_secs_f64());
+        metrics::histogram!("retentiond_delivery_latency_seconds", "provider" => name.clone())
+            .record(latency.as_secs_f64());
         let label = match &result {
             Ok(_) => "accepted",
             Err(e) if e.is_permanent() => "permanent",
@@ -624,18 +782,33 @@ impl Dispatcher {
         let attempt = Attempt {
             outcome: label,
             latency_ms: latency.as_millis() as i64,
-            status_code: result.as_ref().err().and_then(|e| e.status()).map(i64::from),
+            status_code: result
+                .as_ref()
+                .err()
+                .and_then(|e| e.status())
+                .map(i64::from),
             error: result.as_ref().err().map(|e| e.reason().to_string()),
         };
         let outcome = match result {
-            Ok(a) => Outcome::Sent { provider: name, provider_message_id: a.provider_message_id },
-            Err(error) => Outcome::Failed { provider: Some(name), error },
+            Ok(a) => Outcome::Sent {
+                provider: name,
+                provider_message_id: a.provider_message_id,
+            },
+            Err(error) => Outcome::Failed {
+                provider: Some(name),
+                error,
+            },
         };
         (outcome, attempt)
     }
 
     /// Writes the outcome in `tx`, only while this worker still holds the lease.
-    async fn record(&self, tx: &mut crate::db::Tx, m: &Claimed, outcome: Outcome) -> anyhow::Result<Label> {
+    async fn record(
+        &self,
+        tx: &mut crate::db::Tx,
+        m: &Claimed,
+        outcome: Outcome,
+    ) -> anyhow::Result<Label> {
         let now = chrono::Utc::now().timestamp();
         let owner = Val::Text(Some(self.owner.clone()));
         let id = Val::Int(Some(m.message_id));
@@ -649,7 +822,10 @@ impl Dispatcher {
                 .await?;
                 Label::Released
             }
-            Outcome::Sent { provider, provider_message_id } => {
+            Outcome::Sent {
+                provider,
+                provider_message_id,
+            } => {
                 tx.execute(
                     "UPDATE outbox SET status = 'sent', provider = $1, provider_message_id = $2, sent_at = $3, last_error = NULL, \
                      lease_owner = NULL, lease_until = NULL, updated_at = $3 WHERE message_id = $4 AND lease_owner = $5 AND status = 'sending'",
@@ -660,7 +836,12 @@ impl Dispatcher {
             }
             Outcome::Failed { provider, error } if !error.is_permanent() => {
                 let draw: f64 = rand::rng().random();
-                match next_retry(&self.settings, m.attempts.max(0) as u32, error.retry_after(), draw) {
+                match next_retry(
+                    &self.settings,
+                    m.attempts.max(0) as u32,
+                    error.retry_after(),
+                    draw,
+                ) {
                     RetryDecision::RetryIn(d) => {
                         tx.execute(
                             "UPDATE outbox SET status = 'queued', provider = $1, next_attempt_at = $2, last_error = $3, lease_owner = NULL, \
@@ -728,7 +909,11 @@ impl Dispatcher {
 
     /// The next channel after a permanent failure: re-rendered for it, if the campaign and the
     /// customer allow. Returns (channel, remaining fallbacks JSON, recipient, message JSON).
-    async fn fallback_for(&self, m: &Claimed, error: &SendError) -> Option<(String, String, String, String)> {
+    async fn fallback_for(
+        &self,
+        m: &Claimed,
+        error: &SendError,
+    ) -> Option<(String, String, String, String)> {
         let fb = self.fallback.as_ref()?;
         let rest: Vec<String> = serde_json::from_str(&m.fallback_channels).ok()?;
         let (next, rest) = rest.split_first()?;
@@ -737,7 +922,8 @@ impl Dispatcher {
         let set = fb.campaigns.current();
         let campaign = set.get(&m.campaign)?;
         let offer: Offer = serde_json::from_str(&m.offer).ok()?;
-        let customer = match crate::selection::offer::load_customer(&self.db, &m.customer_id).await {
+        let customer = match crate::selection::offer::load_customer(&self.db, &m.customer_id).await
+        {
             Ok(Some((c, sup))) if crate::selection::offer::reachable_on(&c, sup, channel) => c,
             _ => return None,
         };
@@ -751,7 +937,12 @@ impl Dispatcher {
         match crate::selection::offer::render(campaign, &customer, channel, &offer, &env) {
             Ok(r) if !r.recipient().is_empty() => {
                 tracing::info!(message_id = m.message_id, from = %m.channel, to = next, reason = %error.reason(), "falling back to the next channel");
-                Some((next.clone(), serde_json::to_string(rest).ok()?, r.recipient().to_string(), serde_json::to_string(&r).ok()?))
+                Some((
+                    next.clone(),
+                    serde_json::to_string(rest).ok()?,
+                    r.recipient().to_string(),
+                    serde_json::to_string(&r).ok()?,
+                ))
             }
             _ => None,
         }
@@ -760,7 +951,9 @@ impl Dispatcher {
 
 /// Messages by status, for `status` and tests.
 pub async fn queue_depth(db: &Db) -> anyhow::Result<i64> {
-    Ok(crate::with_pool!(db, p => sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM outbox WHERE status = 'queued'").fetch_one(p).await)?)
+    Ok(
+        crate::with_pool!(db, p => sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM outbox WHERE status = 'queued'").fetch_one(p).await)?,
+    )
 }
 
 #[cfg(test)]
@@ -768,17 +961,35 @@ mod tests {
     use super::*;
 
     fn limits(rate_per_second: u32, concurrency: u32) -> super::super::providers::Limits {
-        super::super::providers::Limits { rate_per_second, concurrency, timeout: Duration::from_secs(5) }
+        super::super::providers::Limits {
+            rate_per_second,
+            concurrency,
+            timeout: Duration::from_secs(5),
+        }
     }
 
     #[test]
     fn claims_no_more_than_rate_limits_send_in_half_a_lease() {
-        let s = DispatchSettings { lease_seconds: 120, claim_batch: 200, ..DispatchSettings::default() };
+        let s = DispatchSettings {
+            lease_seconds: 120,
+            claim_batch: 200,
+            ..DispatchSettings::default()
+        };
         // Unlimited anywhere: the configured batch.
-        assert_eq!(claim_limit(&s, [limits(0, 8), limits(2, 4)].into_iter()), 200);
+        assert_eq!(
+            claim_limit(&s, [limits(0, 8), limits(2, 4)].into_iter()),
+            200
+        );
         // 2/s for 60 s = 120, plus 1/s for 60 s = 60.
-        assert_eq!(claim_limit(&s, [limits(2, 4), limits(1, 2)].into_iter()), 180);
-        let short = DispatchSettings { lease_seconds: 5, claim_batch: 50, ..DispatchSettings::default() };
+        assert_eq!(
+            claim_limit(&s, [limits(2, 4), limits(1, 2)].into_iter()),
+            180
+        );
+        let short = DispatchSettings {
+            lease_seconds: 5,
+            claim_batch: 50,
+            ..DispatchSettings::default()
+        };
         // 10/s for 2 s = 20; a slow provider still gets its concurrency.
         assert_eq!(claim_limit(&short, [limits(10, 8)].into_iter()), 20);
         assert_eq!(claim_limit(&short, [limits(1, 8)].into_iter()), 8);

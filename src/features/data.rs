@@ -102,7 +102,9 @@ impl BrandData {
     pub fn main_category(&self, o: usize) -> u16 {
         let mut best = (NO_CAT, f32::NEG_INFINITY);
         for l in self.lines_of(o) {
-            if self.line_spend[l] > best.1 || (self.line_spend[l] == best.1 && self.line_cat[l] < best.0) {
+            if self.line_spend[l] > best.1
+                || (self.line_spend[l] == best.1 && self.line_cat[l] < best.0)
+            {
                 best = (self.line_cat[l], self.line_spend[l]);
             }
         }
@@ -131,17 +133,27 @@ impl BrandData {
         let categories: Vec<String> = crate::with_pool!(db, p => {
             sqlx::query_scalar::<_, String>("SELECT DISTINCT category FROM products ORDER BY category").fetch_all(p).await
         })?;
-        let cat_index: HashMap<&str, u16> =
-            categories.iter().enumerate().map(|(i, c)| (c.as_str(), i.min(NO_CAT as usize - 1) as u16)).collect();
+        let cat_index: HashMap<&str, u16> = categories
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.as_str(), i.min(NO_CAT as usize - 1) as u16))
+            .collect();
         // Products are few: map them here rather than joining every line and event to them in
         // SQL (a B-tree lookup per row, 12 M of them at 1 M customers).
         let mut products: Products = HashMap::default();
-        crate::scan::scan(db, "SELECT product_id, category, price FROM products", &[], |row| {
-            if let (Some(id), Some(&c)) = (row.text(0)?, row.text(1)?.and_then(|c| cat_index.get(c))) {
-                products.insert(id.to_owned(), (c, row.real(2)?));
-            }
-            Ok(())
-        })
+        crate::scan::scan(
+            db,
+            "SELECT product_id, category, price FROM products",
+            &[],
+            |row| {
+                if let (Some(id), Some(&c)) =
+                    (row.text(0)?, row.text(1)?.and_then(|c| cat_index.get(c)))
+                {
+                    products.insert(id.to_owned(), (c, row.real(2)?));
+                }
+                Ok(())
+            },
+        )
         .await?;
 
         // Sessions and events are read on a second connection (and core) while the orders and
@@ -150,10 +162,12 @@ impl BrandData {
         let hasher = ahash::RandomState::with_seeds(1, 2, 3, 4);
         let mut browsing = {
             let db = db.clone();
-            let product_cats: HashMap<String, u16, ahash::RandomState> = products.iter().map(|(p, v)| (p.clone(), v.0)).collect();
+            let product_cats: HashMap<String, u16, ahash::RandomState> =
+                products.iter().map(|(p, v)| (p.clone(), v.0)).collect();
             let hasher = hasher.clone();
             AbortOnDrop(tokio::spawn(
-                async move { RawBrowsing::load(&db, opts, &product_cats, &hasher).await }.instrument(tracing::Span::current()),
+                async move { RawBrowsing::load(&db, opts, &product_cats, &hasher).await }
+                    .instrument(tracing::Span::current()),
             ))
         };
 
@@ -177,7 +191,11 @@ impl BrandData {
             };
             matcher.push(h, Some(totals.len() as u32));
             totals.push(row.real(3)?);
-            b.push_order(row.text(1)?.unwrap_or_default(), at, row.real(4)?.is_some_and(|d| d > 0.0));
+            b.push_order(
+                row.text(1)?.unwrap_or_default(),
+                at,
+                row.real(4)?.is_some_and(|d| d > 0.0),
+            );
             Ok(())
         })
         .await?;
@@ -208,7 +226,12 @@ impl BrandData {
         })
         .await?;
         drop(matcher);
-        tracing::info!(orders = totals.len(), lines = lines.len(), secs = started.elapsed().as_secs_f32(), "orders loaded");
+        tracing::info!(
+            orders = totals.len(),
+            lines = lines.len(),
+            secs = started.elapsed().as_secs_f32(),
+            "orders loaded"
+        );
         b.set_lines(lines, &totals);
         let mut data = b.into_orders(categories);
         let mut sales: Vec<(String, i64)> = sales.into_iter().collect();
@@ -239,9 +262,18 @@ impl BrandData {
     }
 
     /// Browsing matched to customers by id (the fallback of [`Self::set_raw_browsing`]).
-    async fn load_browsing(&mut self, db: &Db, opts: LoadOptions, products: &Products) -> anyhow::Result<()> {
-        let index: HashMap<&str, u32> =
-            self.customer_ids.iter().enumerate().map(|(i, c)| (c.as_str(), i as u32)).collect();
+    async fn load_browsing(
+        &mut self,
+        db: &Db,
+        opts: LoadOptions,
+        products: &Products,
+    ) -> anyhow::Result<()> {
+        let index: HashMap<&str, u32> = self
+            .customer_ids
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.as_str(), i as u32))
+            .collect();
         let mut sessions: Vec<(u32, i64)> = Vec::new();
         crate::scan::scan(db, SESSIONS_SQL, &[opts.browse_from, opts.until], |row| {
             if let Some(&i) = row.text(0)?.and_then(|c| index.get(c)) {
@@ -253,9 +285,14 @@ impl BrandData {
         let mut events: Vec<(u32, i64, u8, u16)> = Vec::new();
         let (from, until) = event_window(&opts);
         crate::scan::scan(db, EVENTS_SQL, &[from, until], |row| {
-            let Some(&i) = row.text(0)?.and_then(|c| index.get(c)) else { return Ok(()) };
+            let Some(&i) = row.text(0)?.and_then(|c| index.get(c)) else {
+                return Ok(());
+            };
             let kind = event_kind(row.text(1)?.unwrap_or_default());
-            let cat = row.text(3)?.and_then(|p| products.get(p)).map_or(NO_CAT, |p| p.0);
+            let cat = row
+                .text(3)?
+                .and_then(|p| products.get(p))
+                .map_or(NO_CAT, |p| p.0);
             events.push((i, row.int(2)?.unwrap_or_default(), kind, cat));
             Ok(())
         })
@@ -268,20 +305,39 @@ impl BrandData {
     /// Maps browsing keyed by customer-id hash onto the customer index (rows of customers
     /// without a loaded order are dropped). False, with nothing set, if two loaded customers
     /// share a hash.
-    fn set_raw_browsing(&mut self, raw: RawBrowsing, hash: impl Fn(&str) -> u64, bot_per_day: u32) -> bool {
-        let mut index: HashMap<u64, u32, ahash::RandomState> = HashMap::with_capacity_and_hasher(self.customers(), Default::default());
+    fn set_raw_browsing(
+        &mut self,
+        raw: RawBrowsing,
+        hash: impl Fn(&str) -> u64,
+        bot_per_day: u32,
+    ) -> bool {
+        let mut index: HashMap<u64, u32, ahash::RandomState> =
+            HashMap::with_capacity_and_hasher(self.customers(), Default::default());
         for (i, c) in self.customer_ids.iter().enumerate() {
             if index.insert(hash(c.as_str()), i as u32).is_some() {
                 return false;
             }
         }
-        let sessions = raw.sessions.into_iter().filter_map(|(h, t)| index.get(&h).map(|&i| (i, t))).collect();
-        let events = raw.events.into_iter().filter_map(|(h, t, k, c)| index.get(&h).map(|&i| (i, t, k, c))).collect();
+        let sessions = raw
+            .sessions
+            .into_iter()
+            .filter_map(|(h, t)| index.get(&h).map(|&i| (i, t)))
+            .collect();
+        let events = raw
+            .events
+            .into_iter()
+            .filter_map(|(h, t, k, c)| index.get(&h).map(|&i| (i, t, k, c)))
+            .collect();
         self.set_browsing(sessions, events, bot_per_day);
         true
     }
 
-    fn set_browsing(&mut self, mut sessions: Vec<(u32, i64)>, events: Vec<(u32, i64, u8, u16)>, bot_per_day: u32) {
+    fn set_browsing(
+        &mut self,
+        mut sessions: Vec<(u32, i64)>,
+        events: Vec<(u32, i64, u8, u16)>,
+        bot_per_day: u32,
+    ) {
         let n = self.customers();
         sessions.sort_unstable();
         self.stats.sessions = sessions.len() as u64;
@@ -312,7 +368,11 @@ impl BrandData {
             }
             i = j;
         }
-        let events: Vec<_> = events.into_iter().zip(keep).filter_map(|(e, k)| k.then_some(e)).collect();
+        let events: Vec<_> = events
+            .into_iter()
+            .zip(keep)
+            .filter_map(|(e, k)| k.then_some(e))
+            .collect();
         self.stats.events = events.len() as u64;
         self.event_start = csr_starts(n, events.iter().map(|e| e.0));
         self.event_at = events.iter().map(|e| e.1).collect();
@@ -367,7 +427,14 @@ impl OrderMatcher {
             let orders = &self.orders;
             // Built in reverse, so that of two orders with one hash the first is kept, as in
             // the sequence.
-            let index = self.index.get_or_insert_with(|| orders.iter().enumerate().rev().map(|(i, o)| (o.0, i)).collect());
+            let index = self.index.get_or_insert_with(|| {
+                orders
+                    .iter()
+                    .enumerate()
+                    .rev()
+                    .map(|(i, o)| (o.0, i))
+                    .collect()
+            });
             *index.get(&hash)?
         };
         self.next = pos + 1;
@@ -395,12 +462,16 @@ struct RawBrowsing {
 
 /// Event features look back 30 days, not the 90 of sessions.
 fn event_window(opts: &LoadOptions) -> (i64, i64) {
-    (opts.browse_from + (super::BROWSE_LOOKBACK_DAYS - super::EVENT_LOOKBACK_DAYS) * DAY, opts.until)
+    (
+        opts.browse_from + (super::BROWSE_LOOKBACK_DAYS - super::EVENT_LOOKBACK_DAYS) * DAY,
+        opts.until,
+    )
 }
 
 // The time indexes cover the columns read here (migration 0005): a window is one sequential
 // walk of the index, never a table lookup per row.
-const SESSIONS_SQL: &str = "SELECT customer_id, started_at FROM sessions WHERE started_at >= $1 AND started_at < $2";
+const SESSIONS_SQL: &str =
+    "SELECT customer_id, started_at FROM sessions WHERE started_at >= $1 AND started_at < $2";
 const EVENTS_SQL: &str = "SELECT customer_id, event_type, occurred_at, product_id FROM events \
     WHERE occurred_at >= $1 AND occurred_at < $2 \
     AND event_type IN ('view', 'add_to_cart', 'checkout_start')";
@@ -414,7 +485,12 @@ fn event_kind(t: &str) -> u8 {
 }
 
 impl RawBrowsing {
-    async fn load(db: &Db, opts: LoadOptions, product_cats: &HashMap<String, u16, ahash::RandomState>, hasher: &ahash::RandomState) -> anyhow::Result<RawBrowsing> {
+    async fn load(
+        db: &Db,
+        opts: LoadOptions,
+        product_cats: &HashMap<String, u16, ahash::RandomState>,
+        hasher: &ahash::RandomState,
+    ) -> anyhow::Result<RawBrowsing> {
         let mut sessions = Vec::new();
         crate::scan::scan(db, SESSIONS_SQL, &[opts.browse_from, opts.until], |row| {
             if let Some(c) = row.text(0)? {
@@ -428,8 +504,17 @@ impl RawBrowsing {
         crate::scan::scan(db, EVENTS_SQL, &[from, until], |row| {
             let Some(c) = row.text(0)? else { return Ok(()) };
             let kind = event_kind(row.text(1)?.unwrap_or_default());
-            let cat = row.text(3)?.and_then(|p| product_cats.get(p)).copied().unwrap_or(NO_CAT);
-            events.push((hasher.hash_one(c), row.int(2)?.unwrap_or_default(), kind, cat));
+            let cat = row
+                .text(3)?
+                .and_then(|p| product_cats.get(p))
+                .copied()
+                .unwrap_or(NO_CAT);
+            events.push((
+                hasher.hash_one(c),
+                row.int(2)?.unwrap_or_default(),
+                kind,
+                cat,
+            ));
             Ok(())
         })
         .await?;
@@ -522,7 +607,10 @@ impl Builder {
             d.order_at.push(self.at[o]);
             d.order_amount.push(self.amount[o]);
             d.order_discounted.push(self.discounted[o]);
-            let end = self.line_start.get(o + 1).map_or(self.lines.len(), |&e| e as usize);
+            let end = self
+                .line_start
+                .get(o + 1)
+                .map_or(self.lines.len(), |&e| e as usize);
             for &(c, s) in &self.lines[self.line_start[o] as usize..end] {
                 d.line_cat.push(c);
                 d.line_spend.push(s);
@@ -543,20 +631,36 @@ pub mod testing {
     /// One order: (customer, time, amount, discounted, [(category, spend)]).
     pub type Order<'a> = (&'a str, i64, f64, bool, &'a [(u16, f64)]);
 
-    pub fn brand(categories: &[&str], orders: &[Order], events: &[(&str, i64, u8, u16)]) -> BrandData {
+    pub fn brand(
+        categories: &[&str],
+        orders: &[Order],
+        events: &[(&str, i64, u8, u16)],
+    ) -> BrandData {
         let mut b = Builder::default();
         let mut totals = Vec::new();
         let mut all_lines = Vec::new();
         for (i, (c, at, amount, disc, lines)) in orders.iter().enumerate() {
             b.push_order(c, *at, *disc);
             totals.push(Some(*amount));
-            all_lines.extend(lines.iter().map(|(cat, spend)| (i as u32, *cat, *spend as f32)));
+            all_lines.extend(
+                lines
+                    .iter()
+                    .map(|(cat, spend)| (i as u32, *cat, *spend as f32)),
+            );
         }
         b.set_lines(all_lines, &totals);
         let mut d = b.into_orders(categories.iter().map(|s| s.to_string()).collect());
         let n = d.customers();
-        let idx: HashMap<String, u32> = d.customer_ids.iter().enumerate().map(|(i, c)| (c.clone(), i as u32)).collect();
-        let ev = events.iter().filter_map(|(c, t, k, cat)| idx.get(*c).map(|&i| (i, *t, *k, *cat))).collect();
+        let idx: HashMap<String, u32> = d
+            .customer_ids
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (c.clone(), i as u32))
+            .collect();
+        let ev = events
+            .iter()
+            .filter_map(|(c, t, k, cat)| idx.get(*c).map(|&i| (i, *t, *k, *cat)))
+            .collect();
         d.set_events(n, ev, 200);
         d.session_start = vec![0; n + 1];
         d.until = i64::MAX;
@@ -575,15 +679,30 @@ mod tests {
     #[test]
     fn order_lines_are_matched_in_sequence_and_out_of_it() {
         let mut m = OrderMatcher::default();
-        for (h, o) in [(10, Some(0)), (11, None), (12, Some(1)), (13, Some(2)), (14, None)] {
+        for (h, o) in [
+            (10, Some(0)),
+            (11, None),
+            (12, Some(1)),
+            (13, Some(2)),
+            (14, None),
+        ] {
             m.push(h, o);
         }
         // In sequence: two lines of order 10, one of the cancelled 11, then 12 and 13.
-        let seq: Vec<_> = [10, 10, 11, 12, 13, 13].into_iter().map(|h| m.find(h)).collect();
+        let seq: Vec<_> = [10, 10, 11, 12, 13, 13]
+            .into_iter()
+            .map(|h| m.find(h))
+            .collect();
         assert_eq!(seq, [Some(0), Some(0), None, Some(1), Some(2), Some(2)]);
-        assert!(m.index.is_none(), "no table while the lines follow the orders");
+        assert!(
+            m.index.is_none(),
+            "no table while the lines follow the orders"
+        );
         // Out of sequence: back to 10, an unknown order, then 12 and its successor 13.
-        let out: Vec<_> = [10, 99, 12, 13, 14, 11].into_iter().map(|h| m.find(h)).collect();
+        let out: Vec<_> = [10, 99, 12, 13, 14, 11]
+            .into_iter()
+            .map(|h| m.find(h))
+            .collect();
         assert_eq!(out, [Some(0), None, Some(1), Some(2), None, None]);
         assert!(m.index.is_some());
     }
@@ -592,7 +711,11 @@ mod tests {
     fn orders_are_grouped_by_customer_and_sorted_by_time() {
         let d = brand(
             &["a", "b"],
-            &[("x", 30, 10.0, false, &[(0, 4.0), (1, 6.0)]), ("y", 5, 1.0, true, &[]), ("x", 10, 3.0, false, &[(0, 3.0)])],
+            &[
+                ("x", 30, 10.0, false, &[(0, 4.0), (1, 6.0)]),
+                ("y", 5, 1.0, true, &[]),
+                ("x", 10, 3.0, false, &[(0, 3.0)]),
+            ],
             &[],
         );
         assert_eq!(d.customer_ids, ["x", "y"]);
@@ -607,29 +730,67 @@ mod tests {
     fn browsing_keyed_by_hash_lands_on_the_right_customers_and_collisions_are_refused() {
         let h = ahash::RandomState::with_seeds(1, 2, 3, 4);
         let raw = || RawBrowsing {
-            sessions: vec![(h.hash_one("y"), 50), (h.hash_one("nobody"), 60), (h.hash_one("x"), 40)],
-            events: vec![(h.hash_one("x"), 45, EV_CART, 1), (h.hash_one("nobody"), 46, EV_VIEW, 0), (h.hash_one("y"), 55, EV_VIEW, 0)],
+            sessions: vec![
+                (h.hash_one("y"), 50),
+                (h.hash_one("nobody"), 60),
+                (h.hash_one("x"), 40),
+            ],
+            events: vec![
+                (h.hash_one("x"), 45, EV_CART, 1),
+                (h.hash_one("nobody"), 46, EV_VIEW, 0),
+                (h.hash_one("y"), 55, EV_VIEW, 0),
+            ],
         };
-        let mut d = brand(&["a", "b"], &[("x", 1, 1.0, false, &[]), ("x", 3, 1.0, false, &[]), ("y", 2, 1.0, false, &[])], &[]);
-        assert_eq!((d.customer_ids.as_slice(), d.order_start.as_slice()), (&["x".to_string(), "y".to_string()][..], &[0, 2, 3][..]));
+        let mut d = brand(
+            &["a", "b"],
+            &[
+                ("x", 1, 1.0, false, &[]),
+                ("x", 3, 1.0, false, &[]),
+                ("y", 2, 1.0, false, &[]),
+            ],
+            &[],
+        );
+        assert_eq!(
+            (d.customer_ids.as_slice(), d.order_start.as_slice()),
+            (&["x".to_string(), "y".to_string()][..], &[0, 2, 3][..])
+        );
         assert!(d.set_raw_browsing(raw(), |c| h.hash_one(c), 200));
-        assert_eq!((d.sessions_of(0), d.sessions_of(1)), (&[40][..], &[50][..]), "a customer without orders is dropped");
+        assert_eq!(
+            (d.sessions_of(0), d.sessions_of(1)),
+            (&[40][..], &[50][..]),
+            "a customer without orders is dropped"
+        );
         assert_eq!((d.events_of(0), d.events_of(1)), (0..1, 1..2));
-        assert_eq!((d.event_kind[0], d.event_cat[0], d.event_at[1]), (EV_CART, 1, 55));
+        assert_eq!(
+            (d.event_kind[0], d.event_cat[0], d.event_at[1]),
+            (EV_CART, 1, 55)
+        );
         // Two customers with one hash: refused, so the caller reads by id instead.
-        let mut d = brand(&["a", "b"], &[("x", 1, 1.0, false, &[]), ("y", 2, 1.0, false, &[])], &[]);
+        let mut d = brand(
+            &["a", "b"],
+            &[("x", 1, 1.0, false, &[]), ("y", 2, 1.0, false, &[])],
+            &[],
+        );
         assert!(!d.set_raw_browsing(raw(), |_| 7, 200));
     }
 
     #[test]
     fn duplicate_events_and_bot_days_are_dropped() {
-        let mut ev = vec![("x", 100, EV_VIEW, 0), ("x", 100, EV_VIEW, 0), ("x", 200, EV_CART, 1)];
+        let mut ev = vec![
+            ("x", 100, EV_VIEW, 0),
+            ("x", 100, EV_VIEW, 0),
+            ("x", 200, EV_CART, 1),
+        ];
         // 250 views in one day by y: a bot burst.
         for i in 0..250 {
             ev.push(("y", 10 * DAY + i, EV_VIEW, 1));
         }
         ev.push(("y", 12 * DAY, EV_VIEW, 1));
-        let d = brand(&["a", "b"], &[("x", 1, 1.0, false, &[]), ("y", 1, 1.0, false, &[])], &ev);
+        let d = brand(
+            &["a", "b"],
+            &[("x", 1, 1.0, false, &[]), ("y", 1, 1.0, false, &[])],
+            &ev,
+        );
         assert_eq!(d.stats.duplicate_events, 1);
         assert_eq!(d.stats.bot_events, 250);
         assert_eq!(d.events_of(0).len(), 2);

@@ -14,7 +14,9 @@ pub struct Labels {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("labels for [{cutoff}, +{horizon_days} days) need data until {needed}, loaded until {loaded}")]
+#[error(
+    "labels for [{cutoff}, +{horizon_days} days) need data until {needed}, loaded until {loaded}"
+)]
 pub struct LabelWindowNotLoaded {
     pub cutoff: i64,
     pub horizon_days: u32,
@@ -24,10 +26,19 @@ pub struct LabelWindowNotLoaded {
 
 /// Labels for every customer of `s`. The horizon must be fully inside the loaded data, so a
 /// training label is never read from an unfinished window.
-pub fn labels(data: &BrandData, s: &Snapshot, horizon_days: u32) -> Result<Labels, LabelWindowNotLoaded> {
+pub fn labels(
+    data: &BrandData,
+    s: &Snapshot,
+    horizon_days: u32,
+) -> Result<Labels, LabelWindowNotLoaded> {
     let end = s.cutoff + horizon_days as i64 * DAY;
     if end > data.until {
-        return Err(LabelWindowNotLoaded { cutoff: s.cutoff, horizon_days, needed: end, loaded: data.until });
+        return Err(LabelWindowNotLoaded {
+            cutoff: s.cutoff,
+            horizon_days,
+            needed: end,
+            loaded: data.until,
+        });
     }
     let n = s.len();
     let mut l = Labels {

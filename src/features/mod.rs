@@ -147,8 +147,17 @@ impl Snapshot {
     }
     /// Mean of the customers' own mean gaps (days), 60 when nobody has two purchase days.
     pub fn mean_own_gap_days(&self) -> f64 {
-        let gaps: Vec<f64> = self.own_gap_days.iter().filter(|g| g.is_finite()).map(|&g| g as f64).collect();
-        if gaps.is_empty() { 60.0 } else { gaps.iter().sum::<f64>() / gaps.len() as f64 }
+        let gaps: Vec<f64> = self
+            .own_gap_days
+            .iter()
+            .filter(|g| g.is_finite())
+            .map(|&g| g as f64)
+            .collect();
+        if gaps.is_empty() {
+            60.0
+        } else {
+            gaps.iter().sum::<f64>() / gaps.len() as f64
+        }
     }
     pub fn cat_row<'a>(&self, v: &'a [f32], i: usize) -> &'a [f32] {
         &v[i * self.k..(i + 1) * self.k]
@@ -157,8 +166,14 @@ impl Snapshot {
 
 #[derive(Debug, thiserror::Error)]
 pub enum FeatureError {
-    #[error("browsing was loaded from {loaded} but features at cutoff {cutoff} need it from {needed}")]
-    BrowsingNotLoaded { loaded: i64, cutoff: i64, needed: i64 },
+    #[error(
+        "browsing was loaded from {loaded} but features at cutoff {cutoff} need it from {needed}"
+    )]
+    BrowsingNotLoaded {
+        loaded: i64,
+        cutoff: i64,
+        needed: i64,
+    },
     #[error("data loaded until {until} cannot serve a cutoff at {cutoff}")]
     CutoffAfterData { until: i64, cutoff: i64 },
     #[error("no customer has a purchase before the cutoff {cutoff}")]
@@ -202,14 +217,23 @@ pub fn snapshot(
     max_customers: Option<usize>,
 ) -> Result<Snapshot, FeatureError> {
     if cutoff > data.until {
-        return Err(FeatureError::CutoffAfterData { until: data.until, cutoff });
+        return Err(FeatureError::CutoffAfterData {
+            until: data.until,
+            cutoff,
+        });
     }
     let needed = cutoff - BROWSE_LOOKBACK_DAYS * DAY;
     if data.browse_from > needed {
-        return Err(FeatureError::BrowsingNotLoaded { loaded: data.browse_from, cutoff, needed });
+        return Err(FeatureError::BrowsingNotLoaded {
+            loaded: data.browse_from,
+            cutoff,
+            needed,
+        });
     }
-    let mut customers: Vec<u32> =
-        (0..data.customers()).filter(|&c| !data.orders_before(c, cutoff).is_empty()).map(|c| c as u32).collect();
+    let mut customers: Vec<u32> = (0..data.customers())
+        .filter(|&c| !data.orders_before(c, cutoff).is_empty())
+        .map(|c| c as u32)
+        .collect();
     if customers.is_empty() {
         return Err(FeatureError::EmptyPopulation { cutoff });
     }
@@ -217,14 +241,18 @@ pub fn snapshot(
         && customers.len() > max
     {
         let share = max as f64 / customers.len() as f64;
-        customers.retain(|&c| keep_customer(&data.customer_ids[c as usize], share, salt::POPULATION));
+        customers
+            .retain(|&c| keep_customer(&data.customer_ids[c as usize], share, salt::POPULATION));
     }
     let k = data.categories.len();
     let (popularity, cycle_days, transitions, gap_prior) = population_stats(data, cutoff, k);
 
     // BG/NBD on a deterministic sample: population-level parameters need ~20 k customers, and
     // the fit is the one super-linear step.
-    let rft: Vec<Rft> = customers.iter().map(|&c| customer_rft(data, c as usize, cutoff)).collect();
+    let rft: Vec<Rft> = customers
+        .iter()
+        .map(|&c| customer_rft(data, c as usize, cutoff))
+        .collect();
     let sample: Vec<Rft> = if rft.len() > 20_000 {
         let share = 20_000.0 / rft.len() as f64;
         customers
@@ -271,24 +299,41 @@ pub fn snapshot(
         let orders = data.orders_before(c, cutoff);
         let days_ago = |t: i64| (cutoff - t) as f64 / DAY as f64;
         // Distinct purchase days (same-day orders merged), as days before the cutoff.
-        let mut pdays: Vec<i64> = data.order_at[orders.clone()].iter().map(|&t| (t - cutoff).div_euclid(DAY)).collect();
+        let mut pdays: Vec<i64> = data.order_at[orders.clone()]
+            .iter()
+            .map(|&t| (t - cutoff).div_euclid(DAY))
+            .collect();
         pdays.dedup();
         let recency = days_ago(data.order_at[orders.end - 1]);
         let tenure = days_ago(data.order_at[orders.start]);
         let gaps: Vec<f64> = pdays.windows(2).map(|w| (w[1] - w[0]) as f64).collect();
-        let own_gap = if gaps.is_empty() { f64::NAN } else { gaps.iter().sum::<f64>() / gaps.len() as f64 };
-        let gap_mean = (gaps.iter().sum::<f64>() + GAP_PRIOR_WEIGHT * gap_prior) / (gaps.len() as f64 + GAP_PRIOR_WEIGHT);
+        let own_gap = if gaps.is_empty() {
+            f64::NAN
+        } else {
+            gaps.iter().sum::<f64>() / gaps.len() as f64
+        };
+        let gap_mean = (gaps.iter().sum::<f64>() + GAP_PRIOR_WEIGHT * gap_prior)
+            / (gaps.len() as f64 + GAP_PRIOR_WEIGHT);
         let gap_cv = if gaps.len() >= 2 {
             let m = own_gap;
-            (gaps.iter().map(|g| (g - m).powi(2)).sum::<f64>() / (gaps.len() - 1) as f64).sqrt() / m.max(1.0)
+            (gaps.iter().map(|g| (g - m).powi(2)).sum::<f64>() / (gaps.len() - 1) as f64).sqrt()
+                / m.max(1.0)
         } else {
             0.0
         };
         let amounts = &data.order_amount[orders.clone()];
         let total: f64 = amounts.iter().map(|&a| a as f64).sum();
-        let count_in = |days: f64| data.order_at[orders.clone()].iter().filter(|&&t| days_ago(t) <= days).count() as f64;
-        let discount_share =
-            data.order_discounted[orders.clone()].iter().filter(|&&d| d).count() as f64 / orders.len() as f64;
+        let count_in = |days: f64| {
+            data.order_at[orders.clone()]
+                .iter()
+                .filter(|&&t| days_ago(t) <= days)
+                .count() as f64
+        };
+        let discount_share = data.order_discounted[orders.clone()]
+            .iter()
+            .filter(|&&d| d)
+            .count() as f64
+            / orders.len() as f64;
 
         // Categories: decayed spend, order counts, last bought, last main category.
         let mut distinct = 0;
@@ -321,25 +366,39 @@ pub fn snapshot(
             }
         }
         if main_total > 0.0 {
-            s.cat_main_decayed[i * k..(i + 1) * k].iter_mut().for_each(|v| *v = (*v as f64 / main_total) as f32);
+            s.cat_main_decayed[i * k..(i + 1) * k]
+                .iter_mut()
+                .for_each(|v| *v = (*v as f64 / main_total) as f32);
         }
         if decayed_total > 0.0 {
-            s.cat_decayed[i * k..(i + 1) * k].iter_mut().for_each(|v| *v = (*v as f64 / decayed_total) as f32);
+            s.cat_decayed[i * k..(i + 1) * k]
+                .iter_mut()
+                .for_each(|v| *v = (*v as f64 / decayed_total) as f32);
         }
-        let cycle = if s.last_cat[i] != NO_CAT { s.cycle_days[s.last_cat[i] as usize] as f64 } else { gap_prior };
+        let cycle = if s.last_cat[i] != NO_CAT {
+            s.cycle_days[s.last_cat[i] as usize] as f64
+        } else {
+            gap_prior
+        };
 
         // Browsing in recent windows.
         let sessions = data.sessions_of(c);
         let sess_from = sessions.partition_point(|&t| t < cutoff - 90 * DAY);
         let sess_to = sessions.partition_point(|&t| t < cutoff);
         let recent_sessions = &sessions[sess_from..sess_to];
-        let sessions_in = |d: i64| recent_sessions.iter().filter(|&&t| t >= cutoff - d * DAY).count() as f64;
+        let sessions_in = |d: i64| {
+            recent_sessions
+                .iter()
+                .filter(|&&t| t >= cutoff - d * DAY)
+                .count() as f64
+        };
         let days_since_session = recent_sessions.last().map_or(365.0, |&t| days_ago(t));
         let ev = data.events_of(c);
         let ev_times = &data.event_at[ev.clone()];
         let ev_from = ev.start + ev_times.partition_point(|&t| t < cutoff - 30 * DAY);
         let ev_to = ev.start + ev_times.partition_point(|&t| t < cutoff);
-        let (mut views7, mut views30, mut carts7, mut carts30, mut checkouts30) = (0.0, 0.0, 0.0, 0.0, 0.0);
+        let (mut views7, mut views30, mut carts7, mut carts30, mut checkouts30) =
+            (0.0, 0.0, 0.0, 0.0, 0.0);
         for e in ev_from..ev_to {
             let recent7 = data.event_at[e] >= cutoff - 7 * DAY;
             let cat = data.event_cat[e] as usize;
@@ -443,14 +502,21 @@ pub fn p_alive(m: &FittedBgNbd, c: &Rft) -> f64 {
 
 fn customer_rft(data: &BrandData, c: usize, cutoff: i64) -> Rft {
     let orders = data.orders_before(c, cutoff);
-    let days: Vec<i64> = data.order_at[orders].iter().map(|&t| (t - cutoff).div_euclid(DAY)).collect();
+    let days: Vec<i64> = data.order_at[orders]
+        .iter()
+        .map(|&t| (t - cutoff).div_euclid(DAY))
+        .collect();
     rft_from_purchase_days(&days, 0).expect("population members have a purchase")
 }
 
 /// Population statistics from history before the cutoff: category popularity (spend share of
 /// the last 90 days, all history if that is empty), mean replenishment gap per category (gap
 /// after an order whose main category it is), the transition matrix and the overall mean gap.
-fn population_stats(data: &BrandData, cutoff: i64, k: usize) -> (Vec<f32>, Vec<f32>, Vec<f32>, f64) {
+fn population_stats(
+    data: &BrandData,
+    cutoff: i64,
+    k: usize,
+) -> (Vec<f32>, Vec<f32>, Vec<f32>, f64) {
     let mut recent = vec![0.0f64; k];
     let mut all = vec![0.0f64; k];
     let mut gap_sum = vec![0.0f64; k];
@@ -486,15 +552,36 @@ fn population_stats(data: &BrandData, cutoff: i64, k: usize) -> (Vec<f32>, Vec<f
                     }
                 }
             }
-            prev = Some((at, if main != NO_CAT { main } else { prev.map_or(NO_CAT, |p| p.1) }));
+            prev = Some((
+                at,
+                if main != NO_CAT {
+                    main
+                } else {
+                    prev.map_or(NO_CAT, |p| p.1)
+                },
+            ));
         }
     }
-    let base = if recent.iter().sum::<f64>() > 0.0 { recent } else { all };
+    let base = if recent.iter().sum::<f64>() > 0.0 {
+        recent
+    } else {
+        all
+    };
     let total: f64 = base.iter().sum();
-    let pop: Vec<f64> = if total > 0.0 { base.iter().map(|v| v / total).collect() } else { vec![1.0 / k.max(1) as f64; k] };
-    let overall_gap = if all_gap_n > 0.0 { all_gap_sum / all_gap_n } else { 60.0 };
+    let pop: Vec<f64> = if total > 0.0 {
+        base.iter().map(|v| v / total).collect()
+    } else {
+        vec![1.0 / k.max(1) as f64; k]
+    };
+    let overall_gap = if all_gap_n > 0.0 {
+        all_gap_sum / all_gap_n
+    } else {
+        60.0
+    };
     // Categories with few observed gaps shrink towards the overall mean gap.
-    let cycle: Vec<f32> = (0..k).map(|j| ((gap_sum[j] + 20.0 * overall_gap) / (gap_n[j] + 20.0)) as f32).collect();
+    let cycle: Vec<f32> = (0..k)
+        .map(|j| ((gap_sum[j] + 20.0 * overall_gap) / (gap_n[j] + 20.0)) as f32)
+        .collect();
     let mut t = vec![0.0f32; k * k];
     for a in 0..k {
         let row_n: f64 = trans[a * k..(a + 1) * k].iter().sum();
@@ -503,7 +590,12 @@ fn population_stats(data: &BrandData, cutoff: i64, k: usize) -> (Vec<f32>, Vec<f
             t[a * k + b] = ((trans[a * k + b] + 5.0 * pop[b]) / (row_n + 5.0)) as f32;
         }
     }
-    (pop.into_iter().map(|v| v as f32).collect(), cycle, t, overall_gap)
+    (
+        pop.into_iter().map(|v| v as f32).collect(),
+        cycle,
+        t,
+        overall_gap,
+    )
 }
 
 #[cfg(test)]
@@ -512,7 +604,10 @@ mod tests {
     use super::*;
 
     fn params() -> FeatureParams {
-        FeatureParams { horizon_days: 30, category_half_life_days: 90.0 }
+        FeatureParams {
+            horizon_days: 30,
+            category_half_life_days: 90.0,
+        }
     }
 
     #[test]
@@ -525,16 +620,28 @@ mod tests {
             ("a", 100 * d, 50.0, false, &[(0, 50.0)][..]), // after the cutoff
         ];
         let cutoff = 60 * d;
-        let full = brand(&["x", "y"], &orders, &[("a", 50 * d, 0, 1), ("a", 70 * d, 1, 0)]);
+        let full = brand(
+            &["x", "y"],
+            &orders,
+            &[("a", 50 * d, 0, 1), ("a", 70 * d, 1, 0)],
+        );
         let s = snapshot(&full, cutoff, &params(), None).unwrap();
         assert_eq!(s.len(), 2);
-        let a = s.customers.iter().position(|&c| full.customer_ids[c as usize] == "a").unwrap();
+        let a = s
+            .customers
+            .iter()
+            .position(|&c| full.customer_ids[c as usize] == "a")
+            .unwrap();
         assert_eq!(s.recency_days[a], 20.0);
         assert_eq!(s.purchase_days[a], 2);
         assert_eq!(s.last_cat[a], 1);
         assert_eq!(s.cat_orders[a * 2..a * 2 + 2], [1.0, 1.0]);
         assert_eq!(s.cat_views[a * 2 + 1], 1.0);
-        assert_eq!(s.cat_carts[a * 2], 0.0, "the cart add after the cutoff is invisible");
+        assert_eq!(
+            s.cat_carts[a * 2],
+            0.0,
+            "the cart add after the cutoff is invisible"
+        );
 
         // The same history without anything at or after the cutoff gives identical features.
         let past = brand(&["x", "y"], &orders[..3], &[("a", 50 * d, 0, 1)]);

@@ -22,7 +22,9 @@ pub struct AuthToken {
 
 impl AuthToken {
     pub fn new(token: &str) -> AuthToken {
-        AuthToken { digest: Sha256::digest(token.trim().as_bytes()).into() }
+        AuthToken {
+            digest: Sha256::digest(token.trim().as_bytes()).into(),
+        }
     }
 
     /// Whether `given` is the token (constant time).
@@ -34,9 +36,13 @@ impl AuthToken {
     /// Whether an `Authorization` header value carries the token (`Bearer <token>`, the scheme
     /// case-insensitive as RFC 7235 says).
     pub fn authorizes(&self, header_value: Option<&HeaderValue>) -> bool {
-        let Some(value) = header_value.and_then(|v| v.to_str().ok()) else { return false };
+        let Some(value) = header_value.and_then(|v| v.to_str().ok()) else {
+            return false;
+        };
         match value.split_once(' ') {
-            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => self.matches(token.trim()),
+            Some((scheme, token)) if scheme.eq_ignore_ascii_case("bearer") => {
+                self.matches(token.trim())
+            }
             _ => false,
         }
     }
@@ -56,8 +62,14 @@ pub(crate) async fn require_token(State(s): State<Shared>, req: Request, next: N
     {
         // The route is in the request's span; the header's value is never logged.
         tracing::warn!("operator endpoint: missing or wrong bearer token");
-        let mut resp = plain(StatusCode::UNAUTHORIZED, "unauthorized: send the token from http.auth_token_env as `Authorization: Bearer <token>`");
-        resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"retentiond\""));
+        let mut resp = plain(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized: send the token from http.auth_token_env as `Authorization: Bearer <token>`",
+        );
+        resp.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"retentiond\""),
+        );
         return resp;
     }
     next.run(req).await
@@ -91,7 +103,14 @@ mod tests {
     #[test]
     fn exposure() {
         let t = AuthToken::new("x");
-        for (addr, open) in [("127.0.0.1:8080", false), ("[::1]:8080", false), ("[::ffff:127.0.0.1]:1", false), ("0.0.0.0:8080", true), ("[::]:80", true), ("10.1.2.3:80", true)] {
+        for (addr, open) in [
+            ("127.0.0.1:8080", false),
+            ("[::1]:8080", false),
+            ("[::ffff:127.0.0.1]:1", false),
+            ("0.0.0.0:8080", true),
+            ("[::]:80", true),
+            ("10.1.2.3:80", true),
+        ] {
             let addr: SocketAddr = addr.parse().unwrap();
             assert_eq!(exposed(addr, None), open, "{addr}");
             assert!(!exposed(addr, Some(&t)), "{addr}");

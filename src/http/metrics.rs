@@ -32,13 +32,17 @@ use crate::db::Db;
 
 /// Histogram buckets (seconds) of `retentiond_delivery_latency_seconds`: provider API calls,
 /// from a fast 50 ms to a slow 30 s timeout.
-pub const DELIVERY_LATENCY_BUCKETS: &[f64] = &[0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+pub const DELIVERY_LATENCY_BUCKETS: &[f64] =
+    &[0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 fn builder() -> PrometheusBuilder {
     PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Full("retentiond_delivery_latency_seconds".into()), DELIVERY_LATENCY_BUCKETS)
+        .set_buckets_for_metric(
+            Matcher::Full("retentiond_delivery_latency_seconds".into()),
+            DELIVERY_LATENCY_BUCKETS,
+        )
         .expect("buckets are not empty")
 }
 
@@ -62,12 +66,31 @@ pub fn install_metrics_recorder() -> PrometheusHandle {
 
 fn describe() {
     use ::metrics::{Unit, describe_counter, describe_histogram};
-    describe_counter!("retentiond_delivery_attempts_total", "Delivery attempts by provider and outcome.");
-    describe_histogram!("retentiond_delivery_latency_seconds", Unit::Seconds, "Provider API call latency.");
-    describe_counter!("retentiond_http_requests_total", "HTTP requests by route template and status.");
-    describe_counter!("retentiond_webhook_requests_total", "Webhook requests by provider and outcome.");
-    describe_counter!("retentiond_webhook_events_total", "Webhook events by provider, kind and result (applied, unmatched, duplicate).");
-    describe_counter!("retentiond_unsubscribes_total", "One-click unsubscribe POSTs by channel and result.");
+    describe_counter!(
+        "retentiond_delivery_attempts_total",
+        "Delivery attempts by provider and outcome."
+    );
+    describe_histogram!(
+        "retentiond_delivery_latency_seconds",
+        Unit::Seconds,
+        "Provider API call latency."
+    );
+    describe_counter!(
+        "retentiond_http_requests_total",
+        "HTTP requests by route template and status."
+    );
+    describe_counter!(
+        "retentiond_webhook_requests_total",
+        "Webhook requests by provider and outcome."
+    );
+    describe_counter!(
+        "retentiond_webhook_events_total",
+        "Webhook events by provider, kind and result (applied, unmatched, duplicate)."
+    );
+    describe_counter!(
+        "retentiond_unsubscribes_total",
+        "One-click unsubscribe POSTs by channel and result."
+    );
 }
 
 /// `GET /metrics`.
@@ -78,12 +101,22 @@ pub(crate) async fn scrape(State(s): State<Shared>) -> Response {
         out.push('\n');
     }
     database_gauges(&s.db, &mut out).await;
-    (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out).into_response()
+    (
+        StatusCode::OK,
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
 }
 
 /// A label value in the exposition format.
 fn label(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 fn head(out: &mut String, name: &str, help: &str) {
@@ -101,12 +134,25 @@ async fn database_gauges(db: &Db, out: &mut String) {
     });
     match by_status {
         Ok(rows) => {
-            head(out, "retentiond_messages", "Outbox messages by status and provider (\"\" when none yet).");
+            head(
+                out,
+                "retentiond_messages",
+                "Outbox messages by status and provider (\"\" when none yet).",
+            );
             for (status, provider, n) in &rows {
-                let _ = writeln!(out, "retentiond_messages{{status=\"{}\",provider=\"{}\"}} {n}", label(status), label(provider));
+                let _ = writeln!(
+                    out,
+                    "retentiond_messages{{status=\"{}\",provider=\"{}\"}} {n}",
+                    label(status),
+                    label(provider)
+                );
             }
             let queued: i64 = rows.iter().filter(|r| r.0 == "queued").map(|r| r.2).sum();
-            head(out, "retentiond_queue_depth", "Outbox messages waiting to be sent (status queued).");
+            head(
+                out,
+                "retentiond_queue_depth",
+                "Outbox messages waiting to be sent (status queued).",
+            );
             let _ = writeln!(out, "retentiond_queue_depth {queued}");
         }
         Err(e) => {
@@ -116,7 +162,11 @@ async fn database_gauges(db: &Db, out: &mut String) {
     }
     match db.count("suppressions").await {
         Ok(n) => {
-            head(out, "retentiond_suppressions_total", "Suppressions (unsubscribes, hard bounces, complaints, STOP replies).");
+            head(
+                out,
+                "retentiond_suppressions_total",
+                "Suppressions (unsubscribes, hard bounces, complaints, STOP replies).",
+            );
             let _ = writeln!(out, "retentiond_suppressions_total {n}");
         }
         Err(e) => {
@@ -147,20 +197,41 @@ async fn database_gauges(db: &Db, out: &mut String) {
                     None => last.push((job, at, ok)),
                 }
             }
-            head(out, "retentiond_job_last_run_timestamp_seconds", "When each scheduled job last finished (unix seconds).");
+            head(
+                out,
+                "retentiond_job_last_run_timestamp_seconds",
+                "When each scheduled job last finished (unix seconds).",
+            );
             for (job, at, _) in &last {
-                let _ = writeln!(out, "retentiond_job_last_run_timestamp_seconds{{job=\"{}\"}} {at}", label(job));
+                let _ = writeln!(
+                    out,
+                    "retentiond_job_last_run_timestamp_seconds{{job=\"{}\"}} {at}",
+                    label(job)
+                );
             }
-            head(out, "retentiond_job_last_outcome", "Outcome of each scheduled job's last run (1 ok, 0 failed).");
+            head(
+                out,
+                "retentiond_job_last_outcome",
+                "Outcome of each scheduled job's last run (1 ok, 0 failed).",
+            );
             for (job, _, ok) in &last {
-                let _ = writeln!(out, "retentiond_job_last_outcome{{job=\"{}\"}} {}", label(job), u8::from(*ok));
+                let _ = writeln!(
+                    out,
+                    "retentiond_job_last_outcome{{job=\"{}\"}} {}",
+                    label(job),
+                    u8::from(*ok)
+                );
             }
         }
         Ok(_) => {}
         Err(e) => tracing::debug!(error = %e, "metrics: no job_runs gauges"),
     }
     monitoring_gauges(db, out).await;
-    head(out, "retentiond_database_up", "1 when the database answered the metrics queries.");
+    head(
+        out,
+        "retentiond_database_up",
+        "1 when the database answered the metrics queries.",
+    );
     let _ = writeln!(out, "retentiond_database_up {}", u8::from(up));
 }
 
@@ -168,9 +239,19 @@ async fn database_gauges(db: &Db, out: &mut String) {
 async fn monitoring_gauges(db: &Db, out: &mut String) {
     match crate::monitoring::latest_drift(db).await {
         Ok(Some((day, rows))) => {
-            head(out, "retentiond_feature_psi", &format!("Population stability index of each feature on the latest scoring day ({day}) against the training data; above 0.2 is drift."));
+            head(
+                out,
+                "retentiond_feature_psi",
+                &format!(
+                    "Population stability index of each feature on the latest scoring day ({day}) against the training data; above 0.2 is drift."
+                ),
+            );
             for (f, p) in &rows {
-                let _ = writeln!(out, "retentiond_feature_psi{{feature=\"{}\"}} {p}", label(f));
+                let _ = writeln!(
+                    out,
+                    "retentiond_feature_psi{{feature=\"{}\"}} {p}",
+                    label(f)
+                );
             }
         }
         Ok(None) => {}
@@ -179,14 +260,34 @@ async fn monitoring_gauges(db: &Db, out: &mut String) {
     match crate::monitoring::evaluations(db).await {
         Ok(all) => {
             let Some(e) = all.last() else { return };
-            head(out, "retentiond_model_realized", &format!("Realized metrics of the latest scoring day whose horizon has passed ({}).", e.as_of_date));
-            for (m, v) in [("auc", e.auc), ("brier", e.brier), ("window_coverage", e.window_coverage), ("hit_at_3", e.hit_at_3)] {
+            head(
+                out,
+                "retentiond_model_realized",
+                &format!(
+                    "Realized metrics of the latest scoring day whose horizon has passed ({}).",
+                    e.as_of_date
+                ),
+            );
+            for (m, v) in [
+                ("auc", e.auc),
+                ("brier", e.brier),
+                ("window_coverage", e.window_coverage),
+                ("hit_at_3", e.hit_at_3),
+            ] {
                 if v.is_finite() {
                     let _ = writeln!(out, "retentiond_model_realized{{metric=\"{m}\"}} {v}");
                 }
             }
-            head(out, "retentiond_model_promised", "What the model that scored that day promised at training (its backtest).");
-            for (m, v) in [("auc", e.promised_auc), ("window_coverage", e.promised_window_coverage), ("hit_at_3", e.promised_hit_at_3)] {
+            head(
+                out,
+                "retentiond_model_promised",
+                "What the model that scored that day promised at training (its backtest).",
+            );
+            for (m, v) in [
+                ("auc", e.promised_auc),
+                ("window_coverage", e.promised_window_coverage),
+                ("hit_at_3", e.promised_hit_at_3),
+            ] {
                 if let Some(v) = v {
                     let _ = writeln!(out, "retentiond_model_promised{{metric=\"{m}\"}} {v}");
                 }
@@ -209,9 +310,15 @@ mod tests {
     fn install_twice_is_fine() {
         let a = install_metrics_recorder();
         let b = install_metrics_recorder();
-        ::metrics::histogram!("retentiond_delivery_latency_seconds", "provider" => "unit").record(0.2);
+        ::metrics::histogram!("retentiond_delivery_latency_seconds", "provider" => "unit")
+            .record(0.2);
         let text = b.render();
-        assert!(text.contains("retentiond_delivery_latency_seconds_bucket{provider=\"unit\",le=\"0.25\"} 1"), "{text}");
+        assert!(
+            text.contains(
+                "retentiond_delivery_latency_seconds_bucket{provider=\"unit\",le=\"0.25\"} 1"
+            ),
+            "{text}"
+        );
         drop(a);
     }
 }

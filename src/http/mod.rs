@@ -108,12 +108,21 @@ pub fn router(state: AppState) -> Router {
     let operator = Router::new()
         .route("/", get(report))
         .route("/metrics", get(metrics::scrape))
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_token));
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_token,
+        ));
     Router::new()
         .merge(operator)
         .route("/healthz", get(healthz))
-        .route("/unsubscribe/{token}", get(unsubscribe::confirm_page).post(unsubscribe::unsubscribe))
-        .route("/webhooks/{provider}", get(webhooks::verify_subscription).post(webhooks::receive))
+        .route(
+            "/unsubscribe/{token}",
+            get(unsubscribe::confirm_page).post(unsubscribe::unsubscribe),
+        )
+        .route(
+            "/webhooks/{provider}",
+            get(webhooks::verify_subscription).post(webhooks::receive),
+        )
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(trace_request))
         .with_state(state)
@@ -132,13 +141,17 @@ pub async fn serve(
         tracing::warn!(%addr, "the report (GET /) and /metrics are open to anyone who reaches this address: set http.auth_token_env to require a bearer token, or bind a loopback address");
     }
     tracing::info!(%addr, "HTTP server listening");
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await?;
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await?;
     tracing::info!(%addr, "HTTP server stopped");
     Ok(())
 }
 
 async fn healthz(State(s): State<Shared>) -> Response {
-    let ping = async { crate::with_pool!(&s.db, p => sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(p).await) };
+    let ping = async {
+        crate::with_pool!(&s.db, p => sqlx::query_scalar::<_, i32>("SELECT 1").fetch_one(p).await)
+    };
     match tokio::time::timeout(HEALTH_TIMEOUT, ping).await {
         Ok(Ok(_)) => plain(StatusCode::OK, "ok"),
         Ok(Err(e)) => {
@@ -155,7 +168,9 @@ async fn healthz(State(s): State<Shared>) -> Response {
 /// `GET /`: the report page, from what the database holds now (attribution and monitoring are
 /// refreshed by the daily score job, not by a page view).
 async fn report(State(s): State<Shared>) -> Response {
-    let Some(r) = &s.report else { return plain(StatusCode::NOT_FOUND, "no report on this server") };
+    let Some(r) = &s.report else {
+        return plain(StatusCode::NOT_FOUND, "no report on this server");
+    };
     let set = r.campaigns.current();
     let today = crate::scheduler::schedule::local_day(chrono::Utc::now(), r.settings.timezone());
     let (from, to) = crate::measurement::default_period(&r.settings.measurement, today);
@@ -164,10 +179,18 @@ async fn report(State(s): State<Shared>) -> Response {
         crate::report::render(&r.settings, &input)
     };
     match page.await {
-        Ok(html) => (StatusCode::OK, [(header::CONTENT_TYPE, "text/html; charset=utf-8")], html).into_response(),
+        Ok(html) => (
+            StatusCode::OK,
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            html,
+        )
+            .into_response(),
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "report failed");
-            plain(StatusCode::INTERNAL_SERVER_ERROR, "the report could not be built; see the daemon's log")
+            plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the report could not be built; see the daemon's log",
+            )
         }
     }
 }
@@ -175,20 +198,35 @@ async fn report(State(s): State<Shared>) -> Response {
 /// One span per request with the route template (never the URI: it may hold a token), and a
 /// request counter by route and status.
 async fn trace_request(req: Request, next: Next) -> Response {
-    let route = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_owned()).unwrap_or_else(|| "unmatched".to_owned());
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
     let method = req.method().clone();
     let span = tracing::info_span!("http", %method, %route);
     let start = Instant::now();
     let resp = next.run(req).instrument(span.clone()).await;
     let status = resp.status().as_u16();
-    span.in_scope(|| tracing::debug!(status, ms = start.elapsed().as_millis() as u64, "request done"));
+    span.in_scope(|| {
+        tracing::debug!(
+            status,
+            ms = start.elapsed().as_millis() as u64,
+            "request done"
+        )
+    });
     ::metrics::counter!("retentiond_http_requests_total", "route" => route, "status" => status.to_string()).increment(1);
     resp
 }
 
 /// A `text/plain` response.
 pub(crate) fn plain(status: StatusCode, body: impl Into<String>) -> Response {
-    (status, [(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body.into()).into_response()
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        body.into(),
+    )
+        .into_response()
 }
 
 /// Unix seconds now.

@@ -67,7 +67,9 @@ impl WebhookSettings {
     /// trimmed; empty means unset.
     pub fn resolve(&self, env: &dyn Fn(&str) -> Option<String>) -> WebhookSecrets {
         let get = |name: &str| {
-            let v = env(name).map(|v| v.trim().to_string()).filter(|v| !v.is_empty())?;
+            let v = env(name)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())?;
             crate::redact::register(&v);
             Some(v)
         };
@@ -87,7 +89,11 @@ impl WebhookSettings {
     pub fn validate(&self, prefix: &str, sink: &mut IssueSink<'_>) {
         for (key, name) in self.entries() {
             if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-                sink.push(format!("{prefix}.{key}"), format!("{name:?} is not an environment variable name"), "use a name such as RETENTIOND_TWILIO_AUTH_TOKEN");
+                sink.push(
+                    format!("{prefix}.{key}"),
+                    format!("{name:?} is not an environment variable name"),
+                    "use a name such as RETENTIOND_TWILIO_AUTH_TOKEN",
+                );
             }
         }
         let max = super::webhooks::MAX_TOLERANCE_SECS;
@@ -170,7 +176,9 @@ impl WebhookSecrets {
         if let Some(key) = &self.sendgrid_public_key
             && let Err(e) = super::webhooks::sendgrid::parse_public_key(key)
         {
-            out.push(format!("sendgrid: the verification key is not a base64 P-256 public key ({e})"));
+            out.push(format!(
+                "sendgrid: the verification key is not a base64 P-256 public key ({e})"
+            ));
         }
         if let Some(auth) = &self.postmark_basic_auth
             && !auth.contains(':')
@@ -185,7 +193,8 @@ impl WebhookSecrets {
 
     /// Logs, once at start, which webhook endpoints are live and which answer "not configured".
     pub fn log_status(&self) {
-        let (on, off): (Vec<&str>, Vec<&str>) = super::PROVIDERS.iter().partition(|p| self.is_configured(p));
+        let (on, off): (Vec<&str>, Vec<&str>) =
+            super::PROVIDERS.iter().partition(|p| self.is_configured(p));
         tracing::info!(configured = ?on, not_configured = ?off, "webhook endpoints");
         for p in self.problems() {
             tracing::error!("webhook configuration: {p}");
@@ -218,7 +227,10 @@ mod tests {
 
     #[test]
     fn debug_hides_values() {
-        let secrets = WebhookSecrets { twilio_auth_token: Some("hunter2".into()), ..Default::default() };
+        let secrets = WebhookSecrets {
+            twilio_auth_token: Some("hunter2".into()),
+            ..Default::default()
+        };
         let shown = format!("{secrets:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("<set>"));
@@ -226,14 +238,26 @@ mod tests {
 
     #[test]
     fn bad_env_names_are_reported() {
-        let s = WebhookSettings { twilio_auth_token_env: "not a name".into(), ..Default::default() };
+        let s = WebhookSettings {
+            twilio_auth_token_env: "not a name".into(),
+            ..Default::default()
+        };
         let mut issues = Vec::new();
-        let mut sink = IssueSink { file: "t.toml".into(), issues: &mut issues };
+        let mut sink = IssueSink {
+            file: "t.toml".into(),
+            issues: &mut issues,
+        };
         s.validate("http.webhooks", &mut sink);
         assert_eq!(issues.len(), 1);
         assert_eq!(issues[0].key, "http.webhooks.twilio_auth_token_env");
         let mut none = Vec::new();
-        WebhookSettings::default().validate("http.webhooks", &mut IssueSink { file: "t.toml".into(), issues: &mut none });
+        WebhookSettings::default().validate(
+            "http.webhooks",
+            &mut IssueSink {
+                file: "t.toml".into(),
+                issues: &mut none,
+            },
+        );
         assert!(none.is_empty());
     }
 
@@ -241,21 +265,38 @@ mod tests {
     fn tolerance_is_bounded_and_carried_to_the_secrets() {
         let issues_for = |tolerance_seconds: u32| {
             let mut issues = Vec::new();
-            WebhookSettings { tolerance_seconds, ..Default::default() }.validate("http.webhooks", &mut IssueSink { file: "t.toml".into(), issues: &mut issues });
+            WebhookSettings {
+                tolerance_seconds,
+                ..Default::default()
+            }
+            .validate(
+                "http.webhooks",
+                &mut IssueSink {
+                    file: "t.toml".into(),
+                    issues: &mut issues,
+                },
+            );
             issues
         };
         for bad in [0, 86_401, u32::MAX] {
             let issues = issues_for(bad);
             assert_eq!(issues.len(), 1, "{bad}: {issues:?}");
             assert_eq!(issues[0].key, "http.webhooks.tolerance_seconds");
-            assert!(issues[0].message.contains(&bad.to_string()), "{}", issues[0].message);
+            assert!(
+                issues[0].message.contains(&bad.to_string()),
+                "{}",
+                issues[0].message
+            );
         }
         for good in [1, 300, 86_400] {
             assert!(issues_for(good).is_empty(), "{good}");
         }
         assert_eq!(WebhookSettings::default().tolerance_seconds, 300);
         assert_eq!(WebhookSecrets::default().tolerance_secs, 300);
-        let s = WebhookSettings { tolerance_seconds: 42, ..Default::default() };
+        let s = WebhookSettings {
+            tolerance_seconds: 42,
+            ..Default::default()
+        };
         assert_eq!(s.resolve(&|_| None).tolerance_secs, 42);
     }
 

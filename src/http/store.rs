@@ -40,7 +40,13 @@ type RowTuple = (i64, String, Option<String>, String, Option<String>);
 
 impl From<RowTuple> for OutboxRow {
     fn from((message_id, customer_id, channel, status, recipient): RowTuple) -> Self {
-        OutboxRow { message_id, customer_id, channel, status, recipient }
+        OutboxRow {
+            message_id,
+            customer_id,
+            channel,
+            status,
+            recipient,
+        }
     }
 }
 
@@ -52,7 +58,11 @@ pub(crate) async fn message_by_id(tx: &mut Tx, message_id: i64) -> sqlx::Result<
 
 /// The message `provider` knows as `provider_message_id` (uses the (provider,
 /// provider_message_id) index).
-pub(crate) async fn message_by_provider_id(tx: &mut Tx, provider: &str, provider_message_id: &str) -> sqlx::Result<Option<OutboxRow>> {
+pub(crate) async fn message_by_provider_id(
+    tx: &mut Tx,
+    provider: &str,
+    provider_message_id: &str,
+) -> sqlx::Result<Option<OutboxRow>> {
     const SQL: &str = "SELECT message_id, customer_id, channel, status, recipient FROM outbox \
                        WHERE provider = $1 AND provider_message_id = $2 ORDER BY message_id LIMIT 1";
     let row = on_tx!(tx, t => sqlx::query_as::<_, RowTuple>(SQL).bind(provider).bind(provider_message_id).fetch_optional(&mut **t).await)?;
@@ -78,7 +88,11 @@ fn sql_digits(expr: &str) -> String {
 /// Customers whose phone number is `phone` (compared on digits only: `+91 98765-43210`,
 /// `919876543210` and `whatsapp:+919876543210` are the same), from `customers.phone` and from
 /// the recipients of their messages on `channel`. Nothing for fewer than 6 digits.
-pub(crate) async fn customers_by_phone(tx: &mut Tx, phone: &str, channel: &str) -> sqlx::Result<Vec<String>> {
+pub(crate) async fn customers_by_phone(
+    tx: &mut Tx,
+    phone: &str,
+    channel: &str,
+) -> sqlx::Result<Vec<String>> {
     let digits = digits_only(phone);
     if digits.len() < 6 {
         return Ok(Vec::new());
@@ -90,7 +104,14 @@ pub(crate) async fn customers_by_phone(tx: &mut Tx, phone: &str, channel: &str) 
         sql_digits("phone"),
         sql_digits("recipient")
     );
-    tx.fetch_strings(&sql, &[Val::Text(Some(digits)), Val::Text(Some(channel.to_string()))]).await
+    tx.fetch_strings(
+        &sql,
+        &[
+            Val::Text(Some(digits)),
+            Val::Text(Some(channel.to_string())),
+        ],
+    )
+    .await
 }
 
 pub(crate) fn digits_only(phone: &str) -> String {
@@ -112,16 +133,28 @@ pub(crate) struct NewSuppression<'a> {
 /// Suppresses the customer on the channel and marks their queued messages on it (all of them
 /// when `channel` is None) as `suppressed`. Idempotent: no second row for the same customer,
 /// channel and reason. Returns whether a suppression row was added.
-pub(crate) async fn add_suppression(tx: &mut Tx, s: &NewSuppression<'_>, now: i64) -> sqlx::Result<bool> {
+pub(crate) async fn add_suppression(
+    tx: &mut Tx,
+    s: &NewSuppression<'_>,
+    now: i64,
+) -> sqlx::Result<bool> {
     if tx.backend() == Backend::Postgres {
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[Val::Int(Some(SUPPRESSION_LOCK_KEY))]).await?;
+        tx.execute(
+            "SELECT pg_advisory_xact_lock($1)",
+            &[Val::Int(Some(SUPPRESSION_LOCK_KEY))],
+        )
+        .await?;
     }
     let channel = Val::Text(s.channel.map(str::to_string));
     // A write first: on SQLite this takes the write lock before anything is read.
     tx.execute(
         "UPDATE outbox SET status = 'suppressed', updated_at = $3 \
          WHERE customer_id = $1 AND status = 'queued' AND ($2 IS NULL OR channel = $2)",
-        &[Val::Text(Some(s.customer_id.to_string())), channel.clone(), Val::Int(Some(now))],
+        &[
+            Val::Text(Some(s.customer_id.to_string())),
+            channel.clone(),
+            Val::Int(Some(now)),
+        ],
     )
     .await?;
     let added = tx
@@ -143,24 +176,64 @@ pub(crate) async fn add_suppression(tx: &mut Tx, s: &NewSuppression<'_>, now: i6
 }
 
 /// `delivered` (+ delivered_at, kept if already set) from sending/sent/unknown only.
-pub(crate) async fn mark_delivered(tx: &mut Tx, message_id: i64, at: i64, now: i64) -> sqlx::Result<u64> {
+pub(crate) async fn mark_delivered(
+    tx: &mut Tx,
+    message_id: i64,
+    at: i64,
+    now: i64,
+) -> sqlx::Result<u64> {
     let sql = format!(
         "UPDATE outbox SET status = 'delivered', delivered_at = COALESCE(delivered_at, $2), updated_at = $3 \
          WHERE message_id = $1 AND status IN {DELIVERABLE_FROM}"
     );
-    tx.execute(&sql, &[Val::Int(Some(message_id)), Val::Int(Some(at)), Val::Int(Some(now))]).await
+    tx.execute(
+        &sql,
+        &[
+            Val::Int(Some(message_id)),
+            Val::Int(Some(at)),
+            Val::Int(Some(now)),
+        ],
+    )
+    .await
 }
 
 /// `failed` + last_error. `hard` (the address is bad) also overrides an earlier "delivered".
-pub(crate) async fn mark_failed(tx: &mut Tx, message_id: i64, error: &str, hard: bool, now: i64) -> sqlx::Result<u64> {
-    let from = if hard { HARD_FAILABLE_FROM } else { FAILABLE_FROM };
-    let sql = format!("UPDATE outbox SET status = 'failed', last_error = $2, updated_at = $3 WHERE message_id = $1 AND status IN {from}");
+pub(crate) async fn mark_failed(
+    tx: &mut Tx,
+    message_id: i64,
+    error: &str,
+    hard: bool,
+    now: i64,
+) -> sqlx::Result<u64> {
+    let from = if hard {
+        HARD_FAILABLE_FROM
+    } else {
+        FAILABLE_FROM
+    };
+    let sql = format!(
+        "UPDATE outbox SET status = 'failed', last_error = $2, updated_at = $3 WHERE message_id = $1 AND status IN {from}"
+    );
     let error: String = error.chars().take(500).collect();
-    tx.execute(&sql, &[Val::Int(Some(message_id)), Val::Text(Some(error)), Val::Int(Some(now))]).await
+    tx.execute(
+        &sql,
+        &[
+            Val::Int(Some(message_id)),
+            Val::Text(Some(error)),
+            Val::Int(Some(now)),
+        ],
+    )
+    .await
 }
 
 /// Records a webhook event; false when `event_key` was already recorded (a replay).
-pub(crate) async fn record_event(tx: &mut Tx, event_key: &str, provider: &str, kind: &str, payload: &str, now: i64) -> sqlx::Result<bool> {
+pub(crate) async fn record_event(
+    tx: &mut Tx,
+    event_key: &str,
+    provider: &str,
+    kind: &str,
+    payload: &str,
+    now: i64,
+) -> sqlx::Result<bool> {
     let n = tx
         .execute(
             "INSERT INTO webhook_events (event_key, provider, kind, message_id, customer_id, received_at, payload) \
@@ -178,13 +251,22 @@ pub(crate) async fn record_event(tx: &mut Tx, event_key: &str, provider: &str, k
 }
 
 /// Fills in what an event was matched to.
-pub(crate) async fn link_event(tx: &mut Tx, event_key: &str, message_id: Option<i64>, customer_id: Option<&str>) -> sqlx::Result<()> {
+pub(crate) async fn link_event(
+    tx: &mut Tx,
+    event_key: &str,
+    message_id: Option<i64>,
+    customer_id: Option<&str>,
+) -> sqlx::Result<()> {
     if message_id.is_none() && customer_id.is_none() {
         return Ok(());
     }
     tx.execute(
         "UPDATE webhook_events SET message_id = $2, customer_id = $3 WHERE event_key = $1",
-        &[Val::Text(Some(event_key.to_string())), Val::Int(message_id), Val::Text(customer_id.map(str::to_string))],
+        &[
+            Val::Text(Some(event_key.to_string())),
+            Val::Int(message_id),
+            Val::Text(customer_id.map(str::to_string)),
+        ],
     )
     .await?;
     Ok(())

@@ -28,11 +28,17 @@ fn channel_label(channel: &str) -> &'static str {
 }
 
 fn claims(secret: &[u8], token: &str) -> Option<Claims> {
-    verify(secret, token).ok().filter(|c| CHANNELS.contains(&c.channel.as_str()) && !c.customer_id.is_empty())
+    verify(secret, token)
+        .ok()
+        .filter(|c| CHANNELS.contains(&c.channel.as_str()) && !c.customer_id.is_empty())
 }
 
 fn invalid_link() -> Response {
-    page(StatusCode::BAD_REQUEST, "Invalid link", "<p>This unsubscribe link is not valid. Please use the link from the message exactly as it was sent, or reply to the message to be unsubscribed.</p>")
+    page(
+        StatusCode::BAD_REQUEST,
+        "Invalid link",
+        "<p>This unsubscribe link is not valid. Please use the link from the message exactly as it was sent, or reply to the message to be unsubscribed.</p>",
+    )
 }
 
 /// `GET /unsubscribe/{token}`: the confirmation page. Changes nothing.
@@ -58,7 +64,13 @@ pub(crate) async fn unsubscribe(State(s): State<Shared>, Path(token): Path<Strin
         ::metrics::counter!("retentiond_unsubscribes_total", "channel" => "", "result" => "invalid_token").increment(1);
         return invalid_link();
     };
-    let suppression = NewSuppression { customer_id: &c.customer_id, channel: Some(&c.channel), address: None, reason: "unsubscribe", source: "link" };
+    let suppression = NewSuppression {
+        customer_id: &c.customer_id,
+        channel: Some(&c.channel),
+        address: None,
+        reason: "unsubscribe",
+        source: "link",
+    };
     let result = async {
         let mut tx = s.db.begin().await?;
         let added = store::add_suppression(&mut tx, &suppression, now()).await?;
@@ -70,12 +82,20 @@ pub(crate) async fn unsubscribe(State(s): State<Shared>, Path(token): Path<Strin
         Ok(added) => {
             tracing::info!(customer_id = %c.customer_id, channel = %c.channel, new = added, "unsubscribed via link");
             ::metrics::counter!("retentiond_unsubscribes_total", "channel" => c.channel.clone(), "result" => if added { "added" } else { "already" }).increment(1);
-            let body = format!("<p>You will no longer receive {} from {}.</p>", channel_label(&c.channel), escape(&s.brand_name));
+            let body = format!(
+                "<p>You will no longer receive {} from {}.</p>",
+                channel_label(&c.channel),
+                escape(&s.brand_name)
+            );
             page(StatusCode::OK, "You are unsubscribed", &body)
         }
         Err(e) => {
             tracing::error!(error = %e, "unsubscribe failed (rolled back)");
-            page(StatusCode::INTERNAL_SERVER_ERROR, "Please try again", "<p>Something went wrong on our side; nothing was changed. Please try again in a minute.</p>")
+            page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Please try again",
+                "<p>Something went wrong on our side; nothing was changed. Please try again in a minute.</p>",
+            )
         }
     }
 }
@@ -94,9 +114,15 @@ fn page(status: StatusCode, title: &str, body_html: &str) -> Response {
     );
     let mut r = (status, html).into_response();
     let h = r.headers_mut();
-    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static("default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"),
@@ -125,13 +151,25 @@ mod tests {
 
     #[test]
     fn escapes_html() {
-        assert_eq!(escape("<a href=\"x\">Tom & Jerry's</a>"), "&lt;a href=&quot;x&quot;&gt;Tom &amp; Jerry&#39;s&lt;/a&gt;");
+        assert_eq!(
+            escape("<a href=\"x\">Tom & Jerry's</a>"),
+            "&lt;a href=&quot;x&quot;&gt;Tom &amp; Jerry&#39;s&lt;/a&gt;"
+        );
     }
 
     #[test]
     fn tokens_for_unknown_channels_are_refused() {
         let secret = b"s";
-        let token = |channel: &str| crate::unsubscribe::sign(secret, &Claims { customer_id: "c1".into(), channel: channel.into(), issued_at: 0 });
+        let token = |channel: &str| {
+            crate::unsubscribe::sign(
+                secret,
+                &Claims {
+                    customer_id: "c1".into(),
+                    channel: channel.into(),
+                    issued_at: 0,
+                },
+            )
+        };
         assert!(claims(secret, &token("email")).is_some());
         assert!(claims(secret, &token("pigeon")).is_none());
         assert!(claims(b"other", &token("email")).is_none());

@@ -19,7 +19,14 @@ pub const MAX_QUANTITY: i64 = 1_000_000;
 pub const MAX_ATTRIBUTE_COLUMNS: usize = 256;
 
 pub const ORDER_STATUSES: &[&str] = &["completed", "cancelled", "refunded"];
-pub const EVENT_TYPES: &[&str] = &["view", "add_to_cart", "remove_from_cart", "wishlist", "search", "checkout_start"];
+pub const EVENT_TYPES: &[&str] = &[
+    "view",
+    "add_to_cart",
+    "remove_from_cart",
+    "wishlist",
+    "search",
+    "checkout_start",
+];
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -68,11 +75,23 @@ pub struct Column {
 }
 
 const fn col(name: &'static str, required: bool, kind: Kind) -> Column {
-    Column { name, db: name, required, kind, refers: None }
+    Column {
+        name,
+        db: name,
+        required,
+        kind,
+        refers: None,
+    }
 }
 
 const fn refcol(name: &'static str, refers: Ref) -> Column {
-    Column { name, db: name, required: true, kind: Kind::Id, refers: Some(refers) }
+    Column {
+        name,
+        db: name,
+        required: true,
+        kind: Kind::Id,
+        refers: Some(refers),
+    }
 }
 
 #[derive(Debug)]
@@ -183,7 +202,13 @@ pub static FILES: &[FileSpec] = &[
         keeps_attributes: false,
         columns: &[
             // Optional: without it the key is a digest of the row, so re-imports stay no-ops.
-            Column { name: "event_id", db: "event_key", required: false, kind: Kind::Id, refers: None },
+            Column {
+                name: "event_id",
+                db: "event_key",
+                required: false,
+                kind: Kind::Id,
+                refers: None,
+            },
             col("customer_id", true, Kind::Id),
             col("event_type", true, Kind::EventType),
             col("occurred_at", true, Kind::Timestamp),
@@ -206,7 +231,10 @@ pub const MAX_ATTRIBUTE_CHARS: usize = 1000;
 
 /// Whether a header can name an attribute: 1 to 64 ASCII letters, digits, `_` or `-`.
 pub fn is_attribute_key(name: &str) -> bool {
-    (1..=MAX_ATTRIBUTE_KEY_LEN).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    (1..=MAX_ATTRIBUTE_KEY_LEN).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// Appends `s` as a JSON string literal (quotes and escapes included).
@@ -253,7 +281,13 @@ pub struct ParseContext {
 impl ParseContext {
     /// Timestamps accepted from 1970-01-01 up to `max_future_days` days after `now`.
     pub fn new(tz: Tz, currency: String, now: i64, max_future_days: u32) -> Self {
-        Self { tz, currency, earliest: 0, latest: now.saturating_add(i64::from(max_future_days) * 86_400), max_future_days }
+        Self {
+            tz,
+            currency,
+            earliest: 0,
+            latest: now.saturating_add(i64::from(max_future_days) * 86_400),
+            max_future_days,
+        }
     }
 }
 
@@ -281,7 +315,10 @@ pub fn parse_field(kind: Kind, raw: &str, ctx: &ParseContext) -> Result<Val, Str
             if t < ctx.earliest {
                 Err("before 1970-01-01".into())
             } else if t > ctx.latest {
-                Err(format!("more than {} day(s) in the future (import.max_future_days)", ctx.max_future_days))
+                Err(format!(
+                    "more than {} day(s) in the future (import.max_future_days)",
+                    ctx.max_future_days
+                ))
             } else {
                 Ok(Val::Int(Some(t)))
             }
@@ -303,7 +340,11 @@ pub fn parse_field(kind: Kind, raw: &str, ctx: &ParseContext) -> Result<Val, Str
         }
         Kind::Count => {
             let v: i64 = s.parse().map_err(|_| {
-                if s.is_empty() { "required value is empty".to_string() } else { "not a whole number".to_string() }
+                if s.is_empty() {
+                    "required value is empty".to_string()
+                } else {
+                    "not a whole number".to_string()
+                }
             })?;
             if v < 0 {
                 Err("must not be negative".into())
@@ -323,11 +364,18 @@ pub fn parse_field(kind: Kind, raw: &str, ctx: &ParseContext) -> Result<Val, Str
             Ok(Val::Bool(v))
         }
         Kind::Status => {
-            let v = if s.is_empty() { "completed".to_string() } else { s.to_ascii_lowercase() };
+            let v = if s.is_empty() {
+                "completed".to_string()
+            } else {
+                s.to_ascii_lowercase()
+            };
             if ORDER_STATUSES.contains(&v.as_str()) {
                 Ok(Val::Text(Some(v)))
             } else {
-                Err(format!("unknown status (expected one of {})", ORDER_STATUSES.join(", ")))
+                Err(format!(
+                    "unknown status (expected one of {})",
+                    ORDER_STATUSES.join(", ")
+                ))
             }
         }
         Kind::EventType => {
@@ -337,7 +385,10 @@ pub fn parse_field(kind: Kind, raw: &str, ctx: &ParseContext) -> Result<Val, Str
             } else if v.is_empty() {
                 Err("required value is empty".into())
             } else {
-                Err(format!("unknown event type (expected one of {})", EVENT_TYPES.join(", ")))
+                Err(format!(
+                    "unknown event type (expected one of {})",
+                    EVENT_TYPES.join(", ")
+                ))
             }
         }
         Kind::Currency => {
@@ -355,7 +406,9 @@ pub fn parse_field(kind: Kind, raw: &str, ctx: &ParseContext) -> Result<Val, Str
             if s.is_empty() {
                 return Ok(Val::Text(None));
             }
-            s.parse::<Tz>().map(|_| Val::Text(Some(s.to_string()))).map_err(|_| "not an IANA time zone".to_string())
+            s.parse::<Tz>()
+                .map(|_| Val::Text(Some(s.to_string())))
+                .map_err(|_| "not an IANA time zone".to_string())
         }
         Kind::Email => {
             if s.is_empty() {
@@ -363,13 +416,22 @@ pub fn parse_field(kind: Kind, raw: &str, ctx: &ParseContext) -> Result<Val, Str
             }
             let ok = match s.split_once('@') {
                 Some((local, domain)) => {
-                    !local.is_empty() && domain.contains('.') && !domain.starts_with('.') && !domain.ends_with('.')
-                        && !s.chars().any(|c| c.is_whitespace() || c == ',' || c == '<' || c == '>')
+                    !local.is_empty()
+                        && domain.contains('.')
+                        && !domain.starts_with('.')
+                        && !domain.ends_with('.')
+                        && !s
+                            .chars()
+                            .any(|c| c.is_whitespace() || c == ',' || c == '<' || c == '>')
                         && !domain.contains('@')
                 }
                 None => false,
             };
-            if ok { Ok(Val::Text(Some(s.to_ascii_lowercase()))) } else { Err("not an email address".into()) }
+            if ok {
+                Ok(Val::Text(Some(s.to_ascii_lowercase())))
+            } else {
+                Err("not an email address".into())
+            }
         }
         Kind::Phone => {
             if s.is_empty() {
@@ -386,7 +448,11 @@ pub fn parse_field(kind: Kind, raw: &str, ctx: &ParseContext) -> Result<Val, Str
                 }
             }
             let digits = out.trim_start_matches('+').len();
-            if (7..=15).contains(&digits) { Ok(Val::Text(Some(out))) } else { Err("not a phone number (7 to 15 digits)".into()) }
+            if (7..=15).contains(&digits) {
+                Ok(Val::Text(Some(out)))
+            } else {
+                Err("not a phone number (7 to 15 digits)".into())
+            }
         }
     }
 }
@@ -395,7 +461,11 @@ pub fn parse_field(kind: Kind, raw: &str, ctx: &ParseContext) -> Result<Val, Str
 pub const NUL_BYTE: &str = "contains a NUL byte";
 
 fn non_empty(s: &str) -> Option<String> {
-    if s.is_empty() { None } else { Some(s.to_string()) }
+    if s.is_empty() {
+        None
+    } else {
+        Some(s.to_string())
+    }
 }
 
 /// RFC 3339, `YYYY-MM-DD HH:MM:SS` (or with `T`), or `YYYY-MM-DD`; naive values are local
@@ -407,7 +477,10 @@ pub fn parse_timestamp(s: &str, tz: Tz) -> Result<i64, String> {
     }
     if s.len() > 19 {
         // Fast path for the commonest export shape, `…Z`, then general RFC 3339.
-        if let Some(naive) = s.strip_suffix('Z').and_then(|n| NaiveDateTime::parse_from_str(n, "%Y-%m-%dT%H:%M:%S").ok()) {
+        if let Some(naive) = s
+            .strip_suffix('Z')
+            .and_then(|n| NaiveDateTime::parse_from_str(n, "%Y-%m-%dT%H:%M:%S").ok())
+        {
             return Ok(naive.and_utc().timestamp());
         }
         if let Ok(dt) = DateTime::parse_from_rfc3339(s) {
@@ -415,7 +488,10 @@ pub fn parse_timestamp(s: &str, tz: Tz) -> Result<i64, String> {
         }
     }
     let naive = if s.len() == 10 {
-        NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(|_| EXPECTED.to_string())?.and_hms_opt(0, 0, 0).unwrap()
+        NaiveDate::parse_from_str(s, "%Y-%m-%d")
+            .map_err(|_| EXPECTED.to_string())?
+            .and_hms_opt(0, 0, 0)
+            .unwrap()
     } else {
         NaiveDateTime::parse_from_str(s, "%Y-%m-%d %H:%M:%S")
             .or_else(|_| NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S"))
@@ -425,7 +501,9 @@ pub fn parse_timestamp(s: &str, tz: Tz) -> Result<i64, String> {
         chrono::LocalResult::Single(t) => Ok(t.timestamp()),
         // Ambiguous at a DST fall-back: take the earlier instant, as most exporters did.
         chrono::LocalResult::Ambiguous(a, _) => Ok(a.timestamp()),
-        chrono::LocalResult::None => Err(format!("local time does not exist in {tz} (daylight-saving gap)")),
+        chrono::LocalResult::None => Err(format!(
+            "local time does not exist in {tz} (daylight-saving gap)"
+        )),
     }
 }
 
@@ -434,11 +512,20 @@ pub fn parse_timestamp(s: &str, tz: Tz) -> Result<i64, String> {
 /// and goes the general way.
 fn parse_utc_fast(s: &str) -> Option<i64> {
     let b = s.as_bytes();
-    if b.len() != 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' || b[19] != b'Z' {
+    if b.len() != 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+        || b[19] != b'Z'
+    {
         return None;
     }
     let num = |r: std::ops::Range<usize>| -> Option<u32> {
-        b[r].iter().try_fold(0u32, |acc, &c| c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0')))
+        b[r].iter().try_fold(0u32, |acc, &c| {
+            c.is_ascii_digit().then(|| acc * 10 + u32::from(c - b'0'))
+        })
     };
     let date = NaiveDate::from_ymd_opt(num(0..4)? as i32, num(5..7)?, num(8..10)?)?;
     let (h, m, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
@@ -455,12 +542,30 @@ mod tests {
     #[test]
     fn fast_timestamps_agree_with_the_general_parser() {
         let tz = chrono_tz::Asia::Kolkata;
-        for s in ["2024-01-01T00:00:00Z", "2023-11-01T00:01:39Z", "2024-02-29T23:59:59Z", "1970-01-01T00:00:00Z", "0999-12-31T12:00:00Z"] {
-            let slow = NaiveDateTime::parse_from_str(s.strip_suffix('Z').unwrap(), "%Y-%m-%dT%H:%M:%S").unwrap().and_utc().timestamp();
+        for s in [
+            "2024-01-01T00:00:00Z",
+            "2023-11-01T00:01:39Z",
+            "2024-02-29T23:59:59Z",
+            "1970-01-01T00:00:00Z",
+            "0999-12-31T12:00:00Z",
+        ] {
+            let slow =
+                NaiveDateTime::parse_from_str(s.strip_suffix('Z').unwrap(), "%Y-%m-%dT%H:%M:%S")
+                    .unwrap()
+                    .and_utc()
+                    .timestamp();
             assert_eq!(parse_utc_fast(s), Some(slow), "{s}");
             assert_eq!(parse_timestamp(s, tz), Ok(slow), "{s}");
         }
-        for s in ["2023-02-29T00:00:00Z", "2024-13-01T00:00:00Z", "2024-01-01T24:00:00Z", "2024-01-01T00:60:00Z", "2024-01-01 00:00:00Z", "2024-01-01T00:00:0xZ", "+024-01-01T00:00:00Z"] {
+        for s in [
+            "2023-02-29T00:00:00Z",
+            "2024-13-01T00:00:00Z",
+            "2024-01-01T24:00:00Z",
+            "2024-01-01T00:60:00Z",
+            "2024-01-01 00:00:00Z",
+            "2024-01-01T00:00:0xZ",
+            "+024-01-01T00:00:00Z",
+        ] {
             assert_eq!(parse_utc_fast(s), None, "{s}");
         }
         // Leap seconds and other shapes still take the general path.
@@ -469,20 +574,35 @@ mod tests {
     }
 
     fn ctx() -> ParseContext {
-        ParseContext::new(chrono_tz::Asia::Kolkata, "INR".into(), chrono::Utc::now().timestamp(), 1)
+        ParseContext::new(
+            chrono_tz::Asia::Kolkata,
+            "INR".into(),
+            chrono::Utc::now().timestamp(),
+            1,
+        )
     }
 
     #[test]
     fn timestamps_in_all_three_forms() {
         let tz = chrono_tz::Asia::Kolkata;
         assert_eq!(parse_timestamp("2024-01-01T00:00:00Z", tz), Ok(1704067200));
-        assert_eq!(parse_timestamp("2024-01-01T05:30:00+05:30", tz), Ok(1704067200));
+        assert_eq!(
+            parse_timestamp("2024-01-01T05:30:00+05:30", tz),
+            Ok(1704067200)
+        );
         assert_eq!(parse_timestamp("2024-01-01 05:30:00", tz), Ok(1704067200));
-        assert_eq!(parse_timestamp("2024-01-01", chrono_tz::UTC), Ok(1704067200));
+        assert_eq!(
+            parse_timestamp("2024-01-01", chrono_tz::UTC),
+            Ok(1704067200)
+        );
         assert!(parse_timestamp("2024-13-01", tz).is_err());
         assert!(parse_timestamp("yesterday", tz).is_err());
         // 02:30 on 2024-03-10 does not exist in New York.
-        assert!(parse_timestamp("2024-03-10 02:30:00", chrono_tz::America::New_York).unwrap_err().contains("gap"));
+        assert!(
+            parse_timestamp("2024-03-10 02:30:00", chrono_tz::America::New_York)
+                .unwrap_err()
+                .contains("gap")
+        );
     }
 
     #[test]
@@ -493,7 +613,15 @@ mod tests {
         for bad in ["", "skin type", "tier!", "größe", "a.b", &"k".repeat(65)] {
             assert!(!is_attribute_key(bad), "{bad}");
         }
-        for s in ["", "gold", "say \"hi\"", "back\\slash", "line\nbreak\ttab\r", "\u{1}\u{1f}\u{7f}", "ünïcödé ✓ \u{2028}"] {
+        for s in [
+            "",
+            "gold",
+            "say \"hi\"",
+            "back\\slash",
+            "line\nbreak\ttab\r",
+            "\u{1}\u{1f}\u{7f}",
+            "ünïcödé ✓ \u{2028}",
+        ] {
             let mut out = String::new();
             push_json_string(&mut out, s);
             assert_eq!(serde_json::from_str::<String>(&out).unwrap(), s, "{out}");
@@ -504,17 +632,43 @@ mod tests {
     #[test]
     fn fields_parse_or_say_why() {
         let c = ctx();
-        assert_eq!(parse_field(Kind::Bool(false), "Yes", &c), Ok(Val::Bool(true)));
+        assert_eq!(
+            parse_field(Kind::Bool(false), "Yes", &c),
+            Ok(Val::Bool(true))
+        );
         assert_eq!(parse_field(Kind::Bool(true), "", &c), Ok(Val::Bool(true)));
         assert!(parse_field(Kind::Bool(false), "maybe", &c).is_err());
-        assert_eq!(parse_field(Kind::Count, "-2", &c), Err("must not be negative".into()));
-        assert_eq!(parse_field(Kind::Money, "12.5", &c), Ok(Val::Real(Some(12.5))));
+        assert_eq!(
+            parse_field(Kind::Count, "-2", &c),
+            Err("must not be negative".into())
+        );
+        assert_eq!(
+            parse_field(Kind::Money, "12.5", &c),
+            Ok(Val::Real(Some(12.5)))
+        );
         assert!(parse_field(Kind::Money, "NaN", &c).is_err());
-        assert_eq!(parse_field(Kind::Status, "", &c), Ok(Val::Text(Some("completed".into()))));
-        assert!(parse_field(Kind::Status, "shipped", &c).unwrap_err().contains("unknown status"));
-        assert!(parse_field(Kind::EventType, "click", &c).unwrap_err().contains("unknown event type"));
-        assert_eq!(parse_field(Kind::Currency, "", &c), Ok(Val::Text(Some("INR".into()))));
-        assert_eq!(parse_field(Kind::Phone, "+91 98765-43210", &c), Ok(Val::Text(Some("+919876543210".into()))));
+        assert_eq!(
+            parse_field(Kind::Status, "", &c),
+            Ok(Val::Text(Some("completed".into())))
+        );
+        assert!(
+            parse_field(Kind::Status, "shipped", &c)
+                .unwrap_err()
+                .contains("unknown status")
+        );
+        assert!(
+            parse_field(Kind::EventType, "click", &c)
+                .unwrap_err()
+                .contains("unknown event type")
+        );
+        assert_eq!(
+            parse_field(Kind::Currency, "", &c),
+            Ok(Val::Text(Some("INR".into())))
+        );
+        assert_eq!(
+            parse_field(Kind::Phone, "+91 98765-43210", &c),
+            Ok(Val::Text(Some("+919876543210".into())))
+        );
         assert!(parse_field(Kind::Email, "not-an-email", &c).is_err());
         assert!(parse_field(Kind::Timezone, "Mars/Base", &c).is_err());
     }
@@ -522,26 +676,70 @@ mod tests {
     #[test]
     fn values_outside_their_bounds_are_refused() {
         let c = ctx();
-        assert_eq!(parse_field(Kind::Money, "1000000000", &c), Ok(Val::Real(Some(1e9))));
+        assert_eq!(
+            parse_field(Kind::Money, "1000000000", &c),
+            Ok(Val::Real(Some(1e9)))
+        );
         for bad in ["1000000000.01", "1e308", "1e10"] {
-            assert_eq!(parse_field(Kind::Money, bad, &c), Err("over the maximum amount of 1000000000".into()), "{bad}");
+            assert_eq!(
+                parse_field(Kind::Money, bad, &c),
+                Err("over the maximum amount of 1000000000".into()),
+                "{bad}"
+            );
         }
-        assert_eq!(parse_field(Kind::Count, "1000000", &c), Ok(Val::Int(Some(1_000_000))));
-        assert_eq!(parse_field(Kind::Count, "1000001", &c), Err("over the maximum quantity of 1000000".into()));
-        assert_eq!(parse_field(Kind::Timestamp, "1970-01-01T00:00:00Z", &c), Ok(Val::Int(Some(0))));
-        assert_eq!(parse_field(Kind::Timestamp, "1969-12-31T23:59:59Z", &c), Err("before 1970-01-01".into()));
-        assert_eq!(parse_field(Kind::Timestamp, "0001-01-01", &c), Err("before 1970-01-01".into()));
+        assert_eq!(
+            parse_field(Kind::Count, "1000000", &c),
+            Ok(Val::Int(Some(1_000_000)))
+        );
+        assert_eq!(
+            parse_field(Kind::Count, "1000001", &c),
+            Err("over the maximum quantity of 1000000".into())
+        );
+        assert_eq!(
+            parse_field(Kind::Timestamp, "1970-01-01T00:00:00Z", &c),
+            Ok(Val::Int(Some(0)))
+        );
+        assert_eq!(
+            parse_field(Kind::Timestamp, "1969-12-31T23:59:59Z", &c),
+            Err("before 1970-01-01".into())
+        );
+        assert_eq!(
+            parse_field(Kind::Timestamp, "0001-01-01", &c),
+            Err("before 1970-01-01".into())
+        );
         let err = parse_field(Kind::Timestamp, "9999-12-31", &c).unwrap_err();
-        assert_eq!(err, "more than 1 day(s) in the future (import.max_future_days)");
-        let tomorrow = (chrono::Utc::now() + chrono::Duration::hours(23)).format("%Y-%m-%dT%H:%M:%SZ").to_string();
+        assert_eq!(
+            err,
+            "more than 1 day(s) in the future (import.max_future_days)"
+        );
+        let tomorrow = (chrono::Utc::now() + chrono::Duration::hours(23))
+            .format("%Y-%m-%dT%H:%M:%SZ")
+            .to_string();
         assert!(parse_field(Kind::Timestamp, &tomorrow, &c).is_ok());
-        let later = (chrono::Utc::now() + chrono::Duration::hours(25)).format("%Y-%m-%dT%H:%M:%SZ").to_string();
+        let later = (chrono::Utc::now() + chrono::Duration::hours(25))
+            .format("%Y-%m-%dT%H:%M:%SZ")
+            .to_string();
         assert!(parse_field(Kind::Timestamp, &later, &c).is_err());
         // A wider bound from the setting.
-        let week = ParseContext::new(chrono_tz::UTC, "INR".into(), chrono::Utc::now().timestamp(), 7);
+        let week = ParseContext::new(
+            chrono_tz::UTC,
+            "INR".into(),
+            chrono::Utc::now().timestamp(),
+            7,
+        );
         assert!(parse_field(Kind::Timestamp, &later, &week).is_ok());
-        for kind in [Kind::Id, Kind::Text, Kind::Email, Kind::Timestamp, Kind::Money] {
-            assert_eq!(parse_field(kind, "a\0b", &c), Err(NUL_BYTE.into()), "{kind:?}");
+        for kind in [
+            Kind::Id,
+            Kind::Text,
+            Kind::Email,
+            Kind::Timestamp,
+            Kind::Money,
+        ] {
+            assert_eq!(
+                parse_field(kind, "a\0b", &c),
+                Err(NUL_BYTE.into()),
+                "{kind:?}"
+            );
         }
     }
 }

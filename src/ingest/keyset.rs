@@ -92,7 +92,11 @@ impl KeySet {
         debug_assert!(self.get(key).is_none());
         if (self.len + 1) * 100 > self.slots.len() * MAX_LOAD_PERCENT {
             // Double while small; past that grow by half, bounding the moment both tables exist.
-            let grown = if self.slots.len() < 1 << 22 { self.len * 2 } else { self.len + self.len / 2 };
+            let grown = if self.slots.len() < 1 << 22 {
+                self.len * 2
+            } else {
+                self.len + self.len / 2
+            };
             self.reserve(grown.max(1024));
         }
         self.put(Self::stored(key), pack(first));
@@ -149,7 +153,13 @@ pub struct Dedup {
 
 impl Default for Dedup {
     fn default() -> Self {
-        Self { sorted: true, firsts: Vec::new(), listed: SortedKeys::default(), set: KeySet::new(), expected: 0 }
+        Self {
+            sorted: true,
+            firsts: Vec::new(),
+            listed: SortedKeys::default(),
+            set: KeySet::new(),
+            expected: 0,
+        }
     }
 }
 
@@ -190,7 +200,11 @@ impl Dedup {
                 Some(Greater) => return None,
                 // The previous key's first occurrence is the last one listed.
                 Some(Equal) => {
-                    return self.firsts.last().filter(|s| s.key == KeySet::stored(key)).map(|s| unpack(s.first));
+                    return self
+                        .firsts
+                        .last()
+                        .filter(|s| s.key == KeySet::stored(key))
+                        .map(|s| unpack(s.first));
                 }
                 Some(Less) | None => self.unsort(),
             }
@@ -201,7 +215,10 @@ impl Dedup {
     /// Adds `key`, which [`Self::get`] just reported absent.
     pub fn insert(&mut self, key: u64, first: First) {
         if self.sorted {
-            self.firsts.push(Slot { key: KeySet::stored(key), first: pack(first) });
+            self.firsts.push(Slot {
+                key: KeySet::stored(key),
+                first: pack(first),
+            });
         } else {
             self.set.insert(key, first);
         }
@@ -211,7 +228,8 @@ impl Dedup {
     fn unsort(&mut self) {
         self.sorted = false;
         self.listed = SortedKeys::from_list(std::mem::take(&mut self.firsts));
-        self.set.reserve(self.expected.saturating_sub(self.listed.len()));
+        self.set
+            .reserve(self.expected.saturating_sub(self.listed.len()));
     }
 }
 
@@ -220,7 +238,10 @@ fn pack(first: First) -> u64 {
 }
 
 fn unpack(first: u64) -> First {
-    First { content: (first >> 32) as u32, line: first as u32 }
+    First {
+        content: (first >> 32) as u32,
+        line: first as u32,
+    }
 }
 
 /// Keys sorted by hash, found by binary search within a bucket of about
@@ -276,7 +297,10 @@ impl SortedKeys {
         let key = KeySet::stored(key);
         let b = self.bucket_of(key)?;
         let bucket = &self.slots[self.starts[b]..self.starts[b + 1]];
-        bucket.binary_search_by_key(&key, |s| s.key).ok().map(|i| unpack(bucket[i].first))
+        bucket
+            .binary_search_by_key(&key, |s| s.key)
+            .ok()
+            .map(|i| unpack(bucket[i].first))
     }
 
     #[inline]
@@ -344,20 +368,56 @@ mod tests {
             }
             let k = mix(i);
             assert!(s.get(k).is_none());
-            s.insert(k, First { content: i as u32 ^ 0xabcd, line: i as u32 + 2 });
+            s.insert(
+                k,
+                First {
+                    content: i as u32 ^ 0xabcd,
+                    line: i as u32 + 2,
+                },
+            );
         }
         assert_eq!(s.len(), n as usize);
         for i in (0..n).step_by(7).chain([0, n - 1]) {
-            assert_eq!(s.get(mix(i)), Some(First { content: i as u32 ^ 0xabcd, line: i as u32 + 2 }));
+            assert_eq!(
+                s.get(mix(i)),
+                Some(First {
+                    content: i as u32 ^ 0xabcd,
+                    line: i as u32 + 2
+                })
+            );
         }
         for i in n..n + 10_000 {
             assert_eq!(s.get(mix(i)), None);
         }
         // Extreme keys: the last slot wraps around; 0 is stored as 1.
-        s.insert(u64::MAX, First { content: 2, line: 2 });
-        s.insert(0, First { content: 1, line: 1 });
-        assert_eq!(s.get(0), Some(First { content: 1, line: 1 }));
-        assert_eq!(s.get(u64::MAX), Some(First { content: 2, line: 2 }));
+        s.insert(
+            u64::MAX,
+            First {
+                content: 2,
+                line: 2,
+            },
+        );
+        s.insert(
+            0,
+            First {
+                content: 1,
+                line: 1,
+            },
+        );
+        assert_eq!(
+            s.get(0),
+            Some(First {
+                content: 1,
+                line: 1
+            })
+        );
+        assert_eq!(
+            s.get(u64::MAX),
+            Some(First {
+                content: 2,
+                line: 2
+            })
+        );
         assert!(s.len * 100 <= s.slots.len() * MAX_LOAD_PERCENT);
     }
 
@@ -366,7 +426,10 @@ mod tests {
     #[test]
     fn dedup_finds_repeats_sorted_and_after_the_order_breaks() {
         use std::cmp::Ordering::*;
-        let f = |line: u32| First { content: line * 10, line };
+        let f = |line: u32| First {
+            content: line * 10,
+            line,
+        };
         let mut d = Dedup::new();
         d.expect(100);
         for k in [1u64, 2, 3] {
@@ -374,17 +437,36 @@ mod tests {
             d.insert(mix(k), f(k as u32));
         }
         assert!(d.sorted());
-        assert_eq!(d.get(mix(3), Some(Equal)), Some(f(3)), "a repeat of the previous key");
-        assert!(d.sorted() && d.set.slots.is_empty(), "no table while sorted");
+        assert_eq!(
+            d.get(mix(3), Some(Equal)),
+            Some(f(3)),
+            "a repeat of the previous key"
+        );
+        assert!(
+            d.sorted() && d.set.slots.is_empty(),
+            "no table while sorted"
+        );
         // Key 2 again, after 3: out of order; the table must know 1, 2 and 3.
         assert_eq!(d.get(mix(2), Some(Less)), Some(f(2)));
         assert!(!d.sorted());
         assert_eq!(d.get(mix(1), None), Some(f(1)));
-        assert_eq!(d.get(mix(4), Some(Greater)), None, "the order no longer matters");
+        assert_eq!(
+            d.get(mix(4), Some(Greater)),
+            None,
+            "the order no longer matters"
+        );
         d.insert(mix(4), f(4));
         assert_eq!(d.get(mix(4), None), Some(f(4)));
-        assert_eq!(d.get(mix(3), Some(Greater)), Some(f(3)), "a repeat found though its key compares greater");
-        assert_eq!(d.set.len(), 1, "the table holds only the key first seen after the break");
+        assert_eq!(
+            d.get(mix(3), Some(Greater)),
+            Some(f(3)),
+            "a repeat found though its key compares greater"
+        );
+        assert_eq!(
+            d.set.len(),
+            1,
+            "the table holds only the key first seen after the break"
+        );
     }
 
     /// A long sorted stretch that breaks late: every listed key is still found (by the
@@ -393,7 +475,10 @@ mod tests {
     #[test]
     fn a_late_break_keeps_the_listed_keys_out_of_the_table() {
         use std::cmp::Ordering::*;
-        let f = |i: u64| First { content: (i as u32).wrapping_mul(7), line: i as u32 + 2 };
+        let f = |i: u64| First {
+            content: (i as u32).wrapping_mul(7),
+            line: i as u32 + 2,
+        };
         let (listed, after) = (200_000u64, 5_000u64);
         let mut d = Dedup::new();
         d.expect((listed + after) as usize);
@@ -417,9 +502,17 @@ mod tests {
             assert_eq!(d.get(key(i), None), None, "key {i} is new");
             d.insert(key(i), f(i));
         }
-        assert_eq!(d.set.len(), after as usize, "only keys after the break are in the table");
+        assert_eq!(
+            d.set.len(),
+            after as usize,
+            "only keys after the break are in the table"
+        );
         assert_eq!(d.listed.len(), listed as usize);
-        for i in (0..listed + after).step_by(3).chain([0, 1, listed - 1, listed, listed + after - 1]) {
+        for i in
+            (0..listed + after)
+                .step_by(3)
+                .chain([0, 1, listed - 1, listed, listed + after - 1])
+        {
             d.prefetch(key(i));
             assert_eq!(d.get(key(i), None), Some(f(i)), "key {i} was seen");
         }
@@ -428,12 +521,36 @@ mod tests {
         }
         // A 64-bit collision in the list keeps the earliest line.
         let sk = SortedKeys::from_list(vec![
-            Slot { key: 5, first: pack(First { content: 1, line: 9 }) },
-            Slot { key: 5, first: pack(First { content: 2, line: 3 }) },
-            Slot { key: 4, first: pack(First { content: 3, line: 4 }) },
+            Slot {
+                key: 5,
+                first: pack(First {
+                    content: 1,
+                    line: 9,
+                }),
+            },
+            Slot {
+                key: 5,
+                first: pack(First {
+                    content: 2,
+                    line: 3,
+                }),
+            },
+            Slot {
+                key: 4,
+                first: pack(First {
+                    content: 3,
+                    line: 4,
+                }),
+            },
         ]);
         assert_eq!(sk.len(), 2);
-        assert_eq!(sk.get(5), Some(First { content: 2, line: 3 }));
+        assert_eq!(
+            sk.get(5),
+            Some(First {
+                content: 2,
+                line: 3
+            })
+        );
         assert_eq!(sk.get(4).map(|f| f.line), Some(4));
         assert_eq!(sk.get(6), None);
         assert_eq!(SortedKeys::default().get(6), None, "an empty list answers");
@@ -444,7 +561,13 @@ mod tests {
         let mut s = KeySet::new();
         s.reserve(10);
         for k in (0..8).map(|i| u64::MAX - i) {
-            s.insert(k, First { content: 0, line: k as u32 });
+            s.insert(
+                k,
+                First {
+                    content: 0,
+                    line: k as u32,
+                },
+            );
         }
         for k in (0..8).map(|i| u64::MAX - i) {
             assert_eq!(s.get(k).map(|f| f.line), Some(k as u32));

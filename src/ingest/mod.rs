@@ -27,7 +27,10 @@ use serde::Serialize;
 use sqlx::AssertSqlSafe;
 
 use crate::db::{Backend, Db, Tx, Val};
-use contract::{ATTRIBUTES_COLUMN, FILES, FileSpec, MAX_ATTRIBUTE_CHARS, MAX_ATTRIBUTE_COLUMNS, MAX_FIELD_BYTES, NUL_BYTE, ParseContext, Ref, parse_field};
+use contract::{
+    ATTRIBUTES_COLUMN, FILES, FileSpec, MAX_ATTRIBUTE_CHARS, MAX_ATTRIBUTE_COLUMNS,
+    MAX_FIELD_BYTES, NUL_BYTE, ParseContext, Ref, parse_field,
+};
 use keyset::{Dedup, First, HashIds};
 
 #[derive(Debug, Clone)]
@@ -66,7 +69,11 @@ impl std::fmt::Display for RowError {
         if value.len() < self.value.len() {
             value.push('…');
         }
-        write!(f, "{}:{}: column `{}`, value {:?}: {}", self.file, self.line, self.column, value, self.reason)
+        write!(
+            f,
+            "{}:{}: column `{}`, value {:?}: {}",
+            self.file, self.line, self.column, value, self.reason
+        )
     }
 }
 
@@ -131,13 +138,29 @@ impl ImportReport {
     pub fn summary(&self) -> String {
         let mut s = String::new();
         use std::fmt::Write;
-        let _ = writeln!(s, "import {} from {} ({:.1} s)", self.status, self.source, self.elapsed_secs);
-        let _ = writeln!(s, "{:<18} {:>12} {:>12} {:>12} {:>10} {:>10}", "file", "read", "valid", "written", "dupes", "rejected");
+        let _ = writeln!(
+            s,
+            "import {} from {} ({:.1} s)",
+            self.status, self.source, self.elapsed_secs
+        );
+        let _ = writeln!(
+            s,
+            "{:<18} {:>12} {:>12} {:>12} {:>10} {:>10}",
+            "file", "read", "valid", "written", "dupes", "rejected"
+        );
         for f in &self.files {
-            let _ = writeln!(s, "{:<18} {:>12} {:>12} {:>12} {:>10} {:>10}", f.file, f.rows_read, f.rows_valid, f.rows_written, f.duplicates, f.rows_rejected);
+            let _ = writeln!(
+                s,
+                "{:<18} {:>12} {:>12} {:>12} {:>10} {:>10}",
+                f.file, f.rows_read, f.rows_valid, f.rows_written, f.duplicates, f.rows_rejected
+            );
         }
         let rate = self.rows_read() as f64 / self.elapsed_secs.max(1e-9);
-        let _ = writeln!(s, "customers created from orders/sessions/events: {}", self.customers_created);
+        let _ = writeln!(
+            s,
+            "customers created from orders/sessions/events: {}",
+            self.customers_created
+        );
         let _ = writeln!(s, "{} rows read, {:.0} rows/s", self.rows_read(), rate);
         for n in &self.notes {
             let _ = writeln!(s, "{n}");
@@ -146,7 +169,16 @@ impl ImportReport {
             let _ = writeln!(s, "warning: {w}");
         }
         if self.error_count > 0 {
-            let _ = writeln!(s, "{} problem(s){}:", self.error_count, if self.error_count as usize > self.errors.len() { format!(", first {} shown", self.errors.len()) } else { String::new() });
+            let _ = writeln!(
+                s,
+                "{} problem(s){}:",
+                self.error_count,
+                if self.error_count as usize > self.errors.len() {
+                    format!(", first {} shown", self.errors.len())
+                } else {
+                    String::new()
+                }
+            );
             for e in &self.errors {
                 let _ = writeln!(s, "  {e}");
             }
@@ -166,7 +198,10 @@ pub enum ImportError {
     #[error("import rejected: {} problem(s) found, nothing was imported", .0.error_count)]
     Rejected(Box<ImportReport>),
     #[error("cannot read {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("database error during import: {0}")]
     Db(#[from] sqlx::Error),
 }
@@ -221,7 +256,9 @@ fn event_digest(vals: &[Val]) -> String {
         };
         for byte in text.bytes().chain(std::iter::once(0x1f)) {
             a = (a ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3);
-            b = (b ^ u64::from(byte)).wrapping_mul(0x100_0000_01b3).rotate_left(5);
+            b = (b ^ u64::from(byte))
+                .wrapping_mul(0x100_0000_01b3)
+                .rotate_left(5);
         }
     }
     format!("h:{a:016x}{b:016x}")
@@ -248,11 +285,24 @@ struct State<'a> {
 }
 
 impl State<'_> {
-    fn error(&mut self, file: &str, line: u64, column: &str, value: &str, reason: impl Into<String>) {
+    fn error(
+        &mut self,
+        file: &str,
+        line: u64,
+        column: &str,
+        value: &str,
+        reason: impl Into<String>,
+    ) {
         self.error_count += 1;
         if self.errors.len() < self.opts.max_errors {
             // Values and header names are the input's own text: never more than a clipped field.
-            self.errors.push(RowError { file: file.to_string(), line, column: clip(column), value: clip(value), reason: reason.into() });
+            self.errors.push(RowError {
+                file: file.to_string(),
+                line,
+                column: clip(column),
+                value: clip(value),
+                reason: reason.into(),
+            });
         }
     }
 
@@ -286,7 +336,13 @@ pub async fn import_dir(db: &Db, opts: &ImportOptions) -> Result<ImportReport, I
 
 /// The audit row for an import that stopped on an error (best effort: the database may be
 /// what failed).
-async fn record_failure(db: &Db, opts: &ImportOptions, started: Instant, started_at: chrono::DateTime<chrono::Utc>, error: &ImportError) {
+async fn record_failure(
+    db: &Db,
+    opts: &ImportOptions,
+    started: Instant,
+    started_at: chrono::DateTime<chrono::Utc>,
+    error: &ImportError,
+) {
     let report = ImportReport {
         import_id: None,
         source: opts.dir.display().to_string(),
@@ -325,14 +381,21 @@ fn open_input(path: &Path, follow_symlinks: bool) -> Result<Option<File>, String
     };
     let meta = if meta.file_type().is_symlink() {
         if !follow_symlinks {
-            return Err("is a symbolic link, not read (set import.follow_symlinks = true to follow links)".into());
+            return Err(
+                "is a symbolic link, not read (set import.follow_symlinks = true to follow links)"
+                    .into(),
+            );
         }
-        std::fs::metadata(path).map_err(|e| format!("is a symbolic link whose target cannot be read: {e}"))?
+        std::fs::metadata(path)
+            .map_err(|e| format!("is a symbolic link whose target cannot be read: {e}"))?
     } else {
         meta
     };
     if !meta.is_file() {
-        return Err(format!("is {}, not a regular file", file_kind(&meta.file_type())));
+        return Err(format!(
+            "is {}, not a regular file",
+            file_kind(&meta.file_type())
+        ));
     }
     let mut options = std::fs::OpenOptions::new();
     options.read(true);
@@ -343,10 +406,17 @@ fn open_input(path: &Path, follow_symlinks: bool) -> Result<Option<File>, String
         use std::os::unix::fs::OpenOptionsExt;
         options.custom_flags(libc::O_NONBLOCK | if follow_symlinks { 0 } else { libc::O_NOFOLLOW });
     }
-    let file = options.open(path).map_err(|e| format!("cannot open the file: {e}"))?;
-    let opened = file.metadata().map_err(|e| format!("cannot read the file: {e}"))?;
+    let file = options
+        .open(path)
+        .map_err(|e| format!("cannot open the file: {e}"))?;
+    let opened = file
+        .metadata()
+        .map_err(|e| format!("cannot read the file: {e}"))?;
     if !opened.is_file() {
-        return Err(format!("is {}, not a regular file", file_kind(&opened.file_type())));
+        return Err(format!(
+            "is {}, not a regular file",
+            file_kind(&opened.file_type())
+        ));
     }
     Ok(Some(file))
 }
@@ -365,10 +435,21 @@ fn file_kind(t: &std::fs::FileType) -> &'static str {
             return "a socket";
         }
     }
-    if t.is_dir() { "a directory" } else if t.is_symlink() { "a symbolic link" } else { "not a regular file" }
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_symlink() {
+        "a symbolic link"
+    } else {
+        "not a regular file"
+    }
 }
 
-async fn import_attempt(db: &Db, opts: &ImportOptions, started: Instant, started_at: chrono::DateTime<chrono::Utc>) -> Result<ImportReport, ImportError> {
+async fn import_attempt(
+    db: &Db,
+    opts: &ImportOptions,
+    started: Instant,
+    started_at: chrono::DateTime<chrono::Utc>,
+) -> Result<ImportReport, ImportError> {
     let stamp = started_at.format("%Y%m%dT%H%M%S%.3fZ").to_string();
     let report_folder = opts.report_dir.join(format!("import-{stamp}"));
     let mut state = State {
@@ -395,14 +476,20 @@ async fn import_attempt(db: &Db, opts: &ImportOptions, started: Instant, started
         });
     }
     let mut entries: Vec<String> = std::fs::read_dir(&opts.dir)
-        .map_err(|source| ImportError::Io { path: opts.dir.display().to_string(), source })?
+        .map_err(|source| ImportError::Io {
+            path: opts.dir.display().to_string(),
+            source,
+        })?
         .filter_map(|e| e.ok())
         .filter_map(|e| e.file_name().into_string().ok())
         .collect();
     entries.sort();
     for name in &entries {
         if name.ends_with(".csv") && contract::spec(name).is_none() {
-            warnings.push(format!("{}: not part of the import contract, ignored", clip(name)));
+            warnings.push(format!(
+                "{}: not part of the import contract, ignored",
+                clip(name)
+            ));
         }
     }
     // Every contract file is checked before the database is touched.
@@ -435,7 +522,16 @@ async fn import_attempt(db: &Db, opts: &ImportOptions, started: Instant, started
     let result: Result<(), ImportError> = async {
         for (spec, file) in inputs {
             let path = opts.dir.join(spec.file);
-            let stats = import_file(&mut tx, &mut state, tuning.as_ref(), spec, &path, file, &mut warnings).await?;
+            let stats = import_file(
+                &mut tx,
+                &mut state,
+                tuning.as_ref(),
+                spec,
+                &path,
+                file,
+                &mut warnings,
+            )
+            .await?;
             files.push(stats);
         }
         Ok(())
@@ -462,7 +558,12 @@ async fn import_attempt(db: &Db, opts: &ImportOptions, started: Instant, started
         .filter(|f| !f.attribute_columns.is_empty())
         .map(|f| {
             let n = f.attribute_columns.len();
-            format!("{}: {n} extra column{} kept as attributes: {}", f.file, if n == 1 { "" } else { "s" }, f.attribute_columns.join(", "))
+            format!(
+                "{}: {n} extra column{} kept as attributes: {}",
+                f.file,
+                if n == 1 { "" } else { "s" },
+                f.attribute_columns.join(", ")
+            )
         })
         .collect();
     let mut report = ImportReport {
@@ -480,7 +581,9 @@ async fn import_attempt(db: &Db, opts: &ImportOptions, started: Instant, started
         rejected_dir: state.rejected_any.then(|| state.rejected_dir.clone()),
         elapsed_secs: 0.0,
         failure: None,
-        sqlite_journal: journal.as_ref().map(|j| if j.is_some() { "rollback" } else { "wal" }.to_string()),
+        sqlite_journal: journal
+            .as_ref()
+            .map(|j| if j.is_some() { "rollback" } else { "wal" }.to_string()),
     };
     for w in &report.warnings {
         tracing::warn!("{w}");
@@ -513,7 +616,11 @@ async fn import_attempt(db: &Db, opts: &ImportOptions, started: Instant, started
         own.close().await;
     }
     report.report_path = write_report(&report_folder, &report);
-    if status_ok { Ok(report) } else { Err(ImportError::Rejected(Box::new(report))) }
+    if status_ok {
+        Ok(report)
+    } else {
+        Err(ImportError::Rejected(Box::new(report)))
+    }
 }
 
 /// PostgreSQL plans from table statistics, which a bulk load leaves stale until autovacuum
@@ -534,14 +641,23 @@ async fn analyze_loaded(db: &Db, report: &ImportReport) {
     }
     for table in tables {
         let started = Instant::now();
-        match sqlx::query(AssertSqlSafe(format!("ANALYZE {}", quote_ident(table)))).execute(pool).await {
+        match sqlx::query(AssertSqlSafe(format!("ANALYZE {}", quote_ident(table))))
+            .execute(pool)
+            .await
+        {
             Ok(_) => tracing::debug!(table, secs = started.elapsed().as_secs_f64(), "analyzed"),
-            Err(e) => tracing::warn!(table, error = %e, "ANALYZE after the import failed; query plans may be poor until autovacuum analyzes it"),
+            Err(e) => {
+                tracing::warn!(table, error = %e, "ANALYZE after the import failed; query plans may be poor until autovacuum analyzes it")
+            }
         }
     }
 }
 
-async fn record_import(tx: &mut Tx, report: &ImportReport, started_at: i64) -> Result<i64, sqlx::Error> {
+async fn record_import(
+    tx: &mut Tx,
+    report: &ImportReport,
+    started_at: i64,
+) -> Result<i64, sqlx::Error> {
     let mut details = serde_json::json!({ "files": report.files, "customers_created": report.customers_created, "warnings": report.warnings, "notes": report.notes });
     if let Some(failure) = &report.failure {
         details["failure"] = failure.as_str().into();
@@ -561,7 +677,8 @@ async fn record_import(tx: &mut Tx, report: &ImportReport, started_at: i64) -> R
         Val::Text(Some(details.to_string())),
     ];
     tx.execute(sql, &vals).await?;
-    tx.fetch_i64("SELECT MAX(import_id) FROM imports", &[]).await
+    tx.fetch_i64("SELECT MAX(import_id) FROM imports", &[])
+        .await
 }
 
 fn write_report(folder: &Path, report: &ImportReport) -> Option<PathBuf> {
@@ -598,14 +715,20 @@ async fn import_file(
     warnings: &mut Vec<String>,
 ) -> Result<FileStats, ImportError> {
     let started = Instant::now();
-    let io_err = |source| ImportError::Io { path: path.display().to_string(), source };
+    let io_err = |source| ImportError::Io {
+        path: path.display().to_string(),
+        source,
+    };
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(false)
         .flexible(true)
         .buffer_capacity(1 << 20)
         .from_reader(BufReader::with_capacity(1 << 20, file));
-    let mut stats = FileStats { file: spec.file.to_string(), ..Default::default() };
+    let mut stats = FileStats {
+        file: spec.file.to_string(),
+        ..Default::default()
+    };
     let bar = progress_bar(state.opts.progress, size, spec.file);
 
     // Header.
@@ -634,14 +757,30 @@ async fn import_file(
         let name = match std::str::from_utf8(raw) {
             Ok(n) => n.trim().trim_start_matches('\u{feff}').to_string(),
             Err(_) => {
-                state.error(spec.file, 1, &format!("#{}", idx + 1), &String::from_utf8_lossy(raw), "header is not valid UTF-8");
+                state.error(
+                    spec.file,
+                    1,
+                    &format!("#{}", idx + 1),
+                    &String::from_utf8_lossy(raw),
+                    "header is not valid UTF-8",
+                );
                 header_ok = false;
                 continue;
             }
         };
-        match spec.columns.iter().position(|c| c.name.eq_ignore_ascii_case(&name)) {
+        match spec
+            .columns
+            .iter()
+            .position(|c| c.name.eq_ignore_ascii_case(&name))
+        {
             Some(ci) if positions[ci].is_some() => {
-                state.error(spec.file, 1, &name, &name, "column appears twice in the header");
+                state.error(
+                    spec.file,
+                    1,
+                    &name,
+                    &name,
+                    "column appears twice in the header",
+                );
                 header_ok = false;
             }
             Some(ci) => positions[ci] = Some(idx),
@@ -653,11 +792,21 @@ async fn import_file(
                 }
                 let key = name.to_ascii_lowercase();
                 if !contract::is_attribute_key(&name) {
-                    let reason = if name.is_empty() { "extra column without a name (it would be kept as an attribute)" } else { "not a valid attribute name (1 to 64 letters, digits, `_` or `-`)" };
+                    let reason = if name.is_empty() {
+                        "extra column without a name (it would be kept as an attribute)"
+                    } else {
+                        "not a valid attribute name (1 to 64 letters, digits, `_` or `-`)"
+                    };
                     state.error(spec.file, 1, &name, &name, reason);
                     header_ok = false;
                 } else if !extra_keys.insert(key.clone()) {
-                    state.error(spec.file, 1, &name, &name, "column appears twice in the header");
+                    state.error(
+                        spec.file,
+                        1,
+                        &name,
+                        &name,
+                        "column appears twice in the header",
+                    );
                     header_ok = false;
                 } else {
                     extras.push((key, name, idx));
@@ -672,20 +821,41 @@ async fn import_file(
         }
     }
     if extra_count > MAX_ATTRIBUTE_COLUMNS {
-        let reason = format!("{extra_count} extra columns, over the limit of {MAX_ATTRIBUTE_COLUMNS} kept as customer attributes (remove the columns not needed)");
+        let reason = format!(
+            "{extra_count} extra columns, over the limit of {MAX_ATTRIBUTE_COLUMNS} kept as customer attributes (remove the columns not needed)"
+        );
         state.error(spec.file, 1, "", &extra_count.to_string(), reason);
         header_ok = false;
     }
     // One line per file, however many columns.
     if stats.unknown_column_count > 0 {
         let n = stats.unknown_column_count;
-        let names: Vec<String> = stats.unknown_columns.iter().map(|c| format!("`{c}`")).collect();
-        let more = if n > names.len() as u64 { format!(", … (first {} shown)", names.len()) } else { String::new() };
-        warnings.push(format!("{}: {n} unknown column{} ignored: {}{more}", spec.file, if n == 1 { "" } else { "s" }, names.join(", ")));
+        let names: Vec<String> = stats
+            .unknown_columns
+            .iter()
+            .map(|c| format!("`{c}`"))
+            .collect();
+        let more = if n > names.len() as u64 {
+            format!(", … (first {} shown)", names.len())
+        } else {
+            String::new()
+        };
+        warnings.push(format!(
+            "{}: {n} unknown column{} ignored: {}{more}",
+            spec.file,
+            if n == 1 { "" } else { "s" },
+            names.join(", ")
+        ));
     }
     for (ci, c) in spec.columns.iter().enumerate() {
         if c.required && positions[ci].is_none() {
-            state.error(spec.file, 1, c.name, "", "required column is missing from the header");
+            state.error(
+                spec.file,
+                1,
+                c.name,
+                "",
+                "required column is missing from the header",
+            );
             header_ok = false;
         }
     }
@@ -697,15 +867,29 @@ async fn import_file(
 
     // The table columns written: the present ones, plus the event key that is always derived.
     let always_key = spec.table == "events";
-    let present: Vec<usize> = (0..spec.columns.len()).filter(|&ci| positions[ci].is_some() || (always_key && spec.columns[ci].db == "event_key")).collect();
+    let present: Vec<usize> = (0..spec.columns.len())
+        .filter(|&ci| positions[ci].is_some() || (always_key && spec.columns[ci].db == "event_key"))
+        .collect();
     let mut db_cols: Vec<&'static str> = present.iter().map(|&ci| spec.columns[ci].db).collect();
     // The attributes object, when there are extra columns, is the last value of each row.
     let attributes = Attributes::new(extras);
     if !attributes.columns.is_empty() {
         db_cols.push(ATTRIBUTES_COLUMN);
     }
-    let key_idx: Vec<usize> = spec.key.iter().map(|k| db_cols.iter().position(|c| c == k).expect("key column present")).collect();
-    let customer_idx = db_cols.iter().position(|c| *c == "customer_id").filter(|_| spec.creates_customers);
+    let key_idx: Vec<usize> = spec
+        .key
+        .iter()
+        .map(|k| {
+            db_cols
+                .iter()
+                .position(|c| c == k)
+                .expect("key column present")
+        })
+        .collect();
+    let customer_idx = db_cols
+        .iter()
+        .position(|c| *c == "customer_id")
+        .filter(|_| spec.creates_customers);
 
     // PostgreSQL gets far larger chunks: sqlx 0.9 leaves Nagle's algorithm on, so a COPY can
     // wait ~40 ms for a delayed ACK at its end; fewer, larger COPYs mean fewer stalls.
@@ -730,11 +914,18 @@ async fn import_file(
     let parser = Parser {
         spec,
         rdr,
-        ctx: ParseContext::new(state.opts.tz, state.opts.currency.clone(), state.now, state.opts.max_future_days),
+        ctx: ParseContext::new(
+            state.opts.tz,
+            state.opts.currency.clone(),
+            state.now,
+            state.opts.max_future_days,
+        ),
         hasher: state.hasher.clone(),
         skip_invalid: state.opts.skip_invalid,
         positions,
-        event_key_idx: always_key.then(|| db_cols.iter().position(|c| *c == "event_key")).flatten(),
+        event_key_idx: always_key
+            .then(|| db_cols.iter().position(|c| *c == "event_key"))
+            .flatten(),
         prev_key: None,
         present,
         attributes,
@@ -764,7 +955,11 @@ async fn import_file(
         stats.rows_rejected += chunk.rejected;
         for note in chunk.notes {
             match note {
-                Note::Rejected { line, problems, raw } => {
+                Note::Rejected {
+                    line,
+                    problems,
+                    raw,
+                } => {
                     for (col, value, reason) in problems {
                         state.error(spec.file, line, &col, &value, reason.clone());
                         if state.opts.skip_invalid {
@@ -772,7 +967,9 @@ async fn import_file(
                         }
                     }
                     if let Some(raw) = raw {
-                        rejected.write(&state.rejected_dir, line, &raw).map_err(io_err)?;
+                        rejected
+                            .write(&state.rejected_dir, line, &raw)
+                            .map_err(io_err)?;
                         state.rejected_any = true;
                     }
                 }
@@ -782,7 +979,19 @@ async fn import_file(
                 }
             }
         }
-        flush(tx, state, spec, &db_cols, customer_idx, pg.as_mut(), chunk.bound, chunk.batch, &mut stats, &mut rejected).await?;
+        flush(
+            tx,
+            state,
+            spec,
+            &db_cols,
+            customer_idx,
+            pg.as_mut(),
+            chunk.bound,
+            chunk.batch,
+            &mut stats,
+            &mut rejected,
+        )
+        .await?;
     }
     if let Some(pg) = pg.as_ref() {
         pg.finish(tx).await?;
@@ -799,7 +1008,13 @@ async fn import_file(
     if let Some(t) = tuning.filter(|_| !dropped.is_empty()) {
         t.recreate_indexes(tx, &dropped).await?;
     }
-    tracing::debug!(file = spec.file, rows = stats.rows_read, load_s = loaded, total_s = started.elapsed().as_secs_f64(), "file imported");
+    tracing::debug!(
+        file = spec.file,
+        rows = stats.rows_read,
+        load_s = loaded,
+        total_s = started.elapsed().as_secs_f64(),
+        "file imported"
+    );
     Ok(stats)
 }
 
@@ -821,7 +1036,11 @@ struct Chunk {
 enum Note {
     /// A row that failed validation: (column, value, reason) per problem, and its fields
     /// with `--skip-invalid`.
-    Rejected { line: u64, problems: Vec<(String, String, String)>, raw: Option<csv::ByteRecord> },
+    Rejected {
+        line: u64,
+        problems: Vec<(String, String, String)>,
+        raw: Option<csv::ByteRecord>,
+    },
     /// The file cannot be read further: fails the import.
     Fatal { line: u64, reason: String },
 }
@@ -902,7 +1121,10 @@ impl Parser {
         let spec = self.spec;
         // Key hash -> the first row with it (content digest, line).
         let mut seen = Dedup::new();
-        let mut chunk = Chunk { batch: Vec::with_capacity(self.batch_limit), ..Default::default() };
+        let mut chunk = Chunk {
+            batch: Vec::with_capacity(self.batch_limit),
+            ..Default::default()
+        };
         // Rows parsed but not yet checked against `seen`, oldest first, and records to reuse.
         let mut waiting: VecDeque<Parsed> = VecDeque::with_capacity(PREFETCH_ROWS + 1);
         let mut spare: Vec<csv::ByteRecord> = Vec::new();
@@ -918,14 +1140,18 @@ impl Parser {
                 Ok(false) => break,
                 Err(e) => {
                     let line = e.position().map(|p| p.line()).unwrap_or(0);
-                    fatal = Some(Note::Fatal { line, reason: format!("unreadable CSV: {e}") });
+                    fatal = Some(Note::Fatal {
+                        line,
+                        reason: format!("unreadable CSV: {e}"),
+                    });
                     break;
                 }
             }
             let line = record.position().map(|p| p.line()).unwrap_or(0);
             records += 1;
             if records.is_multiple_of(65_536) {
-                self.bar.set_position(record.position().map(|p| p.byte()).unwrap_or(0));
+                self.bar
+                    .set_position(record.position().map(|p| p.byte()).unwrap_or(0));
             }
             if records == 16_384 {
                 // Rows in the whole file, from the length of these, plus a margin.
@@ -940,22 +1166,40 @@ impl Parser {
             }
             chunk.read += 1;
             if record.len() != self.n_header {
-                row_errors.push(("-".into(), String::new(), format!("row has {} fields, header has {}", record.len(), self.n_header)));
+                row_errors.push((
+                    "-".into(),
+                    String::new(),
+                    format!(
+                        "row has {} fields, header has {}",
+                        record.len(),
+                        self.n_header
+                    ),
+                ));
             }
             let mut vals: Vec<Val> = Vec::with_capacity(self.db_cols.len());
             let mut unresolved = Vec::new();
             for &ci in &self.present {
                 let col = &spec.columns[ci];
-                let raw: &[u8] = self.positions[ci].and_then(|p| record.get(p)).unwrap_or(b"");
+                let raw: &[u8] = self.positions[ci]
+                    .and_then(|p| record.get(p))
+                    .unwrap_or(b"");
                 if raw.len() > MAX_FIELD_BYTES {
-                    row_errors.push((col.name.into(), String::from_utf8_lossy(&raw[..64]).into_owned(), format!("field is {} bytes, over the 64 KiB limit", raw.len())));
+                    row_errors.push((
+                        col.name.into(),
+                        String::from_utf8_lossy(&raw[..64]).into_owned(),
+                        format!("field is {} bytes, over the 64 KiB limit", raw.len()),
+                    ));
                     vals.push(Val::Text(None));
                     continue;
                 }
                 let text = match std::str::from_utf8(raw) {
                     Ok(t) => t,
                     Err(_) => {
-                        row_errors.push((col.name.into(), String::from_utf8_lossy(raw).into_owned(), "not valid UTF-8".into()));
+                        row_errors.push((
+                            col.name.into(),
+                            String::from_utf8_lossy(raw).into_owned(),
+                            "not valid UTF-8".into(),
+                        ));
                         vals.push(Val::Text(None));
                         continue;
                     }
@@ -991,7 +1235,12 @@ impl Parser {
             if let Some(k) = self.event_key_idx
                 && vals[k] == Val::Text(None)
             {
-                let rest: Vec<Val> = vals.iter().enumerate().filter(|(i, _)| *i != k).map(|(_, v)| v.clone()).collect();
+                let rest: Vec<Val> = vals
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| *i != k)
+                    .map(|(_, v)| v.clone())
+                    .collect();
                 vals[k] = Val::Text(Some(event_digest(&rest)));
             }
             let key = row_errors.is_empty().then(|| {
@@ -1000,7 +1249,14 @@ impl Parser {
                 seen.prefetch(key_hash);
                 (key_hash, (content ^ (content >> 32)) as u32)
             });
-            waiting.push_back(Parsed { line, vals, unresolved, problems: std::mem::take(&mut row_errors), key, record });
+            waiting.push_back(Parsed {
+                line,
+                vals,
+                unresolved,
+                problems: std::mem::take(&mut row_errors),
+                key,
+                record,
+            });
             if waiting.len() > PREFETCH_ROWS {
                 let row = waiting.pop_front().expect("a row waits");
                 if !self.finish_row(row, &mut seen, &mut chunk, &out, &mut spare) {
@@ -1024,9 +1280,23 @@ impl Parser {
     /// Checks a parsed row against the rows before it (duplicates and conflicting repeats)
     /// and adds it to the chunk, sending the chunk when full; false when the writer has
     /// stopped.
-    fn finish_row(&mut self, row: Parsed, seen: &mut Dedup, chunk: &mut Chunk, out: &tokio::sync::mpsc::Sender<Chunk>, spare: &mut Vec<csv::ByteRecord>) -> bool {
+    fn finish_row(
+        &mut self,
+        row: Parsed,
+        seen: &mut Dedup,
+        chunk: &mut Chunk,
+        out: &tokio::sync::mpsc::Sender<Chunk>,
+        spare: &mut Vec<csv::ByteRecord>,
+    ) -> bool {
         let spec = self.spec;
-        let Parsed { line, vals, unresolved, problems: mut row_errors, key, record } = row;
+        let Parsed {
+            line,
+            vals,
+            unresolved,
+            problems: mut row_errors,
+            key,
+            record,
+        } = row;
         if let Some((key_hash, content)) = key {
             // While the file is in key order, how this key compares with the previous one
             // (the first key has nothing before it: in order).
@@ -1036,7 +1306,9 @@ impl Parser {
                     None => Some(std::cmp::Ordering::Greater),
                     Some(prev) => key_order(prev, key),
                 };
-                let prev = self.prev_key.get_or_insert_with(|| vec![Val::Text(None); self.key_idx.len()]);
+                let prev = self
+                    .prev_key
+                    .get_or_insert_with(|| vec![Val::Text(None); self.key_idx.len()]);
                 for (p, &i) in prev.iter_mut().zip(&self.key_idx) {
                     // Reuses the text buffers: this runs once per row.
                     match (p, &vals[i]) {
@@ -1059,18 +1331,38 @@ impl Parser {
                     return true;
                 }
                 Some(first) => {
-                    let key_desc = self.key_idx.iter().map(|&i| val_text(&vals[i])).collect::<Vec<_>>().join(", ");
-                    row_errors.push((spec.key.join("+"), key_desc, format!("duplicate id with conflicting values (first seen on line {})", first.line)));
+                    let key_desc = self
+                        .key_idx
+                        .iter()
+                        .map(|&i| val_text(&vals[i]))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    row_errors.push((
+                        spec.key.join("+"),
+                        key_desc,
+                        format!(
+                            "duplicate id with conflicting values (first seen on line {})",
+                            first.line
+                        ),
+                    ));
                 }
                 None => {
-                    seen.insert(key_hash, First { content, line: u32::try_from(line).unwrap_or(u32::MAX) });
+                    seen.insert(
+                        key_hash,
+                        First {
+                            content,
+                            line: u32::try_from(line).unwrap_or(u32::MAX),
+                        },
+                    );
                     // Register ids others may reference.
                     match spec.table {
                         "orders" => {
-                            self.known_orders.insert(self.hasher.hash_one(text_ref(&vals[self.key_idx[0]])));
+                            self.known_orders
+                                .insert(self.hasher.hash_one(text_ref(&vals[self.key_idx[0]])));
                         }
                         "products" => {
-                            self.known_products.insert(self.hasher.hash_one(text_ref(&vals[self.key_idx[0]])));
+                            self.known_products
+                                .insert(self.hasher.hash_one(text_ref(&vals[self.key_idx[0]])));
                         }
                         _ => {}
                     }
@@ -1079,19 +1371,41 @@ impl Parser {
         }
         if !row_errors.is_empty() {
             chunk.rejected += 1;
-            let raw = if self.skip_invalid { Some(record) } else { spare.push(record); None };
-            chunk.notes.push(Note::Rejected { line, problems: row_errors, raw });
+            let raw = if self.skip_invalid {
+                Some(record)
+            } else {
+                spare.push(record);
+                None
+            };
+            chunk.notes.push(Note::Rejected {
+                line,
+                problems: row_errors,
+                raw,
+            });
             return chunk.notes.len() < NOTES_PER_CHUNK || self.send(out, chunk);
         }
         chunk.valid += 1;
-        let raw = if self.skip_invalid && !unresolved.is_empty() { Some(record) } else { spare.push(record); None };
-        chunk.batch.push(PendingRow { line, vals, raw, unresolved });
+        let raw = if self.skip_invalid && !unresolved.is_empty() {
+            Some(record)
+        } else {
+            spare.push(record);
+            None
+        };
+        chunk.batch.push(PendingRow {
+            line,
+            vals,
+            raw,
+            unresolved,
+        });
         chunk.batch.len() < self.batch_limit || self.send(out, chunk)
     }
 
     /// Hands the chunk over; false when the writer has stopped.
     fn send(&mut self, out: &tokio::sync::mpsc::Sender<Chunk>, chunk: &mut Chunk) -> bool {
-        let next = Chunk { batch: Vec::with_capacity(self.batch_limit), ..Default::default() };
+        let next = Chunk {
+            batch: Vec::with_capacity(self.batch_limit),
+            ..Default::default()
+        };
         let mut chunk = std::mem::replace(chunk, next);
         self.bind(&mut chunk);
         out.blocking_send(chunk).is_ok()
@@ -1100,7 +1414,9 @@ impl Parser {
     /// Binds the rows that need no database lookup into their upsert here, off the writer's
     /// path: binding 3,000 values took the writer as long as SQLite took to insert them.
     fn bind(&mut self, chunk: &mut Chunk) {
-        let (ready, pending): (Vec<PendingRow>, Vec<PendingRow>) = std::mem::take(&mut chunk.batch).into_iter().partition(|p| p.unresolved.is_empty());
+        let (ready, pending): (Vec<PendingRow>, Vec<PendingRow>) = std::mem::take(&mut chunk.batch)
+            .into_iter()
+            .partition(|p| p.unresolved.is_empty());
         chunk.batch = pending;
         if ready.is_empty() {
             return;
@@ -1131,9 +1447,19 @@ impl Parser {
             }
             None => Vec::new(),
         };
-        let sql = upsert_sql(&mut self.sql_cache, self.spec, &self.db_cols, ready.len(), self.backend);
+        let sql = upsert_sql(
+            &mut self.sql_cache,
+            self.spec,
+            &self.db_cols,
+            ready.len(),
+            self.backend,
+        );
         let args = bind_rows(ready.into_iter().map(|p| p.vals), &mut self.interners);
-        chunk.bound = Some(Bound::Sqlite { sql, args, customer_ids });
+        chunk.bound = Some(Bound::Sqlite {
+            sql,
+            args,
+            customer_ids,
+        });
     }
 }
 
@@ -1161,12 +1487,21 @@ impl Attributes {
 
     /// The row's object: trimmed values, empty ones left out; `None` when all are empty.
     /// Invalid values are added to `problems`.
-    fn object(&self, record: &csv::ByteRecord, problems: &mut Vec<(String, String, String)>) -> Option<String> {
+    fn object(
+        &self,
+        record: &csv::ByteRecord,
+        problems: &mut Vec<(String, String, String)>,
+    ) -> Option<String> {
         let mut json = String::new();
         for (member, name, idx) in &self.columns {
             let raw = record.get(*idx).unwrap_or(b"");
             let Ok(text) = std::str::from_utf8(raw) else {
-                problems.push((name.clone(), String::from_utf8_lossy(&raw[..raw.len().min(MAX_ATTRIBUTE_CHARS)]).into_owned(), "not valid UTF-8".into()));
+                problems.push((
+                    name.clone(),
+                    String::from_utf8_lossy(&raw[..raw.len().min(MAX_ATTRIBUTE_CHARS)])
+                        .into_owned(),
+                    "not valid UTF-8".into(),
+                ));
                 continue;
             };
             let value = text.trim();
@@ -1174,7 +1509,11 @@ impl Attributes {
                 continue;
             }
             if value.contains('\0') {
-                problems.push((name.clone(), value.chars().take(64).collect(), NUL_BYTE.into()));
+                problems.push((
+                    name.clone(),
+                    value.chars().take(64).collect(),
+                    NUL_BYTE.into(),
+                ));
                 continue;
             }
             if value.len() > MAX_ATTRIBUTE_CHARS {
@@ -1187,7 +1526,11 @@ impl Attributes {
             }
             if json.is_empty() {
                 // One allocation per row: every value fits unless it needs escaping.
-                let len: usize = self.columns.iter().map(|(m, _, i)| m.len() + 3 + record.get(*i).map_or(0, <[u8]>::len)).sum();
+                let len: usize = self
+                    .columns
+                    .iter()
+                    .map(|(m, _, i)| m.len() + 3 + record.get(*i).map_or(0, <[u8]>::len))
+                    .sum();
                 json.reserve(len + 1);
                 json.push('{');
             } else {
@@ -1226,8 +1569,13 @@ fn progress_bar(enabled: bool, size: u64, file: &str) -> indicatif::ProgressBar 
     if !enabled {
         return indicatif::ProgressBar::hidden();
     }
-    let bar = indicatif::ProgressBar::with_draw_target(Some(size), indicatif::ProgressDrawTarget::stderr());
-    if let Ok(style) = indicatif::ProgressStyle::with_template("{msg:>16} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}") {
+    let bar = indicatif::ProgressBar::with_draw_target(
+        Some(size),
+        indicatif::ProgressDrawTarget::stderr(),
+    );
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{msg:>16} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    ) {
         bar.set_style(style.progress_chars("=> "));
     }
     bar.set_message(file.to_string());
@@ -1250,9 +1598,17 @@ async fn flush(
     rejected: &mut RejectedWriter,
 ) -> Result<(), ImportError> {
     // References to rows imported earlier (not in this export) are looked up in one query per table.
-    for (r, table, id_col) in [(Ref::Order, "orders", "order_id"), (Ref::Product, "products", "product_id")] {
+    for (r, table, id_col) in [
+        (Ref::Order, "orders", "order_id"),
+        (Ref::Product, "products", "product_id"),
+    ] {
         let wanted: Vec<String> = {
-            let set: HashSet<&str> = batch.iter().flat_map(|p| p.unresolved.iter()).filter(|u| u.0 == r).map(|u| u.1.as_str()).collect();
+            let set: HashSet<&str> = batch
+                .iter()
+                .flat_map(|p| p.unresolved.iter())
+                .filter(|u| u.0 == r)
+                .map(|u| u.1.as_str())
+                .collect();
             set.into_iter().map(String::from).collect()
         };
         if wanted.is_empty() {
@@ -1260,14 +1616,22 @@ async fn flush(
         }
         let mut found: HashSet<String> = HashSet::new();
         for chunk in wanted.chunks(500) {
-            let placeholders: Vec<String> = (1..=chunk.len()).map(|i| param(tx.backend(), i)).collect();
-            let sql = format!("SELECT {id_col} FROM {table} WHERE {id_col} IN ({})", placeholders.join(","));
+            let placeholders: Vec<String> =
+                (1..=chunk.len()).map(|i| param(tx.backend(), i)).collect();
+            let sql = format!(
+                "SELECT {id_col} FROM {table} WHERE {id_col} IN ({})",
+                placeholders.join(",")
+            );
             let vals: Vec<Val> = chunk.iter().map(|s| Val::Text(Some(s.clone()))).collect();
             found.extend(tx.fetch_strings(&sql, &vals).await?);
         }
         let mut keep = Vec::with_capacity(batch.len());
         for row in batch.drain(..) {
-            let missing: Vec<&(Ref, String, &'static str)> = row.unresolved.iter().filter(|u| u.0 == r && !found.contains(&u.1)).collect();
+            let missing: Vec<&(Ref, String, &'static str)> = row
+                .unresolved
+                .iter()
+                .filter(|u| u.0 == r && !found.contains(&u.1))
+                .collect();
             if missing.is_empty() {
                 keep.push(row);
                 continue;
@@ -1275,12 +1639,20 @@ async fn flush(
             stats.rows_valid -= 1;
             stats.rows_rejected += 1;
             for (_, id, col) in missing {
-                let reason = format!("no {} with this id in this import or the database", if r == Ref::Order { "order" } else { "product" });
+                let reason = format!(
+                    "no {} with this id in this import or the database",
+                    if r == Ref::Order { "order" } else { "product" }
+                );
                 state.error(spec.file, row.line, col, id, reason.clone());
                 rejected.note(&reason, col);
             }
             if let Some(raw) = &row.raw {
-                rejected.write(&state.rejected_dir, row.line, raw).map_err(|source| ImportError::Io { path: spec.file.into(), source })?;
+                rejected
+                    .write(&state.rejected_dir, row.line, raw)
+                    .map_err(|source| ImportError::Io {
+                        path: spec.file.into(),
+                        source,
+                    })?;
                 state.rejected_any = true;
             }
         }
@@ -1293,14 +1665,20 @@ async fn flush(
         let (mut data, mut customer_ids) = match bound {
             Some(Bound::Copy { data, customer_ids }) => (data, customer_ids),
             None => (Vec::new(), Vec::new()),
-            Some(Bound::Sqlite { .. }) => unreachable!("rows are prepared for the transaction's own backend"),
+            Some(Bound::Sqlite { .. }) => {
+                unreachable!("rows are prepared for the transaction's own backend")
+            }
         };
         for p in &batch {
             push_copy_row(&mut data, &p.vals);
         }
         // Rows that waited for a lookup were not seen by the parser's per-file set; a repeat
         // here costs one conflict check.
-        customer_ids.extend(batch.iter().filter_map(|p| customer_idx.map(|i| text_ref(&p.vals[i]).to_owned())));
+        customer_ids.extend(
+            batch
+                .iter()
+                .filter_map(|p| customer_idx.map(|i| text_ref(&p.vals[i]).to_owned())),
+        );
         let (written, created) = pg.load(tx, data, customer_ids).await?;
         stats.rows_written += written;
         state.customers_created += created;
@@ -1309,14 +1687,22 @@ async fn flush(
     // Customers named only by orders, sessions or events are created bare (no contact, no consent).
     if spec.creates_customers {
         let ids: Vec<String> = {
-            let mut set: HashSet<&str> = batch.iter().filter_map(|p| customer_idx.map(|i| text_ref(&p.vals[i]))).collect();
+            let mut set: HashSet<&str> = batch
+                .iter()
+                .filter_map(|p| customer_idx.map(|i| text_ref(&p.vals[i])))
+                .collect();
             if let Some(Bound::Sqlite { customer_ids, .. }) = &bound {
                 set.extend(customer_ids.iter().map(String::as_str));
             }
             set.into_iter().map(String::from).collect()
         };
-        let placeholders: Vec<String> = (1..=ids.len()).map(|i| format!("({})", param(tx.backend(), i))).collect();
-        let sql = format!("INSERT INTO customers (customer_id) VALUES {} ON CONFLICT (customer_id) DO NOTHING", placeholders.join(","));
+        let placeholders: Vec<String> = (1..=ids.len())
+            .map(|i| format!("({})", param(tx.backend(), i)))
+            .collect();
+        let sql = format!(
+            "INSERT INTO customers (customer_id) VALUES {} ON CONFLICT (customer_id) DO NOTHING",
+            placeholders.join(",")
+        );
         let vals: Vec<Val> = ids.into_iter().map(|s| Val::Text(Some(s))).collect();
         state.customers_created += tx.execute(&sql, &vals).await?;
     }
@@ -1324,7 +1710,13 @@ async fn flush(
         stats.rows_written += execute_bound(tx, sql, args).await?;
     }
     if !batch.is_empty() {
-        let sql = upsert_sql(&mut state.sql_cache, spec, db_cols, batch.len(), tx.backend());
+        let sql = upsert_sql(
+            &mut state.sql_cache,
+            spec,
+            db_cols,
+            batch.len(),
+            tx.backend(),
+        );
         let args = bind_rows(batch.into_iter().map(|p| p.vals), &mut []);
         stats.rows_written += execute_bound(tx, sql, args).await?;
     }
@@ -1335,15 +1727,25 @@ async fn flush(
 enum Bound {
     /// SQLite: one multi-row upsert with its values bound, and the distinct customer ids of
     /// its rows.
-    Sqlite { sql: Arc<str>, args: Result<sqlx::sqlite::SqliteArguments, sqlx::error::BoxDynError>, customer_ids: Vec<String> },
+    Sqlite {
+        sql: Arc<str>,
+        args: Result<sqlx::sqlite::SqliteArguments, sqlx::error::BoxDynError>,
+        customer_ids: Vec<String>,
+    },
     /// PostgreSQL: the rows as `COPY … FROM STDIN` text (see [`push_copy_row`]), and the
     /// customer ids they name that no earlier chunk of the file named.
-    Copy { data: Vec<u8>, customer_ids: Vec<String> },
+    Copy {
+        data: Vec<u8>,
+        customer_ids: Vec<String>,
+    },
 }
 
 /// Binds rows' values by move, in order, for SQLite. Text values repeated within a column
 /// share one allocation through `interners` (one per column; may be empty).
-fn bind_rows(rows: impl Iterator<Item = Vec<Val>>, interners: &mut [Interner]) -> Result<sqlx::sqlite::SqliteArguments, sqlx::error::BoxDynError> {
+fn bind_rows(
+    rows: impl Iterator<Item = Vec<Val>>,
+    interners: &mut [Interner],
+) -> Result<sqlx::sqlite::SqliteArguments, sqlx::error::BoxDynError> {
     use sqlx::Arguments;
     let mut args = sqlx::sqlite::SqliteArguments::default();
     for vals in rows {
@@ -1364,10 +1766,17 @@ fn bind_rows(rows: impl Iterator<Item = Vec<Val>>, interners: &mut [Interner]) -
     Ok(args)
 }
 
-async fn execute_bound(tx: &mut Tx, sql: Arc<str>, args: Result<sqlx::sqlite::SqliteArguments, sqlx::error::BoxDynError>) -> sqlx::Result<u64> {
+async fn execute_bound(
+    tx: &mut Tx,
+    sql: Arc<str>,
+    args: Result<sqlx::sqlite::SqliteArguments, sqlx::error::BoxDynError>,
+) -> sqlx::Result<u64> {
     let args = args.map_err(sqlx::Error::Encode)?;
     match tx {
-        Tx::Sqlite(t) => Ok(sqlx::query_with(AssertSqlSafe(sql), args).execute(&mut **t).await?.rows_affected()),
+        Tx::Sqlite(t) => Ok(sqlx::query_with(AssertSqlSafe(sql), args)
+            .execute(&mut **t)
+            .await?
+            .rows_affected()),
         Tx::Postgres(_) => unreachable!("PostgreSQL rows are written through COPY"),
     }
 }
@@ -1421,21 +1830,50 @@ struct Staged {
 }
 
 impl PgLoad {
-    async fn begin(tx: &mut Tx, spec: &'static FileSpec, db_cols: &[&'static str]) -> sqlx::Result<PgLoad> {
+    async fn begin(
+        tx: &mut Tx,
+        spec: &'static FileSpec,
+        db_cols: &[&'static str],
+    ) -> sqlx::Result<PgLoad> {
         let table = spec.table;
         let cols = db_cols.join(", ");
         let direct = Self::empty_and_locked(tx, table).await?;
-        let target = if direct { table.to_string() } else { format!("import_stage_{table}") };
+        let target = if direct {
+            table.to_string()
+        } else {
+            format!("import_stage_{table}")
+        };
         let staged = if direct {
             None
         } else {
             // Dropped at commit; a rollback (or a kill) undoes its creation.
-            tx.execute(&format!("CREATE TEMP TABLE {target} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DROP"), &[]).await?;
-            let upsert = format!("INSERT INTO {table} ({cols}) SELECT {cols} FROM {target} {}", on_conflict(spec, db_cols, Backend::Postgres));
-            Some(Staged { truncate: format!("TRUNCATE {target}"), upsert, dirty: false })
+            tx.execute(
+                &format!(
+                    "CREATE TEMP TABLE {target} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DROP"
+                ),
+                &[],
+            )
+            .await?;
+            let upsert = format!(
+                "INSERT INTO {table} ({cols}) SELECT {cols} FROM {target} {}",
+                on_conflict(spec, db_cols, Backend::Postgres)
+            );
+            Some(Staged {
+                truncate: format!("TRUNCATE {target}"),
+                upsert,
+                dirty: false,
+            })
         };
-        let dropped = if direct { Self::drop_indexes(tx, table).await? } else { Vec::new() };
-        Ok(PgLoad { copy: format!("COPY {target} ({cols}) FROM STDIN"), staged, dropped })
+        let dropped = if direct {
+            Self::drop_indexes(tx, table).await?
+        } else {
+            Vec::new()
+        };
+        Ok(PgLoad {
+            copy: format!("COPY {target} ({cols}) FROM STDIN"),
+            staged,
+            dropped,
+        })
     }
 
     /// Drops the indexes of an empty table about to be copied into, keys included, and
@@ -1447,7 +1885,9 @@ impl PgLoad {
     /// this (empty) table wait until the import commits. A key that a foreign key points at
     /// cannot be dropped and stays.
     async fn drop_indexes(tx: &mut Tx, table: &str) -> sqlx::Result<Vec<PgIndex>> {
-        let Tx::Postgres(t) = tx else { unreachable!("PostgreSQL's indexes") };
+        let Tx::Postgres(t) = tx else {
+            unreachable!("PostgreSQL's indexes")
+        };
         let found: Vec<(String, String, Option<String>)> = sqlx::query_as(
             "SELECT i.relname::text, \
                     COALESCE(pg_get_constraintdef(c.oid), pg_get_indexdef(x.indexrelid)), \
@@ -1470,10 +1910,16 @@ impl PgLoad {
             };
             sqlx::query(AssertSqlSafe(drop)).execute(&mut **t).await?;
             let create = match &constraint {
-                Some(c) => format!("ALTER TABLE {table} ADD CONSTRAINT {} {definition}", quote_ident(c)),
+                Some(c) => format!(
+                    "ALTER TABLE {table} ADD CONSTRAINT {} {definition}",
+                    quote_ident(c)
+                ),
                 None => definition,
             };
-            dropped.push(PgIndex { name: index, create });
+            dropped.push(PgIndex {
+                name: index,
+                create,
+            });
         }
         Ok(dropped)
     }
@@ -1488,7 +1934,11 @@ impl PgLoad {
             return Ok(false);
         }
         // Self-exclusive and against row writes; readers go on. Checked again once held.
-        tx.execute(&format!("LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE"), &[]).await?;
+        tx.execute(
+            &format!("LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE"),
+            &[],
+        )
+        .await?;
         Ok(tx.fetch_i64(&rows, &[]).await? == 0)
     }
 
@@ -1497,8 +1947,15 @@ impl PgLoad {
     /// created). The ids come from the parser, each once per file: reading them back out of
     /// the loaded table took a scan of it per file (3.3 s of a 48 s import for the events of
     /// 100 k customers).
-    async fn load(&mut self, tx: &mut Tx, data: Vec<u8>, customer_ids: Vec<String>) -> sqlx::Result<(u64, u64)> {
-        let Tx::Postgres(t) = tx else { unreachable!("COPY is PostgreSQL's") };
+    async fn load(
+        &mut self,
+        tx: &mut Tx,
+        data: Vec<u8>,
+        customer_ids: Vec<String>,
+    ) -> sqlx::Result<(u64, u64)> {
+        let Tx::Postgres(t) = tx else {
+            unreachable!("COPY is PostgreSQL's")
+        };
         let mut created = 0;
         if !customer_ids.is_empty() {
             created = sqlx::query("INSERT INTO customers (customer_id) SELECT * FROM unnest($1::text[]) ON CONFLICT (customer_id) DO NOTHING")
@@ -1511,15 +1968,22 @@ impl PgLoad {
             return Ok((0, created));
         }
         if let Some(s) = self.staged.as_mut().filter(|s| s.dirty) {
-            sqlx::query(AssertSqlSafe(s.truncate.as_str())).execute(&mut **t).await?;
+            sqlx::query(AssertSqlSafe(s.truncate.as_str()))
+                .execute(&mut **t)
+                .await?;
             s.dirty = false;
         }
         let mut copy = t.copy_in_raw(&self.copy).await?;
         copy.send(data).await?;
         let copied = copy.finish().await?;
-        let Some(s) = self.staged.as_mut() else { return Ok((copied, created)) };
+        let Some(s) = self.staged.as_mut() else {
+            return Ok((copied, created));
+        };
         s.dirty = true;
-        let written = sqlx::query(AssertSqlSafe(s.upsert.as_str())).execute(&mut **t).await?.rows_affected();
+        let written = sqlx::query(AssertSqlSafe(s.upsert.as_str()))
+            .execute(&mut **t)
+            .await?
+            .rows_affected();
         Ok((written, created))
     }
 
@@ -1530,13 +1994,22 @@ impl PgLoad {
             return Ok(());
         }
         // More sort memory than the server's 64 MB default, for these builds only.
-        tx.execute(&format!("SET LOCAL maintenance_work_mem = '{PG_INDEX_BUILD_MEMORY}'"), &[]).await?;
+        tx.execute(
+            &format!("SET LOCAL maintenance_work_mem = '{PG_INDEX_BUILD_MEMORY}'"),
+            &[],
+        )
+        .await?;
         for index in &self.dropped {
             let started = Instant::now();
             tx.execute(&index.create, &[]).await?;
-            tracing::debug!(index = index.name.as_str(), secs = started.elapsed().as_secs_f64(), "index built");
+            tracing::debug!(
+                index = index.name.as_str(),
+                secs = started.elapsed().as_secs_f64(),
+                "index built"
+            );
         }
-        tx.execute("SET LOCAL maintenance_work_mem TO DEFAULT", &[]).await?;
+        tx.execute("SET LOCAL maintenance_work_mem TO DEFAULT", &[])
+            .await?;
         Ok(())
     }
 }
@@ -1606,14 +2079,23 @@ async fn import_connection(db: &Db) -> Result<Option<Db>, sqlx::Error> {
     let pool = match db {
         Db::Sqlite(pool) => pool,
         Db::Postgres(pool) => {
-            let opts = (*pool.connect_options()).clone().disable_statement_logging();
-            let pool = sqlx::postgres::PgPoolOptions::new().max_connections(1).connect_with(opts).await?;
+            let opts = (*pool.connect_options())
+                .clone()
+                .disable_statement_logging();
+            let pool = sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .connect_with(opts)
+                .await?;
             return Ok(Some(Db::Postgres(pool)));
         }
     };
     let opts = (*pool.connect_options()).clone();
     let name = opts.get_filename().to_string_lossy().into_owned();
-    if name.is_empty() || name == ":memory:" || name.contains("sqlx-in-memory") || name.contains("mode=memory") {
+    if name.is_empty()
+        || name == ":memory:"
+        || name.contains("sqlx-in-memory")
+        || name.contains("mode=memory")
+    {
         return Ok(None);
     }
     // One connection for the whole import: its pragmas (journal, temp store) must stay on it.
@@ -1649,18 +2131,35 @@ impl RollbackJournal {
     /// caller has closed its own pool's idle connections first.
     async fn try_switch(own: &sqlx::SqlitePool) -> Option<RollbackJournal> {
         let mut conn = own.acquire().await.ok()?;
-        let busy: i64 = sqlx::query_scalar("PRAGMA busy_timeout").fetch_one(&mut *conn).await.ok()?;
+        let busy: i64 = sqlx::query_scalar("PRAGMA busy_timeout")
+            .fetch_one(&mut *conn)
+            .await
+            .ok()?;
         // Not waiting for other connections: any at all means the switch cannot happen.
-        sqlx::query("PRAGMA busy_timeout = 0").execute(&mut *conn).await.ok()?;
-        let mode: Option<String> = sqlx::query_scalar("PRAGMA journal_mode = DELETE").fetch_one(&mut *conn).await.ok();
-        let _ = sqlx::query(AssertSqlSafe(format!("PRAGMA busy_timeout = {busy}"))).execute(&mut *conn).await;
+        sqlx::query("PRAGMA busy_timeout = 0")
+            .execute(&mut *conn)
+            .await
+            .ok()?;
+        let mode: Option<String> = sqlx::query_scalar("PRAGMA journal_mode = DELETE")
+            .fetch_one(&mut *conn)
+            .await
+            .ok();
+        let _ = sqlx::query(AssertSqlSafe(format!("PRAGMA busy_timeout = {busy}")))
+            .execute(&mut *conn)
+            .await;
         if mode.as_deref() != Some("delete") {
-            tracing::debug!(mode = mode.as_deref().unwrap_or("error"), "another connection has the database open: the import writes through the WAL");
+            tracing::debug!(
+                mode = mode.as_deref().unwrap_or("error"),
+                "another connection has the database open: the import writes through the WAL"
+            );
             return None;
         }
         // NORMAL is safe with the WAL; with the rollback journal only FULL is safe against
         // power loss. It costs one more sync of the (small) journal per cache spill.
-        if let Err(e) = sqlx::query("PRAGMA synchronous = FULL").execute(&mut *conn).await {
+        if let Err(e) = sqlx::query("PRAGMA synchronous = FULL")
+            .execute(&mut *conn)
+            .await
+        {
             tracing::warn!(error = %e, "could not set synchronous = FULL for the import");
         }
         tracing::debug!("the import writes through the rollback journal");
@@ -1671,13 +2170,22 @@ impl RollbackJournal {
     /// fails (or the import ends early with an error), the next connection does it: every
     /// connection the daemon opens asks for WAL mode.
     async fn restore(&self, own: &sqlx::SqlitePool) {
-        let res: sqlx::Result<String> = sqlx::query_scalar("PRAGMA journal_mode = WAL").fetch_one(own).await;
+        let res: sqlx::Result<String> = sqlx::query_scalar("PRAGMA journal_mode = WAL")
+            .fetch_one(own)
+            .await;
         match res {
             Ok(mode) if mode == "wal" => {}
-            Ok(mode) => tracing::warn!(mode, "the database stayed in rollback-journal mode after the import; the next connection switches it back to WAL"),
-            Err(e) => tracing::warn!(error = %e, "could not switch the database back to WAL mode after the import; the next connection does"),
+            Ok(mode) => tracing::warn!(
+                mode,
+                "the database stayed in rollback-journal mode after the import; the next connection switches it back to WAL"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not switch the database back to WAL mode after the import; the next connection does")
+            }
         }
-        let _ = sqlx::query("PRAGMA synchronous = NORMAL").execute(own).await;
+        let _ = sqlx::query("PRAGMA synchronous = NORMAL")
+            .execute(own)
+            .await;
     }
 }
 
@@ -1703,7 +2211,10 @@ impl SqliteTuning {
             can_rebuild = tx.execute("PRAGMA temp_store = FILE", &[]).await.is_ok()
                 && tx.execute("PRAGMA temp_store = MEMORY", &[]).await.is_ok();
         }
-        Some(SqliteTuning { temp_store, can_rebuild })
+        Some(SqliteTuning {
+            temp_store,
+            can_rebuild,
+        })
     }
 
     async fn restore(&self, tx: &mut Tx) {
@@ -1715,12 +2226,22 @@ impl SqliteTuning {
 
     /// Drops `table`'s plain secondary indexes if the table is empty; returns them
     /// (name, SQL) for [`Self::recreate_indexes`].
-    async fn drop_secondary_indexes(&self, tx: &mut Tx, table: &str) -> sqlx::Result<Vec<(String, String)>> {
-        let Tx::Sqlite(t) = tx else { return Ok(Vec::new()) };
+    async fn drop_secondary_indexes(
+        &self,
+        tx: &mut Tx,
+        table: &str,
+    ) -> sqlx::Result<Vec<(String, String)>> {
+        let Tx::Sqlite(t) = tx else {
+            return Ok(Vec::new());
+        };
         if !self.can_rebuild {
             return Ok(Vec::new());
         }
-        let empty: bool = sqlx::query_scalar(AssertSqlSafe(format!("SELECT NOT EXISTS (SELECT 1 FROM {table})"))).fetch_one(&mut **t).await?;
+        let empty: bool = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT NOT EXISTS (SELECT 1 FROM {table})"
+        )))
+        .fetch_one(&mut **t)
+        .await?;
         if !empty {
             return Ok(Vec::new());
         }
@@ -1736,13 +2257,19 @@ impl SqliteTuning {
         .await?;
         for (name, _) in &indexes {
             let quoted = name.replace('"', "\"\"");
-            sqlx::query(AssertSqlSafe(format!("DROP INDEX \"{quoted}\""))).execute(&mut **t).await?;
+            sqlx::query(AssertSqlSafe(format!("DROP INDEX \"{quoted}\"")))
+                .execute(&mut **t)
+                .await?;
         }
         Ok(indexes)
     }
 
     /// Builds the dropped indexes again from their own SQL, sorting through temporary files.
-    async fn recreate_indexes(&self, tx: &mut Tx, indexes: &[(String, String)]) -> sqlx::Result<()> {
+    async fn recreate_indexes(
+        &self,
+        tx: &mut Tx,
+        indexes: &[(String, String)],
+    ) -> sqlx::Result<()> {
         let switch = self.temp_store == 2;
         if switch && let Err(e) = tx.execute("PRAGMA temp_store = FILE", &[]).await {
             tracing::warn!(error = %e, "index builds will sort in memory");
@@ -1755,9 +2282,15 @@ impl SqliteTuning {
         for (name, sql) in indexes {
             let started = Instant::now();
             tx.execute(sql, &[]).await?;
-            tracing::debug!(index = name.as_str(), secs = started.elapsed().as_secs_f64(), "index built");
+            tracing::debug!(
+                index = name.as_str(),
+                secs = started.elapsed().as_secs_f64(),
+                "index built"
+            );
         }
-        let _ = tx.execute(&format!("PRAGMA threads = {threads}"), &[]).await;
+        let _ = tx
+            .execute(&format!("PRAGMA threads = {threads}"), &[])
+            .await;
         if switch && let Err(e) = tx.execute("PRAGMA temp_store = MEMORY", &[]).await {
             tracing::warn!(error = %e, "could not set temp_store back to MEMORY");
         }
@@ -1768,13 +2301,23 @@ impl SqliteTuning {
 type SqlCache = HashMap<(&'static str, usize, Vec<&'static str>), Arc<str>>;
 
 /// `INSERT … ON CONFLICT (key) DO UPDATE … WHERE <something changed>` for `rows` rows.
-fn upsert_sql(cache: &mut SqlCache, spec: &'static FileSpec, db_cols: &[&'static str], rows: usize, backend: Backend) -> Arc<str> {
+fn upsert_sql(
+    cache: &mut SqlCache,
+    spec: &'static FileSpec,
+    db_cols: &[&'static str],
+    rows: usize,
+    backend: Backend,
+) -> Arc<str> {
     let key = (spec.table, rows, db_cols.to_vec());
     if let Some(sql) = cache.get(&key) {
         return sql.clone();
     }
     let n = db_cols.len();
-    let mut sql = format!("INSERT INTO {} ({}) VALUES ", spec.table, db_cols.join(", "));
+    let mut sql = format!(
+        "INSERT INTO {} ({}) VALUES ",
+        spec.table,
+        db_cols.join(", ")
+    );
     for r in 0..rows {
         if r > 0 {
             sql.push(',');
@@ -1798,18 +2341,32 @@ fn upsert_sql(cache: &mut SqlCache, spec: &'static FileSpec, db_cols: &[&'static
 /// `ON CONFLICT (key) DO UPDATE SET <other columns> WHERE <something changed>` (or `DO
 /// NOTHING` when every column is in the key).
 fn on_conflict(spec: &FileSpec, db_cols: &[&'static str], backend: Backend) -> String {
-    let updates: Vec<&str> = db_cols.iter().copied().filter(|c| !spec.key.contains(c)).collect();
+    let updates: Vec<&str> = db_cols
+        .iter()
+        .copied()
+        .filter(|c| !spec.key.contains(c))
+        .collect();
     let mut sql = format!("ON CONFLICT ({}) ", spec.key.join(", "));
     if updates.is_empty() {
         sql.push_str("DO NOTHING");
     } else {
-        let set: Vec<String> = updates.iter().map(|c| format!("{c} = excluded.{c}")).collect();
+        let set: Vec<String> = updates
+            .iter()
+            .map(|c| format!("{c} = excluded.{c}"))
+            .collect();
         let distinct = match backend {
             Backend::Sqlite => "IS NOT",
             Backend::Postgres => "IS DISTINCT FROM",
         };
-        let changed: Vec<String> = updates.iter().map(|c| format!("{}.{c} {distinct} excluded.{c}", spec.table)).collect();
-        sql.push_str(&format!("DO UPDATE SET {} WHERE {}", set.join(", "), changed.join(" OR ")));
+        let changed: Vec<String> = updates
+            .iter()
+            .map(|c| format!("{}.{c} {distinct} excluded.{c}", spec.table))
+            .collect();
+        sql.push_str(&format!(
+            "DO UPDATE SET {} WHERE {}",
+            set.join(", "),
+            changed.join(" OR ")
+        ));
     }
     sql
 }
@@ -1843,7 +2400,12 @@ struct RejectedWriter {
 
 impl RejectedWriter {
     fn new(file: &'static str, header: &csv::ByteRecord) -> Self {
-        Self { file, header: header.clone(), writer: None, reasons: Vec::new() }
+        Self {
+            file,
+            header: header.clone(),
+            writer: None,
+            reasons: Vec::new(),
+        }
     }
 
     fn note(&mut self, reason: &str, column: &str) {
@@ -1864,7 +2426,9 @@ impl RejectedWriter {
         let w = self.writer.as_mut().expect("just created");
         let mut out = crate::csv_safe::neutralize_record(record);
         out.push_field(line.to_string().as_bytes());
-        out.push_field(&crate::csv_safe::neutralize_bytes(self.reasons.join("; ").as_bytes()));
+        out.push_field(&crate::csv_safe::neutralize_bytes(
+            self.reasons.join("; ").as_bytes(),
+        ));
         self.reasons.clear();
         w.write_byte_record(&out)?;
         w.flush()
@@ -1889,7 +2453,10 @@ mod tests {
     /// backslash escapes), to check what [`push_copy_row`] writes.
     fn read_copy_row(line: &[u8]) -> Vec<Option<Vec<u8>>> {
         let line = line.strip_suffix(b"\n").expect("a row ends with a newline");
-        assert!(!line.contains(&b'\n') && !line.contains(&b'\r'), "raw line break inside a row: {line:?}");
+        assert!(
+            !line.contains(&b'\n') && !line.contains(&b'\r'),
+            "raw line break inside a row: {line:?}"
+        );
         line.split(|&b| b == b'\t')
             .map(|field| {
                 if field == b"\\N" {
@@ -1948,8 +2515,24 @@ mod tests {
     #[test]
     fn copy_text_escapes_what_copy_would_read_otherwise() {
         let mut out = Vec::new();
-        push_copy_row(&mut out, &[Val::Text(Some("a\tb\nc\rd\\e".into())), Val::Text(Some(String::new())), Val::Text(None), Val::Text(Some(r"\N".into())), Val::Text(Some("é✓".into())), Val::Int(Some(-42)), Val::Real(Some(12.5)), Val::Bool(true), Val::Bool(false)]);
-        assert_eq!(out, "a\\tb\\nc\\rd\\\\e\t\t\\N\t\\\\N\té✓\t-42\t12.5\tt\tf\n".as_bytes());
+        push_copy_row(
+            &mut out,
+            &[
+                Val::Text(Some("a\tb\nc\rd\\e".into())),
+                Val::Text(Some(String::new())),
+                Val::Text(None),
+                Val::Text(Some(r"\N".into())),
+                Val::Text(Some("é✓".into())),
+                Val::Int(Some(-42)),
+                Val::Real(Some(12.5)),
+                Val::Bool(true),
+                Val::Bool(false),
+            ],
+        );
+        assert_eq!(
+            out,
+            "a\\tb\\nc\\rd\\\\e\t\t\\N\t\\\\N\té✓\t-42\t12.5\tt\tf\n".as_bytes()
+        );
 
         let vals = tricky_values();
         let mut out = Vec::new();
@@ -1962,7 +2545,11 @@ mod tests {
                 Val::Text(s) => assert_eq!(&text, s),
                 Val::Int(i) => assert_eq!(text.map(|t| t.parse::<i64>().unwrap()), *i),
                 // The same bits: no rounding on the way.
-                Val::Real(r) => assert_eq!(text.as_deref().map(|t| t.parse::<f64>().unwrap().to_bits()), r.map(f64::to_bits), "{text:?}"),
+                Val::Real(r) => assert_eq!(
+                    text.as_deref().map(|t| t.parse::<f64>().unwrap().to_bits()),
+                    r.map(f64::to_bits),
+                    "{text:?}"
+                ),
                 Val::Bool(b) => assert_eq!(text.as_deref(), Some(if *b { "t" } else { "f" })),
                 Val::Bytes(_) => unreachable!(),
             }
@@ -1976,13 +2563,19 @@ mod tests {
         use sqlx::{Connection, Row};
         let url = match std::env::var("RETENTIOND_TEST_POSTGRES_URL") {
             Ok(u) => u,
-            Err(_) if std::env::var_os("CI").is_some() => "postgres://postgres@127.0.0.1:5432/test".into(),
+            Err(_) if std::env::var_os("CI").is_some() => {
+                "postgres://postgres@127.0.0.1:5432/test".into()
+            }
             Err(_) => {
-                eprintln!("SKIPPED: set RETENTIOND_TEST_POSTGRES_URL to round-trip COPY text through PostgreSQL");
+                eprintln!(
+                    "SKIPPED: set RETENTIOND_TEST_POSTGRES_URL to round-trip COPY text through PostgreSQL"
+                );
                 return;
             }
         };
-        let mut conn = sqlx::PgConnection::connect(&url).await.expect("PostgreSQL is reachable");
+        let mut conn = sqlx::PgConnection::connect(&url)
+            .await
+            .expect("PostgreSQL is reachable");
         let vals = tricky_values();
         let columns: Vec<String> = vals
             .iter()
@@ -1998,14 +2591,26 @@ mod tests {
                 format!("c{i} {ty}")
             })
             .collect();
-        sqlx::query(AssertSqlSafe(format!("CREATE TEMP TABLE copy_escape ({})", columns.join(", ")))).execute(&mut conn).await.unwrap();
+        sqlx::query(AssertSqlSafe(format!(
+            "CREATE TEMP TABLE copy_escape ({})",
+            columns.join(", ")
+        )))
+        .execute(&mut conn)
+        .await
+        .unwrap();
         let mut data = Vec::new();
         push_copy_row(&mut data, &vals);
         push_copy_row(&mut data, &vals);
-        let mut copy = conn.copy_in_raw("COPY copy_escape FROM STDIN").await.unwrap();
+        let mut copy = conn
+            .copy_in_raw("COPY copy_escape FROM STDIN")
+            .await
+            .unwrap();
         copy.send(data).await.unwrap();
         assert_eq!(copy.finish().await.unwrap(), 2);
-        let rows = sqlx::query("SELECT * FROM copy_escape").fetch_all(&mut conn).await.unwrap();
+        let rows = sqlx::query("SELECT * FROM copy_escape")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
         assert_eq!(rows.len(), 2);
         for row in rows {
             for (i, v) in vals.iter().enumerate() {
@@ -2027,14 +2632,26 @@ mod tests {
 
     #[test]
     fn attributes_are_one_sorted_json_object() {
-        let attrs = Attributes::new(vec![("tier".into(), "Tier".into(), 2), ("channel".into(), "channel".into(), 0)]);
+        let attrs = Attributes::new(vec![
+            ("tier".into(), "Tier".into(), 2),
+            ("channel".into(), "channel".into(), 0),
+        ]);
         let object = |fields: &[&str]| {
             let mut problems = Vec::new();
             let json = attrs.object(&csv::ByteRecord::from(fields.to_vec()), &mut problems);
             (json, problems)
         };
-        assert_eq!(object(&[" web ", "C1", "gold"]), (Some(r#"{"channel":"web","tier":"gold"}"#.to_string()), vec![]));
-        assert_eq!(object(&["", "C1", "a\"b\\c\nd\n"]), (Some(r#"{"tier":"a\"b\\c\nd"}"#.to_string()), vec![]));
+        assert_eq!(
+            object(&[" web ", "C1", "gold"]),
+            (
+                Some(r#"{"channel":"web","tier":"gold"}"#.to_string()),
+                vec![]
+            )
+        );
+        assert_eq!(
+            object(&["", "C1", "a\"b\\c\nd\n"]),
+            (Some(r#"{"tier":"a\"b\\c\nd"}"#.to_string()), vec![])
+        );
         assert_eq!(object(&["  ", "C1", ""]), (None, vec![]));
         // The limit counts characters, not bytes.
         let at_limit = "é".repeat(MAX_ATTRIBUTE_CHARS);
@@ -2042,7 +2659,14 @@ mod tests {
         let over = "é".repeat(MAX_ATTRIBUTE_CHARS + 1);
         let (_, problems) = object(&["", "C1", &over]);
         assert_eq!(problems.len(), 1);
-        assert_eq!((problems[0].0.as_str(), problems[0].1.chars().count()), ("Tier", 64));
-        assert!(problems[0].2.contains("1001 characters"), "{:?}", problems[0]);
+        assert_eq!(
+            (problems[0].0.as_str(), problems[0].1.chars().count()),
+            ("Tier", 64)
+        );
+        assert!(
+            problems[0].2.contains("1001 characters"),
+            "{:?}",
+            problems[0]
+        );
     }
 }

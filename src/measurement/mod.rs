@@ -46,7 +46,14 @@ pub struct MeasurementSettings {
 
 impl Default for MeasurementSettings {
     fn default() -> Self {
-        Self { window_days_email: 7, window_days_sms: 3, window_days_whatsapp: 3, min_group_size: 100, report_days: 90, max_evaluations_per_run: 7 }
+        Self {
+            window_days_email: 7,
+            window_days_sms: 3,
+            window_days_whatsapp: 3,
+            min_group_size: 100,
+            report_days: 90,
+            max_evaluations_per_run: 7,
+        }
     }
 }
 
@@ -60,16 +67,31 @@ impl MeasurementSettings {
     }
 
     pub fn validate(&self, sink: &mut crate::config::IssueSink<'_>) {
-        for (key, v) in [("measurement.window_days_email", self.window_days_email), ("measurement.window_days_sms", self.window_days_sms), ("measurement.window_days_whatsapp", self.window_days_whatsapp)] {
+        for (key, v) in [
+            ("measurement.window_days_email", self.window_days_email),
+            ("measurement.window_days_sms", self.window_days_sms),
+            (
+                "measurement.window_days_whatsapp",
+                self.window_days_whatsapp,
+            ),
+        ] {
             if !(1..=90).contains(&v) {
                 sink.push(key, format!("{v} is out of range"), "use 1..=90 days");
             }
         }
         if !(1..=3650).contains(&self.report_days) {
-            sink.push("measurement.report_days", format!("{} is out of range", self.report_days), "use 1..=3650");
+            sink.push(
+                "measurement.report_days",
+                format!("{} is out of range", self.report_days),
+                "use 1..=3650",
+            );
         }
         if !(1..=366).contains(&self.max_evaluations_per_run) {
-            sink.push("measurement.max_evaluations_per_run", format!("{} is out of range", self.max_evaluations_per_run), "use 1..=366");
+            sink.push(
+                "measurement.max_evaluations_per_run",
+                format!("{} is out of range", self.max_evaluations_per_run),
+                "use 1..=366",
+            );
         }
     }
 }
@@ -90,14 +112,30 @@ pub struct Exposure {
 
 /// The window of a row: its channel's, or for a held-out row (no channel) its campaign's first
 /// channel's; email's when neither is known.
-pub fn window_days(m: &MeasurementSettings, campaigns: &CampaignSet, channel: Option<&str>, campaign: &str) -> u32 {
-    let ch = channel.and_then(Channel::parse).or_else(|| campaigns.get(campaign).and_then(|c| c.channels.first().copied()));
+pub fn window_days(
+    m: &MeasurementSettings,
+    campaigns: &CampaignSet,
+    channel: Option<&str>,
+    campaign: &str,
+) -> u32 {
+    let ch = channel.and_then(Channel::parse).or_else(|| {
+        campaigns
+            .get(campaign)
+            .and_then(|c| c.channels.first().copied())
+    });
     m.window_days(ch.unwrap_or(Channel::Email))
 }
 
 /// Every outbox row with its window, for days in `[from, to]` (all days when `None`).
-pub async fn exposures(db: &Db, m: &MeasurementSettings, campaigns: &CampaignSet, days: Option<(NaiveDate, NaiveDate)>) -> anyhow::Result<Vec<Exposure>> {
-    let (from, to) = days.map_or((String::new(), "9999-12-31".to_string()), |(a, b)| (a.to_string(), b.to_string()));
+pub async fn exposures(
+    db: &Db,
+    m: &MeasurementSettings,
+    campaigns: &CampaignSet,
+    days: Option<(NaiveDate, NaiveDate)>,
+) -> anyhow::Result<Vec<Exposure>> {
+    let (from, to) = days.map_or((String::new(), "9999-12-31".to_string()), |(a, b)| {
+        (a.to_string(), b.to_string())
+    });
     let mut out = Vec::new();
     scan_with(
         db,
@@ -135,18 +173,28 @@ pub struct Attribution {
 }
 
 /// Recomputes the `conversions` table from the outbox and the orders.
-pub async fn attribute(db: &Db, m: &MeasurementSettings, campaigns: &CampaignSet) -> anyhow::Result<Attribution> {
+pub async fn attribute(
+    db: &Db,
+    m: &MeasurementSettings,
+    campaigns: &CampaignSet,
+) -> anyhow::Result<Attribution> {
     let ex = exposures(db, m, campaigns, None).await?;
     let mut by_customer: HashMap<&str, Vec<&Exposure>> = HashMap::new();
     for e in &ex {
-        by_customer.entry(e.customer_id.as_str()).or_default().push(e);
+        by_customer
+            .entry(e.customer_id.as_str())
+            .or_default()
+            .push(e);
     }
     for v in by_customer.values_mut() {
         v.sort_by_key(|e| (e.start, e.message_id));
     }
     let earliest = ex.iter().map(|e| e.start).min().unwrap_or(i64::MAX);
     let mut rows: Vec<Vec<Val>> = Vec::new();
-    let mut summary = Attribution { exposures: ex.len(), ..Default::default() };
+    let mut summary = Attribution {
+        exposures: ex.len(),
+        ..Default::default()
+    };
     if earliest < i64::MAX {
         scan_with(
             db,
@@ -179,7 +227,20 @@ pub async fn attribute(db: &Db, m: &MeasurementSettings, campaigns: &CampaignSet
     let mut tx = db.begin().await?;
     tx.execute("DELETE FROM conversions", &[]).await?;
     for chunk in rows.chunks(2000) {
-        tx.insert_rows("conversions", &["order_id", "message_id", "customer_id", "campaign", "treated", "ordered_at", "revenue"], chunk).await?;
+        tx.insert_rows(
+            "conversions",
+            &[
+                "order_id",
+                "message_id",
+                "customer_id",
+                "campaign",
+                "treated",
+                "ordered_at",
+                "revenue",
+            ],
+            chunk,
+        )
+        .await?;
     }
     tx.commit().await?;
     Ok(summary)
@@ -235,15 +296,27 @@ pub struct UpliftReport {
 }
 
 /// Reads the conversions (run [`attribute`] first) and compares the groups.
-pub async fn uplift(db: &Db, m: &MeasurementSettings, campaigns: &CampaignSet, from: NaiveDate, to: NaiveDate, now: i64) -> anyhow::Result<UpliftReport> {
+pub async fn uplift(
+    db: &Db,
+    m: &MeasurementSettings,
+    campaigns: &CampaignSet,
+    from: NaiveDate,
+    to: NaiveDate,
+    now: i64,
+) -> anyhow::Result<UpliftReport> {
     let ex = exposures(db, m, campaigns, Some((from, to))).await?;
     let mut credited: HashMap<i64, (u64, f64)> = HashMap::new();
-    scan_with(db, "SELECT message_id, revenue FROM conversions", &[], |r| {
-        let e = credited.entry(r.int(0)?.unwrap_or(0)).or_default();
-        e.0 += 1;
-        e.1 += r.real(1)?.unwrap_or(0.0);
-        Ok(())
-    })
+    scan_with(
+        db,
+        "SELECT message_id, revenue FROM conversions",
+        &[],
+        |r| {
+            let e = credited.entry(r.int(0)?.unwrap_or(0)).or_default();
+            e.0 += 1;
+            e.1 += r.real(1)?.unwrap_or(0.0);
+            Ok(())
+        },
+    )
     .await?;
     let mut groups: std::collections::BTreeMap<String, (Group, Group)> = Default::default();
     let mut all = (Group::default(), Group::default());
@@ -251,7 +324,12 @@ pub async fn uplift(db: &Db, m: &MeasurementSettings, campaigns: &CampaignSet, f
     let mut still_open = 0;
     for e in &ex {
         let (n_conv, revenue) = credited.get(&e.message_id).copied().unwrap_or_default();
-        let f = funnel.entry(e.campaign.clone()).or_insert_with(|| FunnelRow { campaign: e.campaign.clone(), ..Default::default() });
+        let f = funnel
+            .entry(e.campaign.clone())
+            .or_insert_with(|| FunnelRow {
+                campaign: e.campaign.clone(),
+                ..Default::default()
+            });
         f.selected += 1;
         if e.treated {
             f.sent += u64::from(matches!(e.status.as_str(), "sent" | "delivered"));
@@ -269,21 +347,31 @@ pub async fn uplift(db: &Db, m: &MeasurementSettings, campaigns: &CampaignSet, f
         let (t, c) = (&mut g.0, &mut g.1);
         let target = if e.treated { t } else { c };
         target.add(n_conv > 0, revenue);
-        if e.treated { all.0.add(n_conv > 0, revenue) } else { all.1.add(n_conv > 0, revenue) }
+        if e.treated {
+            all.0.add(n_conv > 0, revenue)
+        } else {
+            all.1.add(n_conv > 0, revenue)
+        }
     }
     Ok(UpliftReport {
         from,
         to,
         still_open,
         overall: Comparison::new("all campaigns".into(), all.0, all.1, m.min_group_size),
-        campaigns: groups.into_iter().map(|(name, (t, c))| Comparison::new(name, t, c, m.min_group_size)).collect(),
+        campaigns: groups
+            .into_iter()
+            .map(|(name, (t, c))| Comparison::new(name, t, c, m.min_group_size))
+            .collect(),
         funnel: funnel.into_values().collect(),
     })
 }
 
 /// The default period: `report_days` ending today (brand time zone).
 pub fn default_period(m: &MeasurementSettings, today: NaiveDate) -> (NaiveDate, NaiveDate) {
-    (today - chrono::Duration::days(i64::from(m.report_days) - 1), today)
+    (
+        today - chrono::Duration::days(i64::from(m.report_days) - 1),
+        today,
+    )
 }
 
 /// Now, for callers that do not rehearse another instant.

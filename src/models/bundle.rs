@@ -86,7 +86,9 @@ pub struct TrainingSet {
 pub enum BundleError {
     #[error("no training cutoff has both returners and non-returners")]
     NoTrainingData,
-    #[error("the model was trained on feature schema {model} but the data has {data} (categories changed?): run `retentiond train`")]
+    #[error(
+        "the model was trained on feature schema {model} but the data has {data} (categories changed?): run `retentiond train`"
+    )]
     SchemaMismatch { model: String, data: String },
     #[error(transparent)]
     Classifier(#[from] super::return_classifier::ReturnClassifierError),
@@ -95,7 +97,10 @@ pub enum BundleError {
 }
 
 fn reference(s: &Snapshot) -> crate::monitoring::FeatureReference {
-    let names: Vec<String> = crate::features::BASE_FEATURES.iter().map(|s| s.to_string()).collect();
+    let names: Vec<String> = crate::features::BASE_FEATURES
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     crate::monitoring::FeatureReference::build(s.cutoff, &names, &s.base)
 }
 
@@ -113,12 +118,21 @@ impl BundleParams {
         if sets.is_empty() {
             return Err(BundleError::NoTrainingData);
         }
-        let (mut fit_x, mut fit_y, mut val_x, mut val_y) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut fit_x, mut fit_y, mut val_x, mut val_y) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for (n, t) in sets.iter().enumerate() {
             for i in 0..t.snap.len() {
                 let id = &data.customer_ids[t.snap.customers[i] as usize];
-                let is_val = if sets.len() > 1 { n == 0 } else { !keep_customer(id, 0.8, salt::FOLD) };
-                let (x, y) = if is_val { (&mut val_x, &mut val_y) } else { (&mut fit_x, &mut fit_y) };
+                let is_val = if sets.len() > 1 {
+                    n == 0
+                } else {
+                    !keep_customer(id, 0.8, salt::FOLD)
+                };
+                let (x, y) = if is_val {
+                    (&mut val_x, &mut val_y)
+                } else {
+                    (&mut fit_x, &mut fit_y)
+                };
                 base_f64(&t.snap, std::iter::once(i), x);
                 y.push(t.labels.returned[i]);
             }
@@ -138,7 +152,12 @@ impl BundleParams {
             let clock = std::time::Instant::now();
             let c = self.classifier.fit(&fit_x, &fit_y, &val_x, &val_y, NB);
             if let Ok((m, _)) = &c {
-                tracing::info!(chosen = m.name(), rows = fit_y.len() + val_y.len(), secs = clock.elapsed().as_secs_f32(), "return classifier fitted");
+                tracing::info!(
+                    chosen = m.name(),
+                    rows = fit_y.len() + val_y.len(),
+                    secs = clock.elapsed().as_secs_f32(),
+                    "return classifier fitted"
+                );
             }
             (c, lane.join().expect("fit lane panicked"))
         });
@@ -161,37 +180,71 @@ impl BundleParams {
         })
     }
 
-    fn fit_timing(&self, data: &BrandData, sets: &[&TrainingSet]) -> Result<FittedReturnTime, BundleError> {
+    fn fit_timing(
+        &self,
+        data: &BrandData,
+        sets: &[&TrainingSet],
+    ) -> Result<FittedReturnTime, BundleError> {
         let clock = std::time::Instant::now();
         // Returners only (see return_time.rs), a deterministic sample.
-        let returners: usize = sets.iter().map(|t| t.labels.returned.iter().filter(|&&r| r).count()).sum();
+        let returners: usize = sets
+            .iter()
+            .map(|t| t.labels.returned.iter().filter(|&&r| r).count())
+            .sum();
         let share = self.max_timing_rows as f64 / returners.max(1) as f64;
         let (mut tx, mut td) = (Vec::new(), Vec::new());
         for t in sets {
             for i in 0..t.snap.len() {
-                if t.labels.returned[i] && keep_customer(&data.customer_ids[t.snap.customers[i] as usize], share, salt::TIMING) {
+                if t.labels.returned[i]
+                    && keep_customer(
+                        &data.customer_ids[t.snap.customers[i] as usize],
+                        share,
+                        salt::TIMING,
+                    )
+                {
                     base_f64(&t.snap, std::iter::once(i), &mut tx);
                     td.push(t.labels.days_to_return[i]);
                 }
             }
         }
         let timing = self.timing.fit(&tx, &td, self.horizon_days as f64)?;
-        tracing::info!(rows = td.len(), secs = clock.elapsed().as_secs_f32(), "timing model fitted");
+        tracing::info!(
+            rows = td.len(),
+            secs = clock.elapsed().as_secs_f32(),
+            "timing model fitted"
+        );
         Ok(timing)
     }
 
-    fn fit_category(&self, data: &BrandData, sets: &[&TrainingSet]) -> Result<Option<FittedCategory>, BundleError> {
+    fn fit_category(
+        &self,
+        data: &BrandData,
+        sets: &[&TrainingSet],
+    ) -> Result<Option<FittedCategory>, BundleError> {
         let clock = std::time::Instant::now();
         let k = data.categories.len();
-        let with_cat: usize =
-            sets.iter().map(|t| t.labels.next_category.iter().filter(|&&c| c != NO_CAT).count()).sum();
+        let with_cat: usize = sets
+            .iter()
+            .map(|t| {
+                t.labels
+                    .next_category
+                    .iter()
+                    .filter(|&&c| c != NO_CAT)
+                    .count()
+            })
+            .sum();
         let share = self.max_category_rows as f64 / with_cat.max(1) as f64;
         let mut examples = Vec::new();
         for t in sets {
             for i in 0..t.snap.len() {
                 let id = &data.customer_ids[t.snap.customers[i] as usize];
                 if t.labels.next_category[i] != NO_CAT && keep_customer(id, share, salt::CATEGORY) {
-                    examples.push(Example { snap: &t.snap, i, truth: t.labels.next_category[i], customer_id: id });
+                    examples.push(Example {
+                        snap: &t.snap,
+                        i,
+                        truth: t.labels.next_category[i],
+                        customer_id: id,
+                    });
                 }
             }
         }
@@ -199,7 +252,11 @@ impl BundleParams {
             return Ok(None);
         }
         let category = self.category.fit(k, &examples)?;
-        tracing::info!(rows = examples.len(), secs = clock.elapsed().as_secs_f32(), "category model fitted");
+        tracing::info!(
+            rows = examples.len(),
+            secs = clock.elapsed().as_secs_f32(),
+            "category model fitted"
+        );
         Ok(Some(category))
     }
 
@@ -254,7 +311,10 @@ impl ModelBundle {
 
     pub fn check_schema(&self, s: &FeatureSchema) -> Result<(), BundleError> {
         if self.schema != *s {
-            return Err(BundleError::SchemaMismatch { model: self.schema.hash(), data: s.hash() });
+            return Err(BundleError::SchemaMismatch {
+                model: self.schema.hash(),
+                data: s.hash(),
+            });
         }
         Ok(())
     }
@@ -315,7 +375,9 @@ impl ModelBundle {
                 }
                 _ => unreachable!("a bundle has models or rules"),
             }
-            category.join().unwrap_or_else(|e| std::panic::resume_unwind(e))
+            category
+                .join()
+                .unwrap_or_else(|e| std::panic::resume_unwind(e))
         });
         p.category = category;
         p

@@ -26,7 +26,13 @@ impl Isotonic {
         // Initial blocks of `min_block` rows: (sum p, sum y, n).
         let mut blocks: Vec<(f64, f64, f64)> = idx
             .chunks(min_block.max(1))
-            .map(|c| (c.iter().map(|&i| p[i]).sum(), c.iter().map(|&i| y[i] as u8 as f64).sum(), c.len() as f64))
+            .map(|c| {
+                (
+                    c.iter().map(|&i| p[i]).sum(),
+                    c.iter().map(|&i| y[i] as u8 as f64).sum(),
+                    c.len() as f64,
+                )
+            })
             .collect();
         // Pool adjacent violators.
         let mut out: Vec<(f64, f64, f64)> = Vec::with_capacity(blocks.len());
@@ -41,7 +47,10 @@ impl Isotonic {
                 *out.last_mut().unwrap() = (l.0 + r.0, l.1 + r.1, l.2 + r.2);
             }
         }
-        Some(Isotonic { x: out.iter().map(|b| b.0 / b.2).collect(), y: out.iter().map(|b| b.1 / b.2).collect() })
+        Some(Isotonic {
+            x: out.iter().map(|b| b.0 / b.2).collect(),
+            y: out.iter().map(|b| b.1 / b.2).collect(),
+        })
     }
 
     /// The calibrated probability, clipped to [0.001, 0.999].
@@ -83,7 +92,11 @@ mod tests {
         }
         let iso = Isotonic::fit(&p, &y, 200).unwrap();
         for s in [0.1, 0.3, 0.6, 0.9] {
-            assert!((iso.apply(s) - s.sqrt()).abs() < 0.05, "{s}: {}", iso.apply(s));
+            assert!(
+                (iso.apply(s) - s.sqrt()).abs() < 0.05,
+                "{s}: {}",
+                iso.apply(s)
+            );
         }
         // Monotone.
         let mut prev = 0.0;

@@ -35,7 +35,12 @@ pub struct CategoryParams {
 
 impl Default for CategoryParams {
     fn default() -> Self {
-        CategoryParams { max_classes: 30, alpha: 1.0, ranker_alpha: 1.0, ranker_negatives: 30 }
+        CategoryParams {
+            max_classes: 30,
+            alpha: 1.0,
+            ranker_alpha: 1.0,
+            ranker_negatives: 30,
+        }
     }
 }
 
@@ -101,10 +106,16 @@ fn pair_row(s: &Snapshot, i: usize, c: usize, p_multi: f64, out: &mut [f64; NP])
     let views = s.cat_row(&s.cat_views, i);
     let k = s.k;
     let last = s.last_cat[i];
-    let trans = if last != NO_CAT { s.transitions[last as usize * k + c] } else { s.popularity[c] };
+    let trans = if last != NO_CAT {
+        s.transitions[last as usize * k + c]
+    } else {
+        s.popularity[c]
+    };
     let bought = orders[c] > 0.0;
     let phase = if bought {
-        ((s.cat_row(&s.cat_days_since, i)[c] as f64 + 1.0) / (s.cycle_days[c] as f64 + 1.0)).ln().clamp(-5.0, 5.0)
+        ((s.cat_row(&s.cat_days_since, i)[c] as f64 + 1.0) / (s.cycle_days[c] as f64 + 1.0))
+            .ln()
+            .clamp(-5.0, 5.0)
     } else {
         0.0
     };
@@ -133,7 +144,11 @@ fn pair_row(s: &Snapshot, i: usize, c: usize, p_multi: f64, out: &mut [f64; NP])
 }
 
 impl CategoryParams {
-    pub fn fit(&self, k: usize, examples: &[Example]) -> Result<FittedCategory, super::linear::LinearError> {
+    pub fn fit(
+        &self,
+        k: usize,
+        examples: &[Example],
+    ) -> Result<FittedCategory, super::linear::LinearError> {
         // Classes: the most frequent true categories.
         let mut freq = vec![0usize; k];
         examples.iter().for_each(|e| freq[e.truth as usize] += 1);
@@ -154,7 +169,10 @@ impl CategoryParams {
         let scaler = RobustScaler::fit(&rows, cols);
         scaler.apply(&mut rows);
         let y: Vec<usize> = examples.iter().map(|e| class_of(e.truth)).collect();
-        let fold: Vec<bool> = examples.iter().map(|e| keep_customer(e.customer_id, 0.5, salt::FOLD)).collect();
+        let fold: Vec<bool> = examples
+            .iter()
+            .map(|e| keep_customer(e.customer_id, 0.5, salt::FOLD))
+            .collect();
 
         // Out-of-fold multinomial probabilities for the ranker's training rows.
         let mut oof = vec![0.0; examples.len() * classes];
@@ -186,7 +204,11 @@ impl CategoryParams {
             // A single class seen: the multinomial is a constant.
             let mut intercepts = vec![-30.0; classes];
             intercepts[y[0]] = 0.0;
-            Multinomial { weights: vec![0.0; classes * cols], intercepts, cols }
+            Multinomial {
+                weights: vec![0.0; classes * cols],
+                intercepts,
+                cols,
+            }
         };
 
         // Ranker rows: the true category and negatives (all of them when there are few).
@@ -200,7 +222,9 @@ impl CategoryParams {
             } else {
                 // Deterministic negatives: a stride through the categories from a per-row offset.
                 let step = k / self.ranker_negatives.max(1);
-                let mut c: Vec<usize> = (0..self.ranker_negatives).map(|j| (n * 7 + j * step) % k).collect();
+                let mut c: Vec<usize> = (0..self.ranker_negatives)
+                    .map(|j| (n * 7 + j * step) % k)
+                    .collect();
                 c.push(e.truth as usize);
                 c.sort_unstable();
                 c.dedup();
@@ -213,7 +237,13 @@ impl CategoryParams {
             }
         }
         let ranker = super::linear::Logistic::fit(&px, NP, &py, self.ranker_alpha, 1)?;
-        Ok(FittedCategory { k, top, scaler, multinomial, ranker })
+        Ok(FittedCategory {
+            k,
+            top,
+            scaler,
+            multinomial,
+            ranker,
+        })
     }
 }
 
@@ -222,8 +252,10 @@ fn p_of(top: &[u16], probs: &[f64], s: &Snapshot, c: u16) -> f64 {
     match top.iter().position(|&t| t == c) {
         Some(j) => probs[j],
         None => {
-            let other_pop: f64 =
-                (0..s.k as u16).filter(|x| !top.contains(x)).map(|x| s.popularity[x as usize] as f64).sum();
+            let other_pop: f64 = (0..s.k as u16)
+                .filter(|x| !top.contains(x))
+                .map(|x| s.popularity[x as usize] as f64)
+                .sum();
             probs[top.len()] * s.popularity[c as usize] as f64 / other_pop.max(1e-9)
         }
     }
@@ -264,6 +296,10 @@ impl FittedCategory {
 /// Categories ranked by descending score (ties: lower index first).
 pub fn ranking(scores: &[f64]) -> Vec<u16> {
     let mut idx: Vec<u16> = (0..scores.len() as u16).collect();
-    idx.sort_by(|&a, &b| scores[b as usize].total_cmp(&scores[a as usize]).then(a.cmp(&b)));
+    idx.sort_by(|&a, &b| {
+        scores[b as usize]
+            .total_cmp(&scores[a as usize])
+            .then(a.cmp(&b))
+    });
     idx
 }

@@ -22,7 +22,13 @@ pub struct GbtParams {
 
 impl Default for GbtParams {
     fn default() -> Self {
-        GbtParams { iterations: 200, learning_rate: 0.1, max_depth: 4, l2: 1.0, min_leaf_weight: 20.0 }
+        GbtParams {
+            iterations: 200,
+            learning_rate: 0.1,
+            max_depth: 4,
+            l2: 1.0,
+            min_leaf_weight: 20.0,
+        }
     }
 }
 
@@ -41,7 +47,10 @@ pub struct FittedGbt {
 
 impl std::fmt::Debug for FittedGbt {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FittedGbt").field("params", &self.params).field("bytes", &self.booster_json.len()).finish()
+        f.debug_struct("FittedGbt")
+            .field("params", &self.params)
+            .field("bytes", &self.booster_json.len())
+            .finish()
     }
 }
 
@@ -72,16 +81,23 @@ impl GbtParams {
             .set_min_leaf_weight(self.min_leaf_weight)
             .set_seed(7)
             .set_parallel(true);
-        booster.fit(&matrix, &yf, &weights, None).map_err(|e| GbtError(e.to_string()))?;
+        booster
+            .fit(&matrix, &yf, &weights, None)
+            .map_err(|e| GbtError(e.to_string()))?;
         let booster_json = booster.json_dump().map_err(|e| GbtError(e.to_string()))?;
-        Ok(FittedGbt { params: *self, booster_json, booster: Some(std::sync::Arc::new(booster)) })
+        Ok(FittedGbt {
+            params: *self,
+            booster_json,
+            booster: Some(std::sync::Arc::new(booster)),
+        })
     }
 }
 
 impl FittedGbt {
     fn booster(&mut self) -> Result<&GradientBooster, GbtError> {
         if self.booster.is_none() {
-            let b = GradientBooster::from_json(&self.booster_json).map_err(|e| GbtError(e.to_string()))?;
+            let b = GradientBooster::from_json(&self.booster_json)
+                .map_err(|e| GbtError(e.to_string()))?;
             self.booster = Some(std::sync::Arc::new(b));
         }
         Ok(self.booster.as_ref().unwrap())
@@ -94,12 +110,19 @@ impl FittedGbt {
 
     /// P(positive) for row-major `x`. Call [`FittedGbt::ready`] first on a deserialized model.
     pub fn predict(&self, x: &[f64], cols: usize) -> Vec<f64> {
-        let booster = self.booster.as_ref().expect("FittedGbt::ready was not called");
+        let booster = self
+            .booster
+            .as_ref()
+            .expect("FittedGbt::ready was not called");
         let rows = x.len() / cols;
         let data = columns(x, cols);
         let matrix = Matrix::new(&data, rows, cols);
         // forust returns log-odds for the log-loss objective.
-        booster.predict(&matrix, true).into_iter().map(super::linear::sigmoid).collect()
+        booster
+            .predict(&matrix, true)
+            .into_iter()
+            .map(super::linear::sigmoid)
+            .collect()
     }
 }
 
@@ -118,10 +141,16 @@ mod tests {
             x.extend([a + (i % 13) as f64 * 0.001, b]);
             y.push(a == b);
         }
-        let m = GbtParams { iterations: 50, ..Default::default() }.fit(&x, 2, &y).unwrap();
+        let m = GbtParams {
+            iterations: 50,
+            ..Default::default()
+        }
+        .fit(&x, 2, &y)
+        .unwrap();
         let p = m.predict(&[0.0, 0.0, 1.0, 0.0], 2);
         assert!(p[0] > 0.9 && p[1] < 0.1, "{p:?}");
-        let mut back: FittedGbt = serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
+        let mut back: FittedGbt =
+            serde_json::from_str(&serde_json::to_string(&m).unwrap()).unwrap();
         back.ready().unwrap();
         assert_eq!(back.predict(&[0.0, 0.0], 2), m.predict(&[0.0, 0.0], 2));
     }

@@ -43,12 +43,22 @@ impl RobustScaler {
             center[j] = q(0.5);
             let iqr = q(0.75) - q(0.25);
             // Binary or very concentrated columns have IQR 0: fall back to the spread.
-            let spread = if iqr > 1e-9 { iqr } else { (q(0.99) - q(0.01)).max(0.0) };
+            let spread = if iqr > 1e-9 {
+                iqr
+            } else {
+                (q(0.99) - q(0.01)).max(0.0)
+            };
             let std = {
                 let m = col.iter().sum::<f64>() / col.len() as f64;
                 (col.iter().map(|v| (v - m).powi(2)).sum::<f64>() / col.len() as f64).sqrt()
             };
-            scale[j] = if spread > 1e-9 { spread } else if std > 1e-9 { std } else { 1.0 };
+            scale[j] = if spread > 1e-9 {
+                spread
+            } else if std > 1e-9 {
+                std
+            } else {
+                1.0
+            };
         }
         RobustScaler { center, scale }
     }
@@ -86,10 +96,19 @@ impl Logistic {
     /// (linfa has no sample weights) and the intercept is corrected by −ln(weight) afterwards,
     /// the exact prior-shift correction for logistic regression, so probabilities stay
     /// calibrated while the minority class gets more say in the coefficients.
-    pub fn fit(x: &[f64], cols: usize, y: &[bool], alpha: f64, positive_weight: usize) -> Result<Self, LinearError> {
+    pub fn fit(
+        x: &[f64],
+        cols: usize,
+        y: &[bool],
+        alpha: f64,
+        positive_weight: usize,
+    ) -> Result<Self, LinearError> {
         let positives = y.iter().filter(|&&b| b).count();
         if positives == 0 || positives == y.len() {
-            return Err(LinearError::OneClass { rows: y.len(), positives });
+            return Err(LinearError::OneClass {
+                rows: y.len(),
+                positives,
+            });
         }
         let w = positive_weight.max(1);
         let rows = y.len() + positives * (w - 1);
@@ -119,7 +138,12 @@ impl Logistic {
     }
 
     pub fn logit(&self, row: &[f64]) -> f64 {
-        self.intercept + row.iter().zip(&self.weights).map(|(a, b)| a * b).sum::<f64>()
+        self.intercept
+            + row
+                .iter()
+                .zip(&self.weights)
+                .map(|(a, b)| a * b)
+                .sum::<f64>()
     }
 
     pub fn predict(&self, row: &[f64]) -> f64 {
@@ -137,7 +161,13 @@ pub struct Multinomial {
 }
 
 impl Multinomial {
-    pub fn fit(x: &[f64], cols: usize, y: &[usize], classes: usize, alpha: f64) -> Result<Self, LinearError> {
+    pub fn fit(
+        x: &[f64],
+        cols: usize,
+        y: &[usize],
+        classes: usize,
+        alpha: f64,
+    ) -> Result<Self, LinearError> {
         let rows = y.len();
         let records = Array2::from_shape_vec((rows, cols), x.to_vec()).expect("shape");
         let dataset = Dataset::new(records, Array1::from(y.to_vec()));
@@ -148,7 +178,11 @@ impl Multinomial {
             .fit(&dataset)
             .map_err(|e| LinearError::Fit(e.to_string()))?;
         // Classes absent from the training rows get a very low intercept.
-        let mut m = Multinomial { weights: vec![0.0; classes * cols], intercepts: vec![-30.0; classes], cols };
+        let mut m = Multinomial {
+            weights: vec![0.0; classes * cols],
+            intercepts: vec![-30.0; classes],
+            cols,
+        };
         for (j, &class) in fitted.classes().iter().enumerate() {
             m.intercepts[class] = fitted.intercept()[j];
             for f in 0..cols {
@@ -208,7 +242,10 @@ mod tests {
         let mean = |m: &Logistic| x.iter().map(|v| m.predict(&[*v])).sum::<f64>() / x.len() as f64;
         let base = y.iter().filter(|&&b| b).count() as f64 / y.len() as f64;
         assert!((mean(&w) - base).abs() < 0.05, "{} vs {base}", mean(&w));
-        assert!(matches!(Logistic::fit(&x, 1, &vec![false; 400], 0.1, 1), Err(LinearError::OneClass { .. })));
+        assert!(matches!(
+            Logistic::fit(&x, 1, &vec![false; 400], 0.1, 1),
+            Err(LinearError::OneClass { .. })
+        ));
         let json = serde_json::to_string(&m).unwrap();
         assert_eq!(serde_json::from_str::<Logistic>(&json).unwrap(), m);
     }
@@ -219,7 +256,10 @@ mod tests {
         let mut y = Vec::new();
         for i in 0..300 {
             let c = i % 3;
-            x.extend([(c == 1) as u8 as f64 + (i % 7) as f64 * 0.01, (c == 2) as u8 as f64]);
+            x.extend([
+                (c == 1) as u8 as f64 + (i % 7) as f64 * 0.01,
+                (c == 2) as u8 as f64,
+            ]);
             y.push(c);
         }
         let m = Multinomial::fit(&x, 2, &y, 4, 0.1).unwrap();

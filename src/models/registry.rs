@@ -52,10 +52,19 @@ pub fn decode(id: i64, bytes: &[u8]) -> Result<Artifact, RegistryError> {
     let mut json = Vec::new();
     flate2::read::GzDecoder::new(bytes)
         .read_to_end(&mut json)
-        .map_err(|e| RegistryError::Corrupt { id, reason: e.to_string() })?;
-    let mut a: Artifact = serde_json::from_slice(&json).map_err(|e| RegistryError::Corrupt { id, reason: e.to_string() })?;
+        .map_err(|e| RegistryError::Corrupt {
+            id,
+            reason: e.to_string(),
+        })?;
+    let mut a: Artifact = serde_json::from_slice(&json).map_err(|e| RegistryError::Corrupt {
+        id,
+        reason: e.to_string(),
+    })?;
     for b in [&mut a.production, &mut a.evaluation] {
-        b.ready().map_err(|e| RegistryError::Corrupt { id, reason: e.to_string() })?;
+        b.ready().map_err(|e| RegistryError::Corrupt {
+            id,
+            reason: e.to_string(),
+        })?;
     }
     Ok(a)
 }
@@ -75,7 +84,11 @@ pub struct NewVersion<'a> {
 pub async fn insert(db: &Db, v: NewVersion<'_>) -> Result<i64, RegistryError> {
     let mut tx = db.begin().await?;
     if v.promote {
-        tx.execute("UPDATE model_versions SET status = 'retired' WHERE status = 'champion'", &[]).await?;
+        tx.execute(
+            "UPDATE model_versions SET status = 'retired' WHERE status = 'champion'",
+            &[],
+        )
+        .await?;
     }
     let p = &v.artifact.production;
     let id = tx

@@ -8,8 +8,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::gbt::{FittedGbt, GbtParams};
 use super::calibration::Isotonic;
+use super::gbt::{FittedGbt, GbtParams};
 use super::linear::{Logistic, RobustScaler};
 use super::metrics;
 
@@ -56,7 +56,12 @@ impl Default for ReturnClassifierParams {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Learner {
-    Logistic { scaler: RobustScaler, model: Logistic, alpha: f64, positive_weight: usize },
+    Logistic {
+        scaler: RobustScaler,
+        model: Logistic,
+        alpha: f64,
+        positive_weight: usize,
+    },
     Gbt(FittedGbt),
 }
 
@@ -84,7 +89,6 @@ pub enum ReturnClassifierError {
     Gbt(#[from] super::gbt::GbtError),
 }
 
-
 impl ReturnClassifierParams {
     /// `fit_*` rows train candidates, `val_*` rows judge them, then the winner is refitted on
     /// fit + validation rows. Matrices are row-major with `cols` columns, unscaled. With
@@ -105,8 +109,20 @@ impl ReturnClassifierParams {
             None => self.search(fit_x, fit_y, val_x, val_y, cols)?,
         };
         let calibration = choose_calibration(&val_p, val_y);
-        let learner = fit_one(&choice, &self.gbt, &[fit_x, val_x].concat(), &[fit_y, val_y].concat(), cols)?;
-        Ok((FittedReturnClassifier { learner, calibration }, candidates))
+        let learner = fit_one(
+            &choice,
+            &self.gbt,
+            &[fit_x, val_x].concat(),
+            &[fit_y, val_y].concat(),
+            cols,
+        )?;
+        Ok((
+            FittedReturnClassifier {
+                learner,
+                calibration,
+            },
+            candidates,
+        ))
     }
 
     fn search(
@@ -120,7 +136,12 @@ impl ReturnClassifierParams {
         // Candidates are compared on a stride sample of the fit rows.
         let stride = fit_y.len().div_ceil(self.max_search_rows.max(1)).max(1);
         let search_y: Vec<bool> = fit_y.iter().step_by(stride).copied().collect();
-        let search_x: Vec<f64> = fit_x.chunks(cols).step_by(stride).flatten().copied().collect();
+        let search_x: Vec<f64> = fit_x
+            .chunks(cols)
+            .step_by(stride)
+            .flatten()
+            .copied()
+            .collect();
         let (fit_x, fit_y) = (&search_x[..], &search_y[..]);
         let pos = fit_y.iter().filter(|&&b| b).count().max(1);
         let neg = fit_y.len() - pos.min(fit_y.len());
@@ -129,9 +150,15 @@ impl ReturnClassifierParams {
         let balanced = ((neg as f64 / pos as f64).round() as usize).clamp(1, 10);
         let mut specs = Vec::new();
         for &alpha in &self.alphas {
-            specs.push(Choice::Logistic { alpha, positive_weight: 1 });
+            specs.push(Choice::Logistic {
+                alpha,
+                positive_weight: 1,
+            });
             if self.try_class_weights && balanced > 1 {
-                specs.push(Choice::Logistic { alpha, positive_weight: balanced });
+                specs.push(Choice::Logistic {
+                    alpha,
+                    positive_weight: balanced,
+                });
             }
         }
         if self.try_gbt && fit_y.len() * stride + val_y.len() >= self.min_gbt_rows {
@@ -144,8 +171,17 @@ impl ReturnClassifierParams {
             let model = fit_one(spec, &self.gbt, fit_x, fit_y, cols)?;
             let p = model.predict(val_x, cols);
             let (auc, ll) = (metrics::roc_auc(&p, val_y), metrics::log_loss(&p, val_y));
-            tracing::debug!(candidate = model.name(), auc, log_loss = ll, "return classifier candidate");
-            candidates.push(Candidate { name: model.name(), validation_auc: auc, validation_log_loss: ll });
+            tracing::debug!(
+                candidate = model.name(),
+                auc,
+                log_loss = ll,
+                "return classifier candidate"
+            );
+            candidates.push(Candidate {
+                name: model.name(),
+                validation_auc: auc,
+                validation_log_loss: ll,
+            });
             if best.is_none_or(|(b, _)| ll < b) {
                 best = Some((ll, s));
                 best_p = p;
@@ -161,24 +197,52 @@ impl ReturnClassifierParams {
 /// changes between windows, a map learned on one window can hurt the next.)
 fn choose_calibration(p: &[f64], y: &[bool]) -> Option<Isotonic> {
     let half = |keep: usize| -> (Vec<f64>, Vec<bool>) {
-        (0..p.len()).filter(|i| i % 2 == keep).map(|i| (p[i], y[i])).unzip()
+        (0..p.len())
+            .filter(|i| i % 2 == keep)
+            .map(|i| (p[i], y[i]))
+            .unzip()
     };
     let ((p0, y0), (p1, y1)) = (half(0), half(1));
     let iso = Isotonic::fit(&p0, &y0, (y0.len() / 50).max(50))?;
     let calibrated: Vec<f64> = p1.iter().map(|&v| iso.apply(v)).collect();
-    let (before, after) = (metrics::log_loss(&p1, &y1), metrics::log_loss(&calibrated, &y1));
-    tracing::debug!(before, after, "isotonic calibration on held-out validation rows");
-    if after < before { Isotonic::fit(p, y, (y.len() / 50).max(50)) } else { None }
+    let (before, after) = (
+        metrics::log_loss(&p1, &y1),
+        metrics::log_loss(&calibrated, &y1),
+    );
+    tracing::debug!(
+        before,
+        after,
+        "isotonic calibration on held-out validation rows"
+    );
+    if after < before {
+        Isotonic::fit(p, y, (y.len() / 50).max(50))
+    } else {
+        None
+    }
 }
 
-fn fit_one(spec: &Choice, gbt: &GbtParams, x: &[f64], y: &[bool], cols: usize) -> Result<Learner, ReturnClassifierError> {
+fn fit_one(
+    spec: &Choice,
+    gbt: &GbtParams,
+    x: &[f64],
+    y: &[bool],
+    cols: usize,
+) -> Result<Learner, ReturnClassifierError> {
     Ok(match *spec {
-        Choice::Logistic { alpha, positive_weight: weight } => {
+        Choice::Logistic {
+            alpha,
+            positive_weight: weight,
+        } => {
             let scaler = RobustScaler::fit(x, cols);
             let mut xs = x.to_vec();
             scaler.apply(&mut xs);
             let model = Logistic::fit(&xs, cols, y, alpha, weight)?;
-            Learner::Logistic { scaler, model, alpha, positive_weight: weight }
+            Learner::Logistic {
+                scaler,
+                model,
+                alpha,
+                positive_weight: weight,
+            }
         }
         Choice::Gbt => Learner::Gbt(gbt.fit(x, cols, y)?),
     })
@@ -187,20 +251,32 @@ fn fit_one(spec: &Choice, gbt: &GbtParams, x: &[f64], y: &[bool], cols: usize) -
 impl Learner {
     pub fn choice(&self) -> Choice {
         match self {
-            Learner::Logistic { alpha, positive_weight, .. } => {
-                Choice::Logistic { alpha: *alpha, positive_weight: *positive_weight }
-            }
+            Learner::Logistic {
+                alpha,
+                positive_weight,
+                ..
+            } => Choice::Logistic {
+                alpha: *alpha,
+                positive_weight: *positive_weight,
+            },
             Learner::Gbt(_) => Choice::Gbt,
         }
     }
 
     pub fn name(&self) -> String {
         match self {
-            Learner::Logistic { alpha, positive_weight, .. } => {
+            Learner::Logistic {
+                alpha,
+                positive_weight,
+                ..
+            } => {
                 format!("logistic(alpha={alpha}, positive_weight={positive_weight})")
             }
             Learner::Gbt(g) => {
-                format!("gbt(iterations={}, depth={})", g.params.iterations, g.params.max_depth)
+                format!(
+                    "gbt(iterations={}, depth={})",
+                    g.params.iterations, g.params.max_depth
+                )
             }
         }
     }
@@ -235,7 +311,11 @@ impl FittedReturnClassifier {
 
     pub fn name(&self) -> String {
         let n = self.learner.name();
-        if self.calibration.is_some() { format!("{n} + isotonic calibration") } else { n }
+        if self.calibration.is_some() {
+            format!("{n} + isotonic calibration")
+        } else {
+            n
+        }
     }
 
     pub fn ready(&mut self) -> Result<(), ReturnClassifierError> {

@@ -32,7 +32,11 @@ pub struct ReturnTimeParams {
 
 impl Default for ReturnTimeParams {
     fn default() -> Self {
-        ReturnTimeParams { alpha: 1.0, max_bins: 30, groups: 10 }
+        ReturnTimeParams {
+            alpha: 1.0,
+            max_bins: 30,
+            groups: 10,
+        }
     }
 }
 
@@ -79,11 +83,25 @@ fn time_varying(base: &[f64], t: f64, out: &mut [f64]) {
 
 impl ReturnTimeParams {
     /// Fits on returners: unscaled base rows (row-major, NB columns) and days to return.
-    pub fn fit(&self, x: &[f64], days: &[f64], horizon_days: f64) -> Result<FittedReturnTime, super::linear::LinearError> {
+    pub fn fit(
+        &self,
+        x: &[f64],
+        days: &[f64],
+        horizon_days: f64,
+    ) -> Result<FittedReturnTime, super::linear::LinearError> {
         let bins = (horizon_days.round() as usize).clamp(1, self.max_bins.max(1));
         let groups = self.groups.clamp(1, bins);
         let scaler = RobustScaler::fit(x, NB);
-        let mut m = FittedReturnTime { horizon_days, bins, groups, scaler, hazard: Logistic { weights: vec![], intercept: 0.0 } };
+        let mut m = FittedReturnTime {
+            horizon_days,
+            bins,
+            groups,
+            scaler,
+            hazard: Logistic {
+                weights: vec![],
+                intercept: 0.0,
+            },
+        };
         let cols = m.cols();
         let mut rows = Vec::new();
         let mut y = Vec::new();
@@ -117,7 +135,8 @@ impl FittedReturnTime {
         let mut scaled = raw.to_vec();
         self.scaler.apply_row(&mut scaled);
         let w = &self.hazard.weights;
-        let static_part = self.hazard.intercept + scaled.iter().zip(&w[..NB]).map(|(a, b)| a * b).sum::<f64>();
+        let static_part =
+            self.hazard.intercept + scaled.iter().zip(&w[..NB]).map(|(a, b)| a * b).sum::<f64>();
         let mut tv = [0.0; TV];
         let mut survive = 1.0;
         let mut out = Vec::with_capacity(self.bins);
@@ -126,8 +145,15 @@ impl FittedReturnTime {
             time_varying(raw, t, &mut tv);
             let z = static_part
                 + w[NB + b * self.groups / self.bins]
-                + tv.iter().zip(&w[NB + self.groups..]).map(|(a, b)| a * b).sum::<f64>();
-            let h = if b + 1 == self.bins { 1.0 } else { super::linear::sigmoid(z) };
+                + tv.iter()
+                    .zip(&w[NB + self.groups..])
+                    .map(|(a, b)| a * b)
+                    .sum::<f64>();
+            let h = if b + 1 == self.bins {
+                1.0
+            } else {
+                super::linear::sigmoid(z)
+            };
             survive *= 1.0 - h;
             out.push(1.0 - survive);
         }
@@ -141,7 +167,11 @@ impl FittedReturnTime {
         let mut prev = 0.0;
         for (b, &c) in cdf.iter().enumerate() {
             if c >= q {
-                let frac = if c > prev { (q - prev) / (c - prev) } else { 0.5 };
+                let frac = if c > prev {
+                    (q - prev) / (c - prev)
+                } else {
+                    0.5
+                };
                 return (b as f64 + frac) * w;
             }
             prev = c;
@@ -159,7 +189,11 @@ impl FittedReturnTime {
 
     pub fn timing(&self, cdf: &[f64], coverage: f64) -> Timing {
         let tail = (1.0 - coverage) / 2.0;
-        Timing { lo: self.quantile(cdf, tail), median: self.quantile(cdf, 0.5), hi: self.quantile(cdf, 1.0 - tail) }
+        Timing {
+            lo: self.quantile(cdf, tail),
+            median: self.quantile(cdf, 0.5),
+            hi: self.quantile(cdf, 1.0 - tail),
+        }
     }
 
     /// Restricted mean time to return within the horizon, E[min(T, H)], given P(return) `p`:
@@ -193,12 +227,19 @@ mod tests {
             row[F_OVERDUE] = if due { 0.0 } else { -2.0 };
             row[F_CYCLE_PHASE] = row[F_OVERDUE];
             x.extend_from_slice(&row);
-            days.push(if due { (i % 10) as f64 } else { 30.0 + (i % 20) as f64 });
+            days.push(if due {
+                (i % 10) as f64
+            } else {
+                30.0 + (i % 20) as f64
+            });
         }
         let m = ReturnTimeParams::default().fit(&x, &days, 90.0).unwrap();
         let due = m.timing(&m.cdf(&x[..NB]), 0.5);
         let later = m.timing(&m.cdf(&x[NB..2 * NB]), 0.5);
-        assert!(due.median < 10.0 && later.median > 25.0, "{due:?} {later:?}");
+        assert!(
+            due.median < 10.0 && later.median > 25.0,
+            "{due:?} {later:?}"
+        );
         assert!(due.lo <= due.median && due.median <= due.hi);
         let cdf = m.cdf(&x[..NB]);
         assert!((cdf[cdf.len() - 1] - 1.0).abs() < 1e-12);

@@ -28,13 +28,20 @@ pub struct RulePrediction {
 
 impl RulesModel {
     pub fn from_snapshot(s: &Snapshot) -> Self {
-        RulesModel { brand_gap_days: s.mean_own_gap_days().max(1.0) }
+        RulesModel {
+            brand_gap_days: s.mean_own_gap_days().max(1.0),
+        }
     }
 
     pub fn predict(&self, s: &Snapshot, i: usize, horizon: f64) -> RulePrediction {
         let n = s.purchase_days[i] as f64;
         let own = s.own_gap_days[i] as f64;
-        let g = if own.is_finite() { ((n - 1.0) * own + self.brand_gap_days) / n } else { self.brand_gap_days }.max(1.0);
+        let g = if own.is_finite() {
+            ((n - 1.0) * own + self.brand_gap_days) / n
+        } else {
+            self.brand_gap_days
+        }
+        .max(1.0);
         let rec = s.recency_days[i] as f64;
         let damp = if rec > 2.0 * g { 2.0 * g / rec } else { 1.0 };
         let p_return = (1.0 - (-horizon / g).exp()) * damp;
@@ -54,7 +61,11 @@ impl RulesModel {
     pub fn categories(&self, s: &Snapshot, i: usize) -> Vec<f64> {
         let orders = s.cat_row(&s.cat_orders, i);
         let mut v: Vec<f64> = (0..s.k)
-            .map(|c| orders[c] as f64 + 0.5 * (s.last_cat[i] as usize == c) as u8 as f64 + s.popularity[c] as f64 / 10.0)
+            .map(|c| {
+                orders[c] as f64
+                    + 0.5 * (s.last_cat[i] as usize == c) as u8 as f64
+                    + s.popularity[c] as f64 / 10.0
+            })
             .collect();
         let sum: f64 = v.iter().sum();
         if sum > 0.0 {

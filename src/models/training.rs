@@ -14,9 +14,16 @@ use crate::features::{DAY, FeatureSchema, snapshot};
 #[derive(Debug, Serialize)]
 pub enum TrainOutcome {
     /// The new version is the champion.
-    Promoted { model_version_id: i64, reason: String },
+    Promoted {
+        model_version_id: i64,
+        reason: String,
+    },
     /// The new version was stored but the previous champion stays.
-    KeptChampion { model_version_id: i64, champion_id: i64, reason: String },
+    KeptChampion {
+        model_version_id: i64,
+        champion_id: i64,
+        reason: String,
+    },
 }
 
 /// The comparison on one window: candidate vs champion.
@@ -28,19 +35,45 @@ pub struct Comparison {
 }
 
 /// Compares the headline metrics; returns the ones where the candidate is worse beyond `tol`.
-pub fn regressions(candidate: &BacktestReport, champion: &BacktestReport, tol: f64) -> Vec<Comparison> {
+pub fn regressions(
+    candidate: &BacktestReport,
+    champion: &BacktestReport,
+    tol: f64,
+) -> Vec<Comparison> {
     let mut pairs = vec![
-        Comparison { metric: "return AUC", candidate: candidate.ret.auc, champion: champion.ret.auc },
-        Comparison { metric: "timing C-index", candidate: candidate.timing.c_index, champion: champion.timing.c_index },
+        Comparison {
+            metric: "return AUC",
+            candidate: candidate.ret.auc,
+            champion: champion.ret.auc,
+        },
+        Comparison {
+            metric: "timing C-index",
+            candidate: candidate.timing.c_index,
+            champion: champion.timing.c_index,
+        },
     ];
     if let (Some(a), Some(b)) = (&candidate.category, &champion.category) {
-        pairs.push(Comparison { metric: "category hit@1", candidate: a.hit_at_1, champion: b.hit_at_1 });
+        pairs.push(Comparison {
+            metric: "category hit@1",
+            candidate: a.hit_at_1,
+            champion: b.hit_at_1,
+        });
     }
-    pairs.into_iter().filter(|c| c.champion.is_finite() && (c.candidate < c.champion - tol || c.candidate.is_nan())).collect()
+    pairs
+        .into_iter()
+        .filter(|c| {
+            c.champion.is_finite() && (c.candidate < c.champion - tol || c.candidate.is_nan())
+        })
+        .collect()
 }
 
 #[tracing::instrument(skip_all, fields(as_of))]
-pub async fn train(db: &Db, m: &ModelSettings, tz: chrono_tz::Tz, as_of: i64) -> anyhow::Result<(TrainOutcome, BacktestReport)> {
+pub async fn train(
+    db: &Db,
+    m: &ModelSettings,
+    tz: chrono_tz::Tz,
+    as_of: i64,
+) -> anyhow::Result<(TrainOutcome, BacktestReport)> {
     let h = m.horizon_days as i64 * DAY;
     let eval_as_of = as_of - h;
     // One load serves the evaluation fit (cutoffs before as_of − H) and the production fit.
@@ -70,7 +103,11 @@ pub async fn train(db: &Db, m: &ModelSettings, tz: chrono_tz::Tz, as_of: i64) ->
     drop((eval_snap, eval_labels));
     let chosen = evaluation.classifier.as_ref().map(|c| c.choice());
     let (production, cold) = evaluate::fit_as_of(&data, as_of, m, chosen)?;
-    tracing::info!(auc = report.ret.auc, kind = production.kind.as_str(), "trained; evaluated on the latest complete horizon");
+    tracing::info!(
+        auc = report.ret.auc,
+        kind = production.kind.as_str(),
+        "trained; evaluated on the latest complete horizon"
+    );
     drop(data);
 
     let mut champion_report = None;
@@ -79,21 +116,58 @@ pub async fn train(db: &Db, m: &ModelSettings, tz: chrono_tz::Tz, as_of: i64) ->
         Some((v, a)) => {
             let id = v.model_version_id;
             if a.evaluation.schema != schema {
-                (true, format!("champion {id} was trained on another feature schema (categories changed)"), Some(id))
-            } else if v.evaluated_as_of.is_some_and(|e| e > eval_as_of) || a.evaluation.horizon_days != m.horizon_days {
-                (false, format!("champion {id} was evaluated on a later window or another horizon; not comparable"), Some(id))
+                (
+                    true,
+                    format!(
+                        "champion {id} was trained on another feature schema (categories changed)"
+                    ),
+                    Some(id),
+                )
+            } else if v.evaluated_as_of.is_some_and(|e| e > eval_as_of)
+                || a.evaluation.horizon_days != m.horizon_days
+            {
+                (
+                    false,
+                    format!(
+                        "champion {id} was evaluated on a later window or another horizon; not comparable"
+                    ),
+                    Some(id),
+                )
             } else if production.kind == ModelKind::Model && a.production.kind == ModelKind::Rules {
-                (true, format!("fitted models replace the cold-start rules of {id}"), Some(id))
+                (
+                    true,
+                    format!("fitted models replace the cold-start rules of {id}"),
+                    Some(id),
+                )
             } else {
-                let theirs = theirs.take().expect("evaluated above: the champion is comparable");
+                let theirs = theirs
+                    .take()
+                    .expect("evaluated above: the champion is comparable");
                 let worse = regressions(&report, &theirs, m.promotion_tolerance);
                 champion_report = Some(theirs);
                 if worse.is_empty() {
-                    (true, format!("not worse than champion {id} beyond {} on the same window", m.promotion_tolerance), Some(id))
+                    (
+                        true,
+                        format!(
+                            "not worse than champion {id} beyond {} on the same window",
+                            m.promotion_tolerance
+                        ),
+                        Some(id),
+                    )
                 } else {
-                    let what: Vec<String> =
-                        worse.iter().map(|c| format!("{} {:.4} < {:.4}", c.metric, c.candidate, c.champion)).collect();
-                    (false, format!("worse than champion {id} beyond {}: {}", m.promotion_tolerance, what.join(", ")), Some(id))
+                    let what: Vec<String> = worse
+                        .iter()
+                        .map(|c| format!("{} {:.4} < {:.4}", c.metric, c.candidate, c.champion))
+                        .collect();
+                    (
+                        false,
+                        format!(
+                            "worse than champion {id} beyond {}: {}",
+                            m.promotion_tolerance,
+                            what.join(", ")
+                        ),
+                        Some(id),
+                    )
                 }
             }
         }
@@ -102,8 +176,12 @@ pub async fn train(db: &Db, m: &ModelSettings, tz: chrono_tz::Tz, as_of: i64) ->
         Some(c) => format!("{reason}; cold start: {c}"),
         None => reason,
     };
-    let metrics = serde_json::json!({ "evaluation": report, "champion_on_same_window": champion_report });
-    let artifact = Artifact { production, evaluation };
+    let metrics =
+        serde_json::json!({ "evaluation": report, "champion_on_same_window": champion_report });
+    let artifact = Artifact {
+        production,
+        evaluation,
+    };
     let id = registry::insert(
         db,
         NewVersion {
@@ -119,9 +197,22 @@ pub async fn train(db: &Db, m: &ModelSettings, tz: chrono_tz::Tz, as_of: i64) ->
     .await?;
     if promote {
         tracing::info!(model_version_id = id, %reason, "promoted to champion");
-        Ok((TrainOutcome::Promoted { model_version_id: id, reason }, report))
+        Ok((
+            TrainOutcome::Promoted {
+                model_version_id: id,
+                reason,
+            },
+            report,
+        ))
     } else {
         tracing::warn!(model_version_id = id, %reason, "kept the current champion");
-        Ok((TrainOutcome::KeptChampion { model_version_id: id, champion_id: champion_id.unwrap_or(0), reason }, report))
+        Ok((
+            TrainOutcome::KeptChampion {
+                model_version_id: id,
+                champion_id: champion_id.unwrap_or(0),
+                reason,
+            },
+            report,
+        ))
     }
 }

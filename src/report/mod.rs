@@ -72,13 +72,28 @@ fn row(c: &Comparison) -> UpliftRow {
     };
     UpliftRow {
         campaign: c.campaign.clone(),
-        treated: format!("{} of {} ({})", c.treated.converted, c.treated.n, pct(c.treated.rate())),
-        holdout: format!("{} of {} ({})", c.holdout.converted, c.holdout.n, pct(c.holdout.rate())),
+        treated: format!(
+            "{} of {} ({})",
+            c.treated.converted,
+            c.treated.n,
+            pct(c.treated.rate())
+        ),
+        holdout: format!(
+            "{} of {} ({})",
+            c.holdout.converted,
+            c.holdout.n,
+            pct(c.holdout.rate())
+        ),
         lift: pts(l.absolute),
         lift_ci: format!("{} to {}", pts(l.absolute_ci.0), pts(l.absolute_ci.1)),
-        relative: l.relative.map_or("-".into(), |r| format!("{:+.0}%", r * 100.0)),
+        relative: l
+            .relative
+            .map_or("-".into(), |r| format!("{:+.0}%", r * 100.0)),
         p_value: format!("{:.3}", l.p_value),
-        revenue_lift: format!("{:+.0} ({:+.0} to {:+.0}) per customer", c.revenue_lift.absolute, c.revenue_lift.absolute_ci.0, c.revenue_lift.absolute_ci.1),
+        revenue_lift: format!(
+            "{:+.0} ({:+.0} to {:+.0}) per customer",
+            c.revenue_lift.absolute, c.revenue_lift.absolute_ci.0, c.revenue_lift.absolute_ci.1
+        ),
         verdict,
         class,
     }
@@ -97,27 +112,50 @@ pub struct ReportInput {
 }
 
 /// Attributes conversions, then gathers the period's uplift and the models' history.
-pub async fn gather(db: &Db, settings: &Settings, campaigns: &CampaignSet, from: NaiveDate, to: NaiveDate, attribute_first: bool) -> anyhow::Result<ReportInput> {
+pub async fn gather(
+    db: &Db,
+    settings: &Settings,
+    campaigns: &CampaignSet,
+    from: NaiveDate,
+    to: NaiveDate,
+    attribute_first: bool,
+) -> anyhow::Result<ReportInput> {
     let m = &settings.measurement;
     if attribute_first {
         measurement::attribute(db, m, campaigns).await?;
     }
     let uplift = measurement::uplift(db, m, campaigns, from, to, measurement::now()).await?;
-    let mut versions: Vec<(i64, Value, String, i64)> =
-        crate::models::registry::list(db).await?.into_iter().map(|v| (v.as_of, v.metrics, v.status, v.model_version_id)).collect();
+    let mut versions: Vec<(i64, Value, String, i64)> = crate::models::registry::list(db)
+        .await?
+        .into_iter()
+        .map(|v| (v.as_of, v.metrics, v.status, v.model_version_id))
+        .collect();
     versions.reverse();
     let (drift_day, drift) = match monitoring::latest_drift(db).await? {
         Some((d, rows)) => (Some(d), rows),
         None => (None, Vec::new()),
     };
     let evaluations = monitoring::evaluations(db).await?;
-    Ok(ReportInput { uplift, versions, drift, drift_day, evaluations })
+    Ok(ReportInput {
+        uplift,
+        versions,
+        drift,
+        drift_day,
+        evaluations,
+    })
 }
 
 /// `retentiond report`: attributes conversions, evaluates matured scores, renders the page into
 /// `out` (written to a temporary file and renamed, so a reader never sees half a page), and
 /// says what it wrote.
-pub async fn write(db: &Db, settings: &Settings, campaigns: &CampaignSet, out: &std::path::Path, from: Option<NaiveDate>, to: Option<NaiveDate>) -> anyhow::Result<String> {
+pub async fn write(
+    db: &Db,
+    settings: &Settings,
+    campaigns: &CampaignSet,
+    out: &std::path::Path,
+    from: Option<NaiveDate>,
+    to: Option<NaiveDate>,
+) -> anyhow::Result<String> {
     use anyhow::Context as _;
     let m = &settings.measurement;
     let today = crate::scheduler::schedule::local_day(Utc::now(), settings.timezone());
@@ -126,11 +164,18 @@ pub async fn write(db: &Db, settings: &Settings, campaigns: &CampaignSet, out: &
     if from > to {
         anyhow::bail!("--from {from} is after --to {to}");
     }
-    let evaluated = monitoring::evaluate_matured(db, settings.model.bot_events_per_day, measurement::now(), m.max_evaluations_per_run).await?;
+    let evaluated = monitoring::evaluate_matured(
+        db,
+        settings.model.bot_events_per_day,
+        measurement::now(),
+        m.max_evaluations_per_run,
+    )
+    .await?;
     let input = gather(db, settings, campaigns, from, to, true).await?;
     let html = render(settings, &input)?;
     if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("Failed to create {}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("Failed to create {}", dir.display()))?;
     }
     let tmp = out.with_extension("html.tmp");
     std::fs::write(&tmp, &html).with_context(|| format!("Failed to write {}", tmp.display()))?;
@@ -147,15 +192,26 @@ pub async fn write(db: &Db, settings: &Settings, campaigns: &CampaignSet, out: &
         o.return_lift.absolute_ci.0 * 100.0,
         o.return_lift.absolute_ci.1 * 100.0,
         o.return_lift.p_value,
-        o.warning.as_ref().map_or(String::new(), |w| format!(" [{w}]")),
+        o.warning
+            .as_ref()
+            .map_or(String::new(), |w| format!(" [{w}]")),
         evaluated.len(),
         input.evaluations.len(),
-        input.drift.iter().filter(|d| d.1 > monitoring::PSI_WARN).count(),
+        input
+            .drift
+            .iter()
+            .filter(|d| d.1 > monitoring::PSI_WARN)
+            .count(),
     ))
 }
 
 fn day_label(tz: chrono_tz::Tz) -> impl Fn(&f64) -> String {
-    move |x: &f64| tz.timestamp_opt(*x as i64, 0).single().map(|t| t.format("%d %b %y").to_string()).unwrap_or_default()
+    move |x: &f64| {
+        tz.timestamp_opt(*x as i64, 0)
+            .single()
+            .map(|t| t.format("%d %b %y").to_string())
+            .unwrap_or_default()
+    }
 }
 
 /// Renders the page.
@@ -168,20 +224,50 @@ pub fn render(settings: &Settings, input: &ReportInput) -> anyhow::Result<String
     let eval = |v: &Value| v["evaluation"].clone();
 
     // 1. Uplift with intervals.
-    let mut items: Vec<(String, f64, f64, f64)> = u.campaigns.iter().map(|c| (c.campaign.clone(), c.return_lift.absolute * 100.0, c.return_lift.absolute_ci.0 * 100.0, c.return_lift.absolute_ci.1 * 100.0)).collect();
-    items.push(("all".into(), u.overall.return_lift.absolute * 100.0, u.overall.return_lift.absolute_ci.0 * 100.0, u.overall.return_lift.absolute_ci.1 * 100.0));
+    let mut items: Vec<(String, f64, f64, f64)> = u
+        .campaigns
+        .iter()
+        .map(|c| {
+            (
+                c.campaign.clone(),
+                c.return_lift.absolute * 100.0,
+                c.return_lift.absolute_ci.0 * 100.0,
+                c.return_lift.absolute_ci.1 * 100.0,
+            )
+        })
+        .collect();
+    items.push((
+        "all".into(),
+        u.overall.return_lift.absolute * 100.0,
+        u.overall.return_lift.absolute_ci.0 * 100.0,
+        u.overall.return_lift.absolute_ci.1 * 100.0,
+    ));
     plots.push(Plot {
         id: "uplift",
         title: "Uplift: return rate, treated minus holdout".into(),
         caption: "Percentage points with 95% confidence intervals; green excludes zero.".into(),
-        svg: charts::intervals("Return-rate uplift (95% CI)", "percentage points", &items).map_err(anyhow::Error::msg)?,
+        svg: charts::intervals("Return-rate uplift (95% CI)", "percentage points", &items)
+            .map_err(anyhow::Error::msg)?,
     });
     // 2. Funnel.
-    let stages = ["selected", "held out", "sent", "delivered", "converted"].map(String::from).to_vec();
+    let stages = ["selected", "held out", "sent", "delivered", "converted"]
+        .map(String::from)
+        .to_vec();
     let series: Vec<(String, Vec<f64>)> = u
         .funnel
         .iter()
-        .map(|f| (f.campaign.clone(), vec![f.selected as f64, f.held_out as f64, f.sent as f64, f.delivered as f64, f.converted as f64]))
+        .map(|f| {
+            (
+                f.campaign.clone(),
+                vec![
+                    f.selected as f64,
+                    f.held_out as f64,
+                    f.sent as f64,
+                    f.delivered as f64,
+                    f.converted as f64,
+                ],
+            )
+        })
         .collect();
     plots.push(Plot {
         id: "funnel",
@@ -206,12 +292,24 @@ pub fn render(settings: &Settings, input: &ReportInput) -> anyhow::Result<String
             hit.push((x, v));
         }
     }
-    let mut series = vec![("return AUC (backtest)".to_string(), auc), ("timing C-index".to_string(), cidx), ("category hit@1".to_string(), hit)];
+    let mut series = vec![
+        ("return AUC (backtest)".to_string(), auc),
+        ("timing C-index".to_string(), cidx),
+        ("category hit@1".to_string(), hit),
+    ];
     let realized = |f: fn(&ScoreEvaluation) -> f64| -> Vec<(f64, f64)> {
-        input.evaluations.iter().map(|e| (e.as_of as f64, f(e))).filter(|p| p.1.is_finite()).collect()
+        input
+            .evaluations
+            .iter()
+            .map(|e| (e.as_of as f64, f(e)))
+            .filter(|p| p.1.is_finite())
+            .collect()
     };
     for (name, f) in [
-        ("return AUC (realized)", (|e: &ScoreEvaluation| e.auc) as fn(&ScoreEvaluation) -> f64),
+        (
+            "return AUC (realized)",
+            (|e: &ScoreEvaluation| e.auc) as fn(&ScoreEvaluation) -> f64,
+        ),
         ("window coverage (realized)", |e| e.window_coverage),
         ("category hit@3 (realized)", |e| e.hit_at_3),
     ] {
@@ -229,7 +327,15 @@ pub fn render(settings: &Settings, input: &ReportInput) -> anyhow::Result<String
     let (bins, coverage, nominal, category) = match champion {
         Some(c) => {
             let e = eval(&c.1);
-            (e["return"]["calibration"].as_array().cloned().unwrap_or_default(), e["timing"]["window_coverage"].as_f64(), e["timing"]["window_nominal"].as_f64(), e["category"].clone())
+            (
+                e["return"]["calibration"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default(),
+                e["timing"]["window_coverage"].as_f64(),
+                e["timing"]["window_nominal"].as_f64(),
+                e["category"].clone(),
+            )
         }
         None => {
             warnings.push("No champion model yet: the daemon trains one at start.".into());
@@ -237,11 +343,20 @@ pub fn render(settings: &Settings, input: &ReportInput) -> anyhow::Result<String
         }
     };
     // 4. Calibration.
-    let cal: Vec<(f64, f64)> = bins.iter().filter_map(|b| Some((b["mean_predicted"].as_f64()?, b["observed_rate"].as_f64()?))).collect();
+    let cal: Vec<(f64, f64)> = bins
+        .iter()
+        .filter_map(|b| Some((b["mean_predicted"].as_f64()?, b["observed_rate"].as_f64()?)))
+        .collect();
     let mut series = vec![("backtest".to_string(), cal)];
     let latest_eval = input.evaluations.last();
     if let Some(e) = latest_eval {
-        series.push((format!("realized ({})", e.as_of_date), e.calibration.iter().map(|b| (b.mean_predicted, b.observed_rate)).collect()));
+        series.push((
+            format!("realized ({})", e.as_of_date),
+            e.calibration
+                .iter()
+                .map(|b| (b.mean_predicted, b.observed_rate))
+                .collect(),
+        ));
     }
     plots.push(Plot {
         id: "calibration",
@@ -252,7 +367,10 @@ pub fn render(settings: &Settings, input: &ReportInput) -> anyhow::Result<String
     // 5. Cumulative gain from the same deciles, highest predicted first.
     let mut gain = vec![(0.0, 0.0)];
     let total_n: f64 = bins.iter().filter_map(|b| b["n"].as_f64()).sum();
-    let total_pos: f64 = bins.iter().filter_map(|b| Some(b["n"].as_f64()? * b["observed_rate"].as_f64()?)).sum();
+    let total_pos: f64 = bins
+        .iter()
+        .filter_map(|b| Some(b["n"].as_f64()? * b["observed_rate"].as_f64()?))
+        .sum();
     if total_n > 0.0 && total_pos > 0.0 {
         let (mut cn, mut cp) = (0.0, 0.0);
         for b in bins.iter().rev() {
@@ -282,12 +400,30 @@ pub fn render(settings: &Settings, input: &ReportInput) -> anyhow::Result<String
         svg: charts::bars("Predicted-window coverage", "share of returners", &names, &[("coverage".to_string(), vals)], Some(1.0)).map_err(anyhow::Error::msg)?,
     });
     // 7. Category hit rates against the baselines.
-    let cats = ["model", "popular", "most frequent", "last"].map(String::from).to_vec();
+    let cats = ["model", "popular", "most frequent", "last"]
+        .map(String::from)
+        .to_vec();
     let pick = |v: &Value, k: &str| v[k].as_f64().unwrap_or(0.0);
     let b = &category["baselines"];
     let series = vec![
-        ("hit@1".to_string(), vec![pick(&category, "hit_at_1"), pick(&b["popular"], "hit_at_1"), pick(&b["most_frequent"], "hit_at_1"), pick(&b["last"], "hit_at_1")]),
-        ("hit@3".to_string(), vec![pick(&category, "hit_at_3"), pick(&b["popular"], "hit_at_3"), pick(&b["most_frequent"], "hit_at_3"), pick(&b["last"], "hit_at_3")]),
+        (
+            "hit@1".to_string(),
+            vec![
+                pick(&category, "hit_at_1"),
+                pick(&b["popular"], "hit_at_1"),
+                pick(&b["most_frequent"], "hit_at_1"),
+                pick(&b["last"], "hit_at_1"),
+            ],
+        ),
+        (
+            "hit@3".to_string(),
+            vec![
+                pick(&category, "hit_at_3"),
+                pick(&b["popular"], "hit_at_3"),
+                pick(&b["most_frequent"], "hit_at_3"),
+                pick(&b["last"], "hit_at_3"),
+            ],
+        ),
     ];
     plots.push(Plot {
         id: "categories",
@@ -301,12 +437,26 @@ pub fn render(settings: &Settings, input: &ReportInput) -> anyhow::Result<String
     } else if let Some(w) = &u.overall.warning {
         warnings.push(format!("Uplift: {w}."));
     }
-    let drift: Vec<(String, String, bool)> = input.drift.iter().map(|(f, p)| (f.clone(), format!("{p:.3}"), *p > monitoring::PSI_WARN)).collect();
+    let drift: Vec<(String, String, bool)> = input
+        .drift
+        .iter()
+        .map(|(f, p)| (f.clone(), format!("{p:.3}"), *p > monitoring::PSI_WARN))
+        .collect();
     let drifted: Vec<&str> = drift.iter().filter(|d| d.2).map(|d| d.0.as_str()).collect();
     if !drifted.is_empty() {
-        warnings.push(format!("Feature drift: {} shifted since training (PSI above {}); consider retraining.", drifted.join(", "), monitoring::PSI_WARN));
+        warnings.push(format!(
+            "Feature drift: {} shifted since training (PSI above {}); consider retraining.",
+            drifted.join(", "),
+            monitoring::PSI_WARN
+        ));
     }
-    let f3 = |v: f64| if v.is_finite() { format!("{v:.3}") } else { "-".into() };
+    let f3 = |v: f64| {
+        if v.is_finite() {
+            format!("{v:.3}")
+        } else {
+            "-".into()
+        }
+    };
     let vs = |real: f64, promised: Option<f64>| match promised {
         Some(p) => format!("{} (promised {})", f3(real), f3(p)),
         None => f3(real),
@@ -330,15 +480,45 @@ pub fn render(settings: &Settings, input: &ReportInput) -> anyhow::Result<String
         })
         .collect();
     if let Some(e) = latest_eval {
-        if let Some(p) = e.promised_auc.filter(|p| e.auc.is_finite() && e.auc < p - 0.05) {
+        if let Some(p) = e
+            .promised_auc
+            .filter(|p| e.auc.is_finite() && e.auc < p - 0.05)
+        {
             warnings.push(format!("Realized AUC of the {} scores is {:.3}, below the {:.3} promised at training: the model has degraded.", e.as_of_date, e.auc, p));
         }
     }
     let headline = vec![
-        ("Return-rate uplift".into(), format!("{} ({})", pts(u.overall.return_lift.absolute), u.overall.warning.as_ref().map_or_else(|| format!("95% CI {} to {}", pts(u.overall.return_lift.absolute_ci.0), pts(u.overall.return_lift.absolute_ci.1)), |_| "too early to tell".into()))),
-        ("Conversion, treated vs holdout".into(), format!("{} vs {}", pct(u.overall.treated.rate()), pct(u.overall.holdout.rate()))),
-        ("Revenue per customer lift".into(), format!("{:+.0}", u.overall.revenue_lift.absolute)),
-        ("Customers reached".into(), u.funnel.iter().map(|f| f.sent).sum::<u64>().to_string()),
+        (
+            "Return-rate uplift".into(),
+            format!(
+                "{} ({})",
+                pts(u.overall.return_lift.absolute),
+                u.overall.warning.as_ref().map_or_else(
+                    || format!(
+                        "95% CI {} to {}",
+                        pts(u.overall.return_lift.absolute_ci.0),
+                        pts(u.overall.return_lift.absolute_ci.1)
+                    ),
+                    |_| "too early to tell".into()
+                )
+            ),
+        ),
+        (
+            "Conversion, treated vs holdout".into(),
+            format!(
+                "{} vs {}",
+                pct(u.overall.treated.rate()),
+                pct(u.overall.holdout.rate())
+            ),
+        ),
+        (
+            "Revenue per customer lift".into(),
+            format!("{:+.0}", u.overall.revenue_lift.absolute),
+        ),
+        (
+            "Customers reached".into(),
+            u.funnel.iter().map(|f| f.sent).sum::<u64>().to_string(),
+        ),
     ];
     let champion = champion.map_or("none yet".to_string(), |c| {
         let e = eval(&c.1);
@@ -357,7 +537,10 @@ pub fn render(settings: &Settings, input: &ReportInput) -> anyhow::Result<String
     uplift.push(row(&u.overall));
     let page = Page {
         brand: &settings.brand.name,
-        generated: Utc::now().with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string(),
+        generated: Utc::now()
+            .with_timezone(&tz)
+            .format("%Y-%m-%d %H:%M %Z")
+            .to_string(),
         period: format!("{} to {}", u.from, u.to),
         headline,
         uplift,

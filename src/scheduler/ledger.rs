@@ -70,7 +70,14 @@ fn now() -> i64 {
 }
 
 /// Claims (job, scheduled_for) for `runner`; `None` when another run has it already.
-pub async fn claim(db: &Db, job: &str, scheduled_for: i64, trigger: Trigger, runner: &str, day: &str) -> sqlx::Result<Option<Claim>> {
+pub async fn claim(
+    db: &Db,
+    job: &str,
+    scheduled_for: i64,
+    trigger: Trigger,
+    runner: &str,
+    day: &str,
+) -> sqlx::Result<Option<Claim>> {
     let t = now();
     let mut tx = db.begin().await?;
     let n = tx
@@ -81,11 +88,21 @@ pub async fn claim(db: &Db, job: &str, scheduled_for: i64, trigger: Trigger, run
         )
         .await?;
     tx.commit().await?;
-    Ok((n == 1).then(|| Claim { job: job.into(), scheduled_for, runner: runner.into() }))
+    Ok((n == 1).then(|| Claim {
+        job: job.into(),
+        scheduled_for,
+        runner: runner.into(),
+    }))
 }
 
 /// Records how a claimed run ended.
-pub async fn finish(db: &Db, c: &Claim, outcome: Outcome, error: Option<&str>, stats: Option<&serde_json::Value>) -> sqlx::Result<()> {
+pub async fn finish(
+    db: &Db,
+    c: &Claim,
+    outcome: Outcome,
+    error: Option<&str>,
+    stats: Option<&serde_json::Value>,
+) -> sqlx::Result<()> {
     let mut tx = db.begin().await?;
     tx.execute(
         "UPDATE job_runs SET finished_at = $1, heartbeat_at = $1, outcome = $2, error = $3, stats = $4 \
@@ -151,7 +168,11 @@ pub async fn acquire_lease(db: &Db, name: &str, holder: &str, seconds: i64) -> s
 /// Gives the lease up (clean shutdown), so another replica takes over at once.
 pub async fn release_lease(db: &Db, name: &str, holder: &str) -> sqlx::Result<()> {
     let mut tx = db.begin().await?;
-    tx.execute("DELETE FROM leases WHERE name = $1 AND holder = $2", &[Val::Text(Some(name.into())), Val::Text(Some(holder.into()))]).await?;
+    tx.execute(
+        "DELETE FROM leases WHERE name = $1 AND holder = $2",
+        &[Val::Text(Some(name.into())), Val::Text(Some(holder.into()))],
+    )
+    .await?;
     tx.commit().await
 }
 
@@ -177,20 +198,44 @@ pub struct Run {
     pub stats: Option<String>,
 }
 
-type RunRow = (String, i64, String, String, String, i64, Option<i64>, String, Option<String>, Option<String>);
+type RunRow = (
+    String,
+    i64,
+    String,
+    String,
+    String,
+    i64,
+    Option<i64>,
+    String,
+    Option<String>,
+    Option<String>,
+);
 
 fn to_run(r: RunRow) -> Run {
-    Run { job: r.0, scheduled_for: r.1, trigger: r.2, runner: r.3, day: r.4, started_at: r.5, finished_at: r.6, outcome: r.7, error: r.8, stats: r.9 }
+    Run {
+        job: r.0,
+        scheduled_for: r.1,
+        trigger: r.2,
+        runner: r.3,
+        day: r.4,
+        started_at: r.5,
+        finished_at: r.6,
+        outcome: r.7,
+        error: r.8,
+        stats: r.9,
+    }
 }
 
-const RUN_COLUMNS: &str = "job, scheduled_for, trigger_kind, runner, day, started_at, finished_at, outcome, error, stats";
+const RUN_COLUMNS: &str =
+    "job, scheduled_for, trigger_kind, runner, day, started_at, finished_at, outcome, error, stats";
 
 /// The latest run (by start) of each job.
 pub async fn latest_runs(db: &Db) -> sqlx::Result<Vec<Run>> {
     let sql = format!(
         "SELECT {RUN_COLUMNS} FROM job_runs r WHERE started_at = (SELECT MAX(started_at) FROM job_runs x WHERE x.job = r.job) ORDER BY job, scheduled_for"
     );
-    let rows: Vec<RunRow> = crate::with_pool!(db, p => sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(p).await)?;
+    let rows: Vec<RunRow> =
+        crate::with_pool!(db, p => sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(p).await)?;
     let mut out: Vec<Run> = Vec::new();
     for r in rows.into_iter().map(to_run) {
         // Two runs started in the same second: keep the later slot.
@@ -203,7 +248,8 @@ pub async fn latest_runs(db: &Db) -> sqlx::Result<Vec<Run>> {
 /// Every run, oldest first (tests, `status --json`).
 pub async fn all_runs(db: &Db) -> sqlx::Result<Vec<Run>> {
     let sql = format!("SELECT {RUN_COLUMNS} FROM job_runs ORDER BY started_at, job, scheduled_for");
-    let rows: Vec<RunRow> = crate::with_pool!(db, p => sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(p).await)?;
+    let rows: Vec<RunRow> =
+        crate::with_pool!(db, p => sqlx::query_as(sqlx::AssertSqlSafe(sql)).fetch_all(p).await)?;
     Ok(rows.into_iter().map(to_run).collect())
 }
 

@@ -60,11 +60,24 @@ pub struct RunReport {
 
 impl Daemon {
     pub fn new(ctx: JobContext) -> Arc<Daemon> {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "host".into());
-        let id = format!("{host}-{}-{:04x}", std::process::id(), rand::random::<u16>());
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "host".into());
+        let id = format!(
+            "{host}-{}-{:04x}",
+            std::process::id(),
+            rand::random::<u16>()
+        );
         let schedules = ctx.settings.scheduler.schedules();
         let lease_seconds = ctx.settings.scheduler.leader_lease_seconds as i64;
-        Arc::new(Daemon { ctx, schedules, id, lease_seconds, leader: AtomicBool::new(false), job_lock: tokio::sync::Mutex::new(()) })
+        Arc::new(Daemon {
+            ctx,
+            schedules,
+            id,
+            lease_seconds,
+            leader: AtomicBool::new(false),
+            job_lock: tokio::sync::Mutex::new(()),
+        })
     }
 
     pub fn id(&self) -> &str {
@@ -85,18 +98,25 @@ impl Daemon {
 
     /// Takes or renews the leader lease; returns whether this replica now leads.
     pub async fn try_lead(&self) -> bool {
-        let held = match ledger::acquire_lease(&self.ctx.db, LEADER_LEASE, &self.id, self.lease_seconds).await {
-            Ok(h) => h,
-            Err(e) => {
-                // Unsure whether the renewal landed: stop leading; the lease expires on its own.
-                tracing::warn!(error = %e, "cannot renew the leader lease");
-                false
-            }
-        };
+        let held =
+            match ledger::acquire_lease(&self.ctx.db, LEADER_LEASE, &self.id, self.lease_seconds)
+                .await
+            {
+                Ok(h) => h,
+                Err(e) => {
+                    // Unsure whether the renewal landed: stop leading; the lease expires on its own.
+                    tracing::warn!(error = %e, "cannot renew the leader lease");
+                    false
+                }
+            };
         let was = self.leader.swap(held, Ordering::SeqCst);
         match (was, held) {
-            (false, true) => tracing::info!(replica = %self.id, "this replica is now the leader: it runs the scheduled jobs"),
-            (true, false) => tracing::warn!(replica = %self.id, "leadership lost: another replica runs the scheduled jobs"),
+            (false, true) => {
+                tracing::info!(replica = %self.id, "this replica is now the leader: it runs the scheduled jobs")
+            }
+            (true, false) => {
+                tracing::warn!(replica = %self.id, "leadership lost: another replica runs the scheduled jobs")
+            }
             _ => {}
         }
         held
@@ -151,7 +171,13 @@ impl Daemon {
         // Boxed with an explicit `Send`: the firing schedules the next one, a recursion the
         // compiler cannot prove `Send` through on its own.
         Box::pin(async move {
-            let Some(next) = self.schedules.get(job).and_then(|c| c.next_after(after, self.tz())) else { return Ok(()) };
+            let Some(next) = self
+                .schedules
+                .get(job)
+                .and_then(|c| c.next_after(after, self.tz()))
+            else {
+                return Ok(());
+            };
             let delay = (next - Utc::now()).to_std().unwrap_or(Duration::ZERO);
             let me = self.clone();
             let one_shot = Job::new_one_shot_async(delay, move |_id, sched| {
@@ -179,17 +205,30 @@ impl Daemon {
             return;
         }
         let _one_at_a_time = self.job_lock.lock().await;
-        let overtaken = self.schedules.get(job).and_then(|c| c.next_after(slot, self.tz())).is_some_and(|n| n <= Utc::now());
+        let overtaken = self
+            .schedules
+            .get(job)
+            .and_then(|c| c.next_after(slot, self.tz()))
+            .is_some_and(|n| n <= Utc::now());
         if overtaken {
             if let Some(c) = self.claim(job, slot.timestamp(), Trigger::Schedule).await {
                 let msg = "a later slot came while this one waited for another job";
-                self.finish(&c, job, Outcome::Skipped, Some(msg), None, 0.0).await;
+                self.finish(&c, job, Outcome::Skipped, Some(msg), None, 0.0)
+                    .await;
             }
             return;
         }
         let report = self.execute(job, slot.timestamp(), Trigger::Schedule).await;
-        if job == JobKind::Score && report.as_ref().is_some_and(|r| r.outcome == Outcome::Ok) && self.campaigns_waiting().await {
-            self.execute(JobKind::Campaigns, Utc::now().timestamp(), Trigger::AfterScore).await;
+        if job == JobKind::Score
+            && report.as_ref().is_some_and(|r| r.outcome == Outcome::Ok)
+            && self.campaigns_waiting().await
+        {
+            self.execute(
+                JobKind::Campaigns,
+                Utc::now().timestamp(),
+                Trigger::AfterScore,
+            )
+            .await;
         }
     }
 
@@ -197,9 +236,19 @@ impl Daemon {
     async fn campaigns_waiting(&self) -> bool {
         let now = Utc::now();
         let tz = self.tz();
-        let Some(last) = self.schedules.campaigns.as_ref().and_then(|c| c.latest_at_or_before(now, tz)) else { return false };
+        let Some(last) = self
+            .schedules
+            .campaigns
+            .as_ref()
+            .and_then(|c| c.latest_at_or_before(now, tz))
+        else {
+            return false;
+        };
         let today = schedule::local_day(now, tz).to_string();
-        schedule::local_day(last, tz).to_string() == today && !ledger::done_for_day(&self.ctx.db, "campaigns", &today).await.unwrap_or(true)
+        schedule::local_day(last, tz).to_string() == today
+            && !ledger::done_for_day(&self.ctx.db, "campaigns", &today)
+                .await
+                .unwrap_or(true)
     }
 
     async fn claim(&self, job: JobKind, slot: i64, trigger: Trigger) -> Option<ledger::Claim> {
@@ -217,9 +266,18 @@ impl Daemon {
         }
     }
 
-    async fn finish(&self, c: &ledger::Claim, job: JobKind, outcome: Outcome, error: Option<&str>, stats: Option<&serde_json::Value>, seconds: f64) {
+    async fn finish(
+        &self,
+        c: &ledger::Claim,
+        job: JobKind,
+        outcome: Outcome,
+        error: Option<&str>,
+        stats: Option<&serde_json::Value>,
+        seconds: f64,
+    ) {
         metrics::counter!("retentiond_job_runs_total", "job" => job.as_str(), "outcome" => outcome.as_str()).increment(1);
-        metrics::histogram!("retentiond_job_duration_seconds", "job" => job.as_str()).record(seconds);
+        metrics::histogram!("retentiond_job_duration_seconds", "job" => job.as_str())
+            .record(seconds);
         if let Err(e) = ledger::finish(&self.ctx.db, c, outcome, error, stats).await {
             tracing::error!(job = %job, error = %e, "cannot record the job's outcome");
         }
@@ -245,7 +303,11 @@ impl Daemon {
             })
         };
         let started = std::time::Instant::now();
-        let result = tracing::Instrument::instrument(jobs::run(&self.ctx, job, trigger, Utc::now()), span.clone()).await;
+        let result = tracing::Instrument::instrument(
+            jobs::run(&self.ctx, job, trigger, Utc::now()),
+            span.clone(),
+        )
+        .await;
         beat.abort();
         let seconds = started.elapsed().as_secs_f64();
         let (outcome, detail, stats, error) = match result {
@@ -257,12 +319,28 @@ impl Daemon {
             }
         };
         match outcome {
-            Outcome::Failed => tracing::error!(parent: &span, error.chain = %detail, seconds, "job failed; it runs again at its next slot"),
+            Outcome::Failed => {
+                tracing::error!(parent: &span, error.chain = %detail, seconds, "job failed; it runs again at its next slot")
+            }
             Outcome::Skipped => tracing::info!(parent: &span, reason = %detail, "job skipped"),
             _ => tracing::info!(parent: &span, seconds, stats = %detail, "job finished"),
         }
-        self.finish(&claim, job, outcome, error.as_deref(), stats.as_ref(), seconds).await;
-        Some(RunReport { job, trigger, outcome, detail, seconds })
+        self.finish(
+            &claim,
+            job,
+            outcome,
+            error.as_deref(),
+            stats.as_ref(),
+            seconds,
+        )
+        .await;
+        Some(RunReport {
+            job,
+            trigger,
+            outcome,
+            detail,
+            seconds,
+        })
     }
 
     /// Runs, in order, every job the data shows is due: a model if there is no champion or
@@ -272,7 +350,9 @@ impl Daemon {
         let _one_at_a_time = self.job_lock.lock().await;
         let mut done = Vec::new();
         match ledger::abandon_stale(&self.ctx.db, self.lease_seconds * 2).await {
-            Ok(n) if n > 0 => tracing::warn!(runs = n, "marked runs of stopped replicas as abandoned"),
+            Ok(n) if n > 0 => {
+                tracing::warn!(runs = n, "marked runs of stopped replicas as abandoned")
+            }
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "cannot check for abandoned runs"),
         }
@@ -288,7 +368,9 @@ impl Daemon {
                         done.push(r);
                     }
                 }
-                Err(e) => tracing::error!(job = %job, error = %format!("{e:#}"), "cannot tell whether the job is due"),
+                Err(e) => {
+                    tracing::error!(job = %job, error = %format!("{e:#}"), "cannot tell whether the job is due")
+                }
             }
         }
         done
@@ -300,7 +382,10 @@ impl Daemon {
         let now = Utc::now();
         let tz = self.tz();
         let today = schedule::local_day(now, tz).to_string();
-        let latest_slot = self.schedules.get(job).and_then(|c| c.latest_at_or_before(now, tz));
+        let latest_slot = self
+            .schedules
+            .get(job)
+            .and_then(|c| c.latest_at_or_before(now, tz));
         Ok(match job {
             JobKind::Retrain => {
                 let versions = crate::models::registry::list(db).await?;
@@ -310,24 +395,32 @@ impl Daemon {
                     Some("there is no champion model".into())
                 } else {
                     match (latest_slot, newest) {
-                        (Some(slot), Some(t)) if t < slot.timestamp() => Some(format!("the weekly slot of {slot} passed without a training")),
+                        (Some(slot), Some(t)) if t < slot.timestamp() => Some(format!(
+                            "the weekly slot of {slot} passed without a training"
+                        )),
                         _ => None,
                     }
                 }
             }
             JobKind::Score => {
                 let champion = crate::with_pool!(db, p => sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM model_versions WHERE status = 'champion'").fetch_one(p).await)?;
-                (champion > 0 && !jobs::scores_exist(db, &today).await?).then(|| format!("no scores for {today}"))
+                (champion > 0 && !jobs::scores_exist(db, &today).await?)
+                    .then(|| format!("no scores for {today}"))
             }
             JobKind::Campaigns => {
                 let ran = crate::with_pool!(db, p => sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM campaign_runs WHERE day = $1").bind(&today).fetch_one(p).await)?;
-                (jobs::scores_exist(db, &today).await? && ran == 0 && !ledger::done_for_day(db, "campaigns", &today).await?)
+                (jobs::scores_exist(db, &today).await?
+                    && ran == 0
+                    && !ledger::done_for_day(db, "campaigns", &today).await?)
                     .then(|| format!("campaigns have not run for {today}"))
             }
             JobKind::Housekeeping => {
-                let Some(slot) = latest_slot else { return Ok(None) };
+                let Some(slot) = latest_slot else {
+                    return Ok(None);
+                };
                 let last: Option<i64> = crate::with_pool!(db, p => sqlx::query_scalar("SELECT MAX(started_at) FROM job_runs WHERE job = 'housekeeping'").fetch_one(p).await)?;
-                last.is_none_or(|t| t < slot.timestamp()).then(|| format!("its slot of {slot} was missed"))
+                last.is_none_or(|t| t < slot.timestamp())
+                    .then(|| format!("its slot of {slot} was missed"))
             }
         })
     }
@@ -338,10 +431,14 @@ impl Daemon {
         match tokio::time::timeout(limit, self.job_lock.lock()).await {
             Ok(_idle) => {}
             Err(_) => {
-                tracing::warn!("shutdown timeout: the running job is abandoned (its transaction is rolled back)");
+                tracing::warn!(
+                    "shutdown timeout: the running job is abandoned (its transaction is rolled back)"
+                );
                 let mut tx = match self.ctx.db.begin().await {
                     Ok(tx) => tx,
-                    Err(e) => return tracing::warn!(error = %e, "cannot mark the running job abandoned"),
+                    Err(e) => {
+                        return tracing::warn!(error = %e, "cannot mark the running job abandoned");
+                    }
                 };
                 let r = tx
                     .execute(
@@ -359,6 +456,16 @@ impl Daemon {
 
     /// The next firing of each job, for `status`.
     pub fn next_firings(&self, after: DateTime<Utc>) -> Vec<(JobKind, Option<DateTime<Utc>>)> {
-        JobKind::ALL.iter().map(|&j| (j, self.schedules.get(j).and_then(|c| c.next_after(after, self.tz())))).collect()
+        JobKind::ALL
+            .iter()
+            .map(|&j| {
+                (
+                    j,
+                    self.schedules
+                        .get(j)
+                        .and_then(|c| c.next_after(after, self.tz())),
+                )
+            })
+            .collect()
     }
 }

@@ -26,7 +26,12 @@ pub enum JobKind {
 }
 
 impl JobKind {
-    pub const ALL: [JobKind; 4] = [JobKind::Retrain, JobKind::Score, JobKind::Campaigns, JobKind::Housekeeping];
+    pub const ALL: [JobKind; 4] = [
+        JobKind::Retrain,
+        JobKind::Score,
+        JobKind::Campaigns,
+        JobKind::Housekeeping,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -96,7 +101,12 @@ pub struct HousekeepingSettings {
 
 impl Default for HousekeepingSettings {
     fn default() -> Self {
-        Self { keep_scores_days: 120, keep_attempts_days: 180, keep_webhook_events_days: 90, keep_job_runs_days: 400 }
+        Self {
+            keep_scores_days: 120,
+            keep_attempts_days: 180,
+            keep_webhook_events_days: 90,
+            keep_job_runs_days: 400,
+        }
     }
 }
 
@@ -120,8 +130,13 @@ pub fn parse_cron(expr: &str) -> Result<CronSchedule, CronProblem> {
         )));
     }
     let parser = CronParser::builder().seconds(Seconds::Required).build();
-    let cron = parser.parse(expr).map_err(|e| CronProblem(format!("{expr:?} is not a valid cron expression: {e}")))?;
-    Ok(CronSchedule { expr: expr.to_string(), cron })
+    let cron = parser
+        .parse(expr)
+        .map_err(|e| CronProblem(format!("{expr:?} is not a valid cron expression: {e}")))?;
+    Ok(CronSchedule {
+        expr: expr.to_string(),
+        cron,
+    })
 }
 
 impl CronSchedule {
@@ -129,12 +144,22 @@ impl CronSchedule {
     /// stays 23:00 local across daylight-saving changes; a time skipped by a spring-forward
     /// gap fires at the first valid instant after it).
     pub fn next_after(&self, after: DateTime<Utc>, tz: chrono_tz::Tz) -> Option<DateTime<Utc>> {
-        self.cron.find_next_occurrence(&after.with_timezone(&tz), false).ok().map(|t| t.with_timezone(&Utc))
+        self.cron
+            .find_next_occurrence(&after.with_timezone(&tz), false)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
     }
 
     /// The latest firing at or before `at`.
-    pub fn latest_at_or_before(&self, at: DateTime<Utc>, tz: chrono_tz::Tz) -> Option<DateTime<Utc>> {
-        self.cron.find_previous_occurrence(&at.with_timezone(&tz), true).ok().map(|t| t.with_timezone(&Utc))
+    pub fn latest_at_or_before(
+        &self,
+        at: DateTime<Utc>,
+        tz: chrono_tz::Tz,
+    ) -> Option<DateTime<Utc>> {
+        self.cron
+            .find_previous_occurrence(&at.with_timezone(&tz), true)
+            .ok()
+            .map(|t| t.with_timezone(&Utc))
     }
 
     pub fn describe(&self) -> String {
@@ -183,10 +208,18 @@ impl SchedulerSettings {
             }
         }
         if !(2..=3600).contains(&self.leader_lease_seconds) {
-            sink.push("scheduler.leader_lease_seconds", format!("{} is out of range", self.leader_lease_seconds), "use 2..=3600 (default 30)");
+            sink.push(
+                "scheduler.leader_lease_seconds",
+                format!("{} is out of range", self.leader_lease_seconds),
+                "use 2..=3600 (default 30)",
+            );
         }
         if !(1..=3600).contains(&self.shutdown_timeout_seconds) {
-            sink.push("scheduler.shutdown_timeout_seconds", format!("{} is out of range", self.shutdown_timeout_seconds), "use 1..=3600 (default 30)");
+            sink.push(
+                "scheduler.shutdown_timeout_seconds",
+                format!("{} is out of range", self.shutdown_timeout_seconds),
+                "use 1..=3600 (default 30)",
+            );
         }
     }
 
@@ -194,9 +227,18 @@ impl SchedulerSettings {
     pub fn schedules(&self) -> Schedules {
         let p = |job| {
             let e = self.expr(job).trim();
-            if e.is_empty() { None } else { parse_cron(e).ok() }
+            if e.is_empty() {
+                None
+            } else {
+                parse_cron(e).ok()
+            }
         };
-        Schedules { retrain: p(JobKind::Retrain), score: p(JobKind::Score), campaigns: p(JobKind::Campaigns), housekeeping: p(JobKind::Housekeeping) }
+        Schedules {
+            retrain: p(JobKind::Retrain),
+            score: p(JobKind::Score),
+            campaigns: p(JobKind::Campaigns),
+            housekeeping: p(JobKind::Housekeeping),
+        }
     }
 }
 
@@ -220,14 +262,22 @@ mod tests {
             parse_cron(d.expr(job)).unwrap_or_else(|e| panic!("default {job}: {e}"));
         }
         // And the shipped config file's, read as the daemon reads it.
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/retentiond.toml")).unwrap();
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/config/retentiond.toml"
+        ))
+        .unwrap();
         let mut issues = Vec::new();
-        let s = crate::config::Settings::from_toml_str(&text, "config/retentiond.toml", &mut issues);
+        let s =
+            crate::config::Settings::from_toml_str(&text, "config/retentiond.toml", &mut issues);
         s.validate("config/retentiond.toml", &mut issues);
         assert!(issues.is_empty(), "{issues:?}");
         let parsed = s.scheduler.schedules();
         for job in JobKind::ALL {
-            assert!(parsed.get(job).is_some(), "{job} is scheduled in the shipped config");
+            assert!(
+                parsed.get(job).is_some(),
+                "{job} is scheduled in the shipped config"
+            );
         }
     }
 
@@ -246,14 +296,28 @@ mod tests {
             assert!(err.contains(expr), "the message quotes the value: {err}");
         }
         let mut issues = Vec::new();
-        let mut sink = IssueSink { file: "r.toml".into(), issues: &mut issues };
-        let s = SchedulerSettings { score: "0 5 * * *".into(), leader_lease_seconds: 0, ..Default::default() };
+        let mut sink = IssueSink {
+            file: "r.toml".into(),
+            issues: &mut issues,
+        };
+        let s = SchedulerSettings {
+            score: "0 5 * * *".into(),
+            leader_lease_seconds: 0,
+            ..Default::default()
+        };
         s.validate(&mut sink);
         let keys: Vec<&str> = issues.iter().map(|i| i.key.as_str()).collect();
-        assert_eq!(keys, ["scheduler.score", "scheduler.leader_lease_seconds"], "{issues:?}");
+        assert_eq!(
+            keys,
+            ["scheduler.score", "scheduler.leader_lease_seconds"],
+            "{issues:?}"
+        );
         assert!(issues[0].fix.contains("six fields"), "{:?}", issues[0]);
         // Empty disables.
-        let s = SchedulerSettings { housekeeping: String::new(), ..Default::default() };
+        let s = SchedulerSettings {
+            housekeeping: String::new(),
+            ..Default::default()
+        };
         assert!(s.schedules().housekeeping.is_none());
     }
 
@@ -265,7 +329,11 @@ mod tests {
         let a = weekly.next_after(utc("2026-10-15T00:00:00Z"), tz).unwrap();
         assert_eq!(a, utc("2026-10-18T22:00:00Z"), "23:00 BST");
         let b = weekly.next_after(a, tz).unwrap();
-        assert_eq!(b, utc("2026-10-25T23:00:00Z"), "23:00 GMT after the change, not 22:00");
+        assert_eq!(
+            b,
+            utc("2026-10-25T23:00:00Z"),
+            "23:00 GMT after the change, not 22:00"
+        );
         // Spring forward 2026-03-29: 01:00 GMT -> 02:00 BST.
         let daily = parse_cron("0 0 9 * * *").unwrap();
         let c = daily.next_after(utc("2026-03-28T12:00:00Z"), tz).unwrap();
@@ -274,14 +342,26 @@ mod tests {
         let gap = parse_cron("0 30 1 * * *").unwrap();
         let d = gap.next_after(utc("2026-03-28T12:00:00Z"), tz).unwrap();
         assert_eq!(local_day(d, tz).to_string(), "2026-03-29");
-        assert!(d >= utc("2026-03-29T01:00:00Z") && d <= utc("2026-03-29T02:00:00Z"), "{d}");
+        assert!(
+            d >= utc("2026-03-29T01:00:00Z") && d <= utc("2026-03-29T02:00:00Z"),
+            "{d}"
+        );
         let e = gap.next_after(d, tz).unwrap();
         assert_eq!(e, utc("2026-03-30T00:30:00Z"));
         // India has no DST: a fixed +05:30.
         let ist: chrono_tz::Tz = "Asia/Kolkata".parse().unwrap();
-        let f = parse_cron("0 30 5 * * *").unwrap().next_after(utc("2026-11-25T00:00:00Z"), ist).unwrap();
+        let f = parse_cron("0 30 5 * * *")
+            .unwrap()
+            .next_after(utc("2026-11-25T00:00:00Z"), ist)
+            .unwrap();
         assert_eq!(f, utc("2026-11-26T00:00:00Z"));
-        assert_eq!(parse_cron("0 30 5 * * *").unwrap().latest_at_or_before(utc("2026-11-26T00:00:00Z"), ist).unwrap(), f);
+        assert_eq!(
+            parse_cron("0 30 5 * * *")
+                .unwrap()
+                .latest_at_or_before(utc("2026-11-26T00:00:00Z"), ist)
+                .unwrap(),
+            f
+        );
     }
 
     #[test]
@@ -292,6 +372,10 @@ mod tests {
         let first = c.next_after(utc("2026-11-01T00:00:00Z"), tz).unwrap();
         let second = c.next_after(first, tz).unwrap();
         assert_eq!(local_day(first, tz).to_string(), "2026-11-01");
-        assert_eq!(local_day(second, tz).to_string(), "2026-11-02", "not twice on 2026-11-01: {first} {second}");
+        assert_eq!(
+            local_day(second, tz).to_string(),
+            "2026-11-02",
+            "not twice on 2026-11-01: {first} {second}"
+        );
     }
 }

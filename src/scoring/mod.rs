@@ -5,7 +5,9 @@
 use serde::Serialize;
 
 use crate::db::{Db, Val};
-use crate::features::{BROWSE_LOOKBACK_DAYS, BrandData, DAY, FeatureParams, FeatureSchema, LoadOptions, snapshot};
+use crate::features::{
+    BROWSE_LOOKBACK_DAYS, BrandData, DAY, FeatureParams, FeatureSchema, LoadOptions, snapshot,
+};
 use crate::models::registry;
 
 #[derive(Debug, Clone, Serialize)]
@@ -62,7 +64,12 @@ fn top3(probs: &[f32]) -> [Option<(usize, f64)>; 3] {
     for (c, &v) in probs.iter().enumerate() {
         let v = v as f64;
         // Strictly greater: an equal probability at a higher index ranks after.
-        let Some(pos) = top.iter().position(|t| t.is_none_or(|(_, q)| v.total_cmp(&q).is_gt())) else { continue };
+        let Some(pos) = top
+            .iter()
+            .position(|t| t.is_none_or(|(_, q)| v.total_cmp(&q).is_gt()))
+        else {
+            continue;
+        };
         top[pos..].rotate_right(1);
         top[pos] = Some((c, v));
     }
@@ -81,7 +88,9 @@ pub async fn score(
     best_seller_days: u32,
 ) -> anyhow::Result<ScoreSummary> {
     let started = std::time::Instant::now();
-    let (version, artifact) = registry::champion(db).await?.ok_or(ScoringError::NoChampion)?;
+    let (version, artifact) = registry::champion(db)
+        .await?
+        .ok_or(ScoringError::NoChampion)?;
     let bundle = artifact.production;
     let data = BrandData::load(
         db,
@@ -94,21 +103,39 @@ pub async fn score(
     )
     .await?;
     bundle.check_schema(&FeatureSchema::new(&data.categories))?;
-    let fp = FeatureParams { horizon_days: bundle.horizon_days, category_half_life_days };
+    let fp = FeatureParams {
+        horizon_days: bundle.horizon_days,
+        category_half_life_days,
+    };
     let snap = snapshot(&data, as_of, &fp, None)?;
     let p = bundle.predict(&snap);
-    tracing::info!(customers = snap.len(), secs = started.elapsed().as_secs_f32(), "predicted");
+    tracing::info!(
+        customers = snap.len(),
+        secs = started.elapsed().as_secs_f32(),
+        "predicted"
+    );
     // Drift of today's population against the training data (monitoring.rs).
-    let drift = bundle.feature_reference.as_ref().map(|r| (r.cutoff, r.psi(&snap.base)));
+    let drift = bundle
+        .feature_reference
+        .as_ref()
+        .map(|r| (r.cutoff, r.psi(&snap.base)));
     if let Some((_, d)) = &drift {
-        let shifted: Vec<String> = d.iter().filter(|(_, p)| *p > crate::monitoring::PSI_WARN).map(|(f, p)| format!("{f} ({p:.2})")).collect();
+        let shifted: Vec<String> = d
+            .iter()
+            .filter(|(_, p)| *p > crate::monitoring::PSI_WARN)
+            .map(|(f, p)| format!("{f} ({p:.2})"))
+            .collect();
         if !shifted.is_empty() {
             tracing::warn!(features = %shifted.join(", "), "feature drift since training (PSI above 0.2): consider retraining");
         }
     }
 
     let mut tx = db.begin().await?;
-    tx.execute("DELETE FROM scores WHERE as_of_date = $1", &[Val::Text(Some(as_of_date.into()))]).await?;
+    tx.execute(
+        "DELETE FROM scores WHERE as_of_date = $1",
+        &[Val::Text(Some(as_of_date.into()))],
+    )
+    .await?;
     let day_at = |d: f64| as_of + (d * DAY as f64).round() as i64;
     let k = snap.k;
     let kind = bundle.kind.as_str();
@@ -130,7 +157,11 @@ pub async fn score(
         row.int(Some(day_at(p.lo[i].floor())));
         row.int(Some(day_at(p.median[i].round())));
         row.int(Some(day_at(p.hi[i].ceil())));
-        let top = if has_categories { top3(&p.category[i * k..(i + 1) * k]) } else { [None; 3] };
+        let top = if has_categories {
+            top3(&p.category[i * k..(i + 1) * k])
+        } else {
+            [None; 3]
+        };
         for t in top {
             row.text(t.map(|(c, _)| data.categories[c].as_str()));
             row.real(t.map(|(_, p)| p));
@@ -139,12 +170,20 @@ pub async fn score(
         row.real(Some(1.0 - p.p_by_hi[i]));
         // The order history campaigns filter on, as of the same instant.
         let c = snap.customers[i] as usize;
-        let (o0, o1) = (data.order_start[c] as usize, data.order_start[c + 1] as usize);
+        let (o0, o1) = (
+            data.order_start[c] as usize,
+            data.order_start[c + 1] as usize,
+        );
         let spend: f64 = data.order_amount[o0..o1].iter().map(|&a| a as f64).sum();
         cats.clear();
         for o in o0..o1 {
             let (l0, l1) = (data.line_start[o] as usize, data.line_start[o + 1] as usize);
-            cats.extend(data.line_cat[l0..l1].iter().copied().filter(|&k| k != crate::features::data::NO_CAT));
+            cats.extend(
+                data.line_cat[l0..l1]
+                    .iter()
+                    .copied()
+                    .filter(|&k| k != crate::features::data::NO_CAT),
+            );
         }
         cats.sort_unstable();
         cats.dedup();
@@ -161,18 +200,43 @@ pub async fn score(
         row.text((!cats.is_empty()).then_some(bought.as_str()));
     })
     .await?;
-    tracing::info!(rows = snap.len(), secs = started.elapsed().as_secs_f32(), "scores written");
-    tx.execute("DELETE FROM product_sales WHERE as_of_date = $1", &[Val::Text(Some(as_of_date.into()))]).await?;
+    tracing::info!(
+        rows = snap.len(),
+        secs = started.elapsed().as_secs_f32(),
+        "scores written"
+    );
+    tx.execute(
+        "DELETE FROM product_sales WHERE as_of_date = $1",
+        &[Val::Text(Some(as_of_date.into()))],
+    )
+    .await?;
     let sales: Vec<Vec<Val>> = data
         .product_units
         .iter()
-        .map(|(p, u)| vec![Val::Text(Some(as_of_date.into())), Val::Text(Some(p.clone())), Val::Int(Some(*u)), Val::Int(Some(best_seller_days as i64))])
+        .map(|(p, u)| {
+            vec![
+                Val::Text(Some(as_of_date.into())),
+                Val::Text(Some(p.clone())),
+                Val::Int(Some(*u)),
+                Val::Int(Some(best_seller_days as i64)),
+            ]
+        })
         .collect();
-    tx.insert_rows("product_sales", &["as_of_date", "product_id", "units", "window_days"], &sales).await?;
+    tx.insert_rows(
+        "product_sales",
+        &["as_of_date", "product_id", "units", "window_days"],
+        &sales,
+    )
+    .await?;
     if let Some((cutoff, d)) = &drift {
-        crate::monitoring::store_drift(&mut tx, as_of_date, version.model_version_id, *cutoff, d).await?;
+        crate::monitoring::store_drift(&mut tx, as_of_date, version.model_version_id, *cutoff, d)
+            .await?;
     }
-    tx.execute("DELETE FROM scoring_runs WHERE as_of_date = $1", &[Val::Text(Some(as_of_date.into()))]).await?;
+    tx.execute(
+        "DELETE FROM scoring_runs WHERE as_of_date = $1",
+        &[Val::Text(Some(as_of_date.into()))],
+    )
+    .await?;
     tx.execute(
         "INSERT INTO scoring_runs (as_of_date, model_version_id, as_of, scored_at, customers) VALUES ($1, $2, $3, $4, $5)",
         &[
@@ -193,8 +257,17 @@ pub async fn score(
         model_kind: kind.into(),
         customers: snap.len(),
         mean_p_return: mean,
-        drifted_features: drift.iter().flat_map(|(_, d)| d.iter().filter(|(_, p)| *p > crate::monitoring::PSI_WARN).map(|(f, _)| f.clone())).collect(),
-        max_psi: drift.as_ref().and_then(|(_, d)| d.iter().map(|(_, p)| *p).reduce(f64::max)),
+        drifted_features: drift
+            .iter()
+            .flat_map(|(_, d)| {
+                d.iter()
+                    .filter(|(_, p)| *p > crate::monitoring::PSI_WARN)
+                    .map(|(f, _)| f.clone())
+            })
+            .collect(),
+        max_psi: drift
+            .as_ref()
+            .and_then(|(_, d)| d.iter().map(|(_, p)| *p).reduce(f64::max)),
         seconds: started.elapsed().as_secs_f64(),
     })
 }
@@ -212,9 +285,15 @@ mod tests {
         for k in [0usize, 1, 2, 3, 4, 9] {
             for _ in 0..200 {
                 // Few distinct values, so ties are common.
-                let probs: Vec<f32> = (0..k).map(|_| rng.random_range(0..4) as f32 / 4.0).collect();
+                let probs: Vec<f32> = (0..k)
+                    .map(|_| rng.random_range(0..4) as f32 / 4.0)
+                    .collect();
                 let as_f64: Vec<f64> = probs.iter().map(|&v| v as f64).collect();
-                let want: Vec<(usize, f64)> = ranking(&as_f64).into_iter().take(3).map(|c| (c as usize, as_f64[c as usize])).collect();
+                let want: Vec<(usize, f64)> = ranking(&as_f64)
+                    .into_iter()
+                    .take(3)
+                    .map(|c| (c as usize, as_f64[c as usize]))
+                    .collect();
                 let got: Vec<(usize, f64)> = top3(&probs).into_iter().flatten().collect();
                 assert_eq!(got, want, "{probs:?}");
             }

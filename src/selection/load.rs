@@ -28,17 +28,27 @@ const SQL: &str = "SELECT s.customer_id, c.email, c.phone, c.first_name, c.count
 
 /// Loads the inputs for selecting on `day`.
 #[tracing::instrument(skip(db, set))]
-pub async fn load(db: &Db, set: &CampaignSet, day: NaiveDate, frequency_window_days: u32) -> anyhow::Result<Inputs> {
+pub async fn load(
+    db: &Db,
+    set: &CampaignSet,
+    day: NaiveDate,
+    frequency_window_days: u32,
+) -> anyhow::Result<Inputs> {
     let started = std::time::Instant::now();
     let day_s = day.to_string();
     let mut customers: Vec<Customer> = Vec::new();
     let mut zones: HashMap<String, Option<chrono_tz::Tz>> = HashMap::new();
     scan_with(db, SQL, &[Bind::Text(&day_s)], |r| {
-        let text = |i| r.text(i).map(|t| t.filter(|s| !s.is_empty()).map(str::to_owned));
+        let text = |i| {
+            r.text(i)
+                .map(|t| t.filter(|s| !s.is_empty()).map(str::to_owned))
+        };
         let tz = match r.text(5)? {
             Some(name) => match zones.get(name) {
                 Some(z) => *z,
-                None => *zones.entry(name.to_owned()).or_insert_with(|| name.parse().ok()),
+                None => *zones
+                    .entry(name.to_owned())
+                    .or_insert_with(|| name.parse().ok()),
             },
             None => None,
         };
@@ -91,27 +101,61 @@ pub async fn load(db: &Db, set: &CampaignSet, day: NaiveDate, frequency_window_d
     }
 
     let mut suppressions: HashMap<String, Suppression> = HashMap::new();
-    scan_with(db, "SELECT customer_id, channel FROM suppressions", &[], |r| {
-        suppressions.entry(r.text(0)?.unwrap_or_default().to_owned()).or_default().add(r.text(1)?);
-        Ok(())
-    })
+    scan_with(
+        db,
+        "SELECT customer_id, channel FROM suppressions",
+        &[],
+        |r| {
+            suppressions
+                .entry(r.text(0)?.unwrap_or_default().to_owned())
+                .or_default()
+                .add(r.text(1)?);
+            Ok(())
+        },
+    )
     .await?;
 
     // History far enough back for every cooldown and the frequency window.
-    let back = set.campaigns.iter().map(|c| c.limits.cooldown_days).chain([frequency_window_days]).max().unwrap_or(0);
+    let back = set
+        .campaigns
+        .iter()
+        .map(|c| c.limits.cooldown_days)
+        .chain([frequency_window_days])
+        .max()
+        .unwrap_or(0);
     let from = (day - Duration::days(back as i64)).to_string();
     let mut history: HashMap<String, Vec<Past>> = HashMap::new();
-    scan_with(db, "SELECT campaign, customer_id, day, status FROM outbox WHERE day >= $1", &[Bind::Text(&from)], |r| {
-        let Some(d) = r.text(2)?.and_then(|d| d.parse::<NaiveDate>().ok()) else { return Ok(()) };
-        let status = r.text(3)?.unwrap_or_default();
-        history.entry(r.text(1)?.unwrap_or_default().to_owned()).or_default().push(Past {
-            campaign: r.text(0)?.unwrap_or_default().to_owned(),
-            day: d,
-            outreach: crate::outbox::Status::parse(status).is_some_and(|s| s.is_outreach()),
-        });
-        Ok(())
-    })
+    scan_with(
+        db,
+        "SELECT campaign, customer_id, day, status FROM outbox WHERE day >= $1",
+        &[Bind::Text(&from)],
+        |r| {
+            let Some(d) = r.text(2)?.and_then(|d| d.parse::<NaiveDate>().ok()) else {
+                return Ok(());
+            };
+            let status = r.text(3)?.unwrap_or_default();
+            history
+                .entry(r.text(1)?.unwrap_or_default().to_owned())
+                .or_default()
+                .push(Past {
+                    campaign: r.text(0)?.unwrap_or_default().to_owned(),
+                    day: d,
+                    outreach: crate::outbox::Status::parse(status).is_some_and(|s| s.is_outreach()),
+                });
+            Ok(())
+        },
+    )
     .await?;
-    tracing::info!(customers = customers.len(), suppressed = suppressions.len(), history = history.len(), secs = started.elapsed().as_secs_f32(), "selection inputs loaded");
-    Ok(Inputs { customers, suppressions, history })
+    tracing::info!(
+        customers = customers.len(),
+        suppressed = suppressions.len(),
+        history = history.len(),
+        secs = started.elapsed().as_secs_f32(),
+        "selection inputs loaded"
+    );
+    Ok(Inputs {
+        customers,
+        suppressions,
+        history,
+    })
 }

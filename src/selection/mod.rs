@@ -77,7 +77,9 @@ pub struct Score {
 
 impl Score {
     pub fn has_bought(&self, category: &str) -> bool {
-        self.categories_bought.as_deref().is_some_and(|s| s.split('\t').any(|c| c == category))
+        self.categories_bought
+            .as_deref()
+            .is_some_and(|s| s.split('\t').any(|c| c == category))
     }
 }
 
@@ -236,7 +238,11 @@ pub struct Funnel {
 
 impl Funnel {
     fn new(scored: u64) -> Funnel {
-        Funnel { scored, counts: Step::ALL.iter().map(|s| (*s, 0)).collect(), ..Funnel::default() }
+        Funnel {
+            scored,
+            counts: Step::ALL.iter().map(|s| (*s, 0)).collect(),
+            ..Funnel::default()
+        }
     }
     fn add(&mut self, step: Step) {
         if let Some(c) = self.counts.iter_mut().find(|(s, _)| *s == step) {
@@ -244,7 +250,10 @@ impl Funnel {
         }
     }
     pub fn get(&self, step: Step) -> u64 {
-        self.counts.iter().find(|(s, _)| *s == step).map_or(0, |c| c.1)
+        self.counts
+            .iter()
+            .find(|(s, _)| *s == step)
+            .map_or(0, |c| c.1)
     }
 }
 
@@ -277,7 +286,12 @@ pub struct CampaignSelection {
 }
 
 /// Runs every campaign (highest priority first) over the inputs.
-pub fn select(set: &CampaignSet, only: Option<&str>, inputs: &Inputs, run: &RunParams) -> Vec<CampaignSelection> {
+pub fn select(
+    set: &CampaignSet,
+    only: Option<&str>,
+    inputs: &Inputs,
+    run: &RunParams,
+) -> Vec<CampaignSelection> {
     // Customers taken by an earlier (higher-priority) campaign in this run.
     let mut taken = vec![false; inputs.customers.len()];
     let mut out = Vec::new();
@@ -286,7 +300,14 @@ pub fn select(set: &CampaignSet, only: Option<&str>, inputs: &Inputs, run: &RunP
     let recent: HashMap<&str, u32> = inputs
         .history
         .iter()
-        .map(|(c, past)| (c.as_str(), past.iter().filter(|p| p.outreach && p.day >= window_start && p.day <= run.day).count() as u32))
+        .map(|(c, past)| {
+            (
+                c.as_str(),
+                past.iter()
+                    .filter(|p| p.outreach && p.day >= window_start && p.day <= run.day)
+                    .count() as u32,
+            )
+        })
         .collect();
     for campaign in &set.campaigns {
         if only.is_some_and(|n| n != campaign.name) {
@@ -298,16 +319,31 @@ pub fn select(set: &CampaignSet, only: Option<&str>, inputs: &Inputs, run: &RunP
     out
 }
 
-fn select_one(c: &Campaign, inputs: &Inputs, run: &RunParams, recent: &HashMap<&str, u32>, taken: &mut [bool]) -> CampaignSelection {
+fn select_one(
+    c: &Campaign,
+    inputs: &Inputs,
+    run: &RunParams,
+    recent: &HashMap<&str, u32>,
+    taken: &mut [bool],
+) -> CampaignSelection {
     let mut funnel = Funnel::new(inputs.customers.len() as u64);
     if !c.active_on(run.day) {
-        return CampaignSelection { campaign: c.name.clone(), active: false, funnel, picks: Vec::new() };
+        return CampaignSelection {
+            campaign: c.name.clone(),
+            active: false,
+            funnel,
+            picks: Vec::new(),
+        };
     }
     let cooldown_start = run.day - Duration::days(c.limits.cooldown_days as i64);
     let mut already_today = 0u64;
     let mut eligible: Vec<Pick> = Vec::new();
     for (i, cust) in inputs.customers.iter().enumerate() {
-        let past = inputs.history.get(&cust.customer_id).map(Vec::as_slice).unwrap_or(&[]);
+        let past = inputs
+            .history
+            .get(&cust.customer_id)
+            .map(Vec::as_slice)
+            .unwrap_or(&[]);
         let step = (|| {
             if let Some(p) = past.iter().find(|p| p.day == run.day) {
                 if p.campaign == c.name {
@@ -322,20 +358,38 @@ fn select_one(c: &Campaign, inputs: &Inputs, run: &RunParams, recent: &HashMap<&
             audience(c, cust, run)?;
             trigger(c, &cust.score)?;
             let category = offer_category(c, &cust.score)?;
-            if c.limits.cooldown_days > 0 && past.iter().any(|p| p.campaign == c.name && p.day > cooldown_start && p.day < run.day) {
+            if c.limits.cooldown_days > 0
+                && past
+                    .iter()
+                    .any(|p| p.campaign == c.name && p.day > cooldown_start && p.day < run.day)
+            {
                 return Err(Step::CoolingDown);
             }
-            let suppression = inputs.suppressions.get(&cust.customer_id).copied().unwrap_or_default();
+            let suppression = inputs
+                .suppressions
+                .get(&cust.customer_id)
+                .copied()
+                .unwrap_or_default();
             let (channels, reason) = reachable(c, cust, suppression)?;
             if recent.get(cust.customer_id.as_str()).copied().unwrap_or(0) >= run.frequency_cap {
                 return Err(Step::FrequencyCapped);
             }
             let tz = cust.tz.unwrap_or(run.brand_tz);
             let (not_before, expires_at) = send_slot(c.limits.send_hours, run.now, tz);
-            if not_before > run.now.timestamp() && c.limits.outside_send_hours == OutsideHours::Skip {
+            if not_before > run.now.timestamp() && c.limits.outside_send_hours == OutsideHours::Skip
+            {
                 return Err(Step::OutsideSendHours);
             }
-            Ok(Pick { customer: i, held_out: false, holdout_draw: 0.0, channels, channel_reason: reason, not_before, expires_at, category })
+            Ok(Pick {
+                customer: i,
+                held_out: false,
+                holdout_draw: 0.0,
+                channels,
+                channel_reason: reason,
+                not_before,
+                expires_at,
+                category,
+            })
         })();
         match step {
             Ok(p) => eligible.push(p),
@@ -345,7 +399,10 @@ fn select_one(c: &Campaign, inputs: &Inputs, run: &RunParams, recent: &HashMap<&
     // The run limit keeps the customers most at risk; rows already written today count.
     eligible.sort_by(|a, b| {
         let (x, y) = (&inputs.customers[a.customer], &inputs.customers[b.customer]);
-        y.score.lapse_risk.total_cmp(&x.score.lapse_risk).then_with(|| x.customer_id.cmp(&y.customer_id))
+        y.score
+            .lapse_risk
+            .total_cmp(&x.score.lapse_risk)
+            .then_with(|| x.customer_id.cmp(&y.customer_id))
     });
     let room = (c.limits.max_sends_per_run as u64).saturating_sub(already_today) as usize;
     for _ in eligible.len().min(room)..eligible.len() {
@@ -368,29 +425,50 @@ fn select_one(c: &Campaign, inputs: &Inputs, run: &RunParams, recent: &HashMap<&
             }
         }
     }
-    CampaignSelection { campaign: c.name.clone(), active: true, funnel, picks: eligible }
+    CampaignSelection {
+        campaign: c.name.clone(),
+        active: true,
+        funnel,
+        picks: eligible,
+    }
 }
 
 fn audience(c: &Campaign, cust: &Customer, run: &RunParams) -> Result<(), Step> {
     let a = &c.audience;
     let s = &cust.score;
     let orders = s.orders_count.max(0) as u64;
-    if a.min_orders.is_some_and(|m| orders < m as u64) || a.max_orders.is_some_and(|m| orders > m as u64) {
+    if a.min_orders.is_some_and(|m| orders < m as u64)
+        || a.max_orders.is_some_and(|m| orders > m as u64)
+    {
         return Err(Step::AudienceOrders);
     }
-    if a.min_spend.is_some_and(|m| s.total_spend < m) || a.max_spend.is_some_and(|m| s.total_spend > m) {
+    if a.min_spend.is_some_and(|m| s.total_spend < m)
+        || a.max_spend.is_some_and(|m| s.total_spend > m)
+    {
         return Err(Step::AudienceSpend);
     }
     if a.min_days_since_last_order.is_some() || a.max_days_since_last_order.is_some() {
         let today = run.day;
         let tz = cust.tz.unwrap_or(run.brand_tz);
-        let days = s.last_order_at.and_then(|t| DateTime::from_timestamp(t, 0)).map(|t| (today - t.with_timezone(&tz).date_naive()).num_days());
-        let Some(days) = days else { return Err(Step::AudienceDaysSinceLastOrder) };
-        if a.min_days_since_last_order.is_some_and(|m| days < m as i64) || a.max_days_since_last_order.is_some_and(|m| days > m as i64) {
+        let days = s
+            .last_order_at
+            .and_then(|t| DateTime::from_timestamp(t, 0))
+            .map(|t| (today - t.with_timezone(&tz).date_naive()).num_days());
+        let Some(days) = days else {
+            return Err(Step::AudienceDaysSinceLastOrder);
+        };
+        if a.min_days_since_last_order.is_some_and(|m| days < m as i64)
+            || a.max_days_since_last_order.is_some_and(|m| days > m as i64)
+        {
             return Err(Step::AudienceDaysSinceLastOrder);
         }
     }
-    if !a.countries.is_empty() && !cust.country.as_deref().is_some_and(|k| a.countries.iter().any(|x| x.eq_ignore_ascii_case(k))) {
+    if !a.countries.is_empty()
+        && !cust
+            .country
+            .as_deref()
+            .is_some_and(|k| a.countries.iter().any(|x| x.eq_ignore_ascii_case(k)))
+    {
         return Err(Step::AudienceCountry);
     }
     if !a.categories_bought.is_empty() && !a.categories_bought.iter().any(|k| s.has_bought(k)) {
@@ -400,8 +478,11 @@ fn audience(c: &Campaign, cust: &Customer, run: &RunParams) -> Result<(), Step> 
         return Err(Step::AudienceCategoriesNeverBought);
     }
     if !a.attributes.is_empty() {
-        let attrs: serde_json::Map<String, serde_json::Value> =
-            cust.attributes.as_deref().and_then(|j| serde_json::from_str(j).ok()).unwrap_or_default();
+        let attrs: serde_json::Map<String, serde_json::Value> = cust
+            .attributes
+            .as_deref()
+            .and_then(|j| serde_json::from_str(j).ok())
+            .unwrap_or_default();
         for (key, accepted) in &a.attributes {
             let value = attrs.get(key).map(|v| match v {
                 serde_json::Value::String(s) => s.clone(),
@@ -441,7 +522,13 @@ fn offer_category(c: &Campaign, s: &Score) -> Result<Option<String>, Step> {
             if s.categories.is_empty() {
                 None
             } else {
-                Some(s.categories.iter().find(|(k, _)| !s.has_bought(k)).map(|(k, _)| k.clone()).ok_or(Step::NoNewCategory)?)
+                Some(
+                    s.categories
+                        .iter()
+                        .find(|(k, _)| !s.has_bought(k))
+                        .map(|(k, _)| k.clone())
+                        .ok_or(Step::NoNewCategory)?,
+                )
             }
         }
         OfferCategory::Fixed(k) => Some(k.clone()),
@@ -451,7 +538,11 @@ fn offer_category(c: &Campaign, s: &Score) -> Result<Option<String>, Step> {
 
 /// The campaign's channels this customer can be reached on, in preference order. Suppression
 /// and consent always win over the campaign.
-fn reachable(c: &Campaign, cust: &Customer, sup: Suppression) -> Result<(Vec<Channel>, String), Step> {
+fn reachable(
+    c: &Campaign,
+    cust: &Customer,
+    sup: Suppression,
+) -> Result<(Vec<Channel>, String), Step> {
     let mut ok = Vec::new();
     let mut notes = Vec::new();
     let (mut suppressed, mut consented) = (false, false);
@@ -533,7 +624,12 @@ pub fn send_slot(hours: SendHours, now: DateTime<Utc>, tz: chrono_tz::Tz) -> (i6
 fn local_instant(tz: chrono_tz::Tz, t: NaiveDateTime) -> i64 {
     match tz.from_local_datetime(&t) {
         LocalResult::Single(x) | LocalResult::Ambiguous(x, _) => x.timestamp(),
-        LocalResult::None => (1..=4).find_map(|h| tz.from_local_datetime(&(t + Duration::minutes(30 * h))).earliest()).map_or(t.and_utc().timestamp(), |x| x.timestamp()),
+        LocalResult::None => (1..=4)
+            .find_map(|h| {
+                tz.from_local_datetime(&(t + Duration::minutes(30 * h)))
+                    .earliest()
+            })
+            .map_or(t.and_utc().timestamp(), |x| x.timestamp()),
     }
 }
 

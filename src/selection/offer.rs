@@ -12,7 +12,10 @@ use super::{Customer, Pick};
 use crate::campaigns::{Campaign, Channel, CodeRule, CopyFile, Discount};
 use crate::config::CampaignSettings;
 use crate::db::Db;
-use crate::messages::{self, Context, MessageCopy, Product, RenderedEmail, RenderedSms, RenderedWhatsapp, WhatsappTemplate};
+use crate::messages::{
+    self, Context, MessageCopy, Product, RenderedEmail, RenderedSms, RenderedWhatsapp,
+    WhatsappTemplate,
+};
 use crate::scan::{Bind, scan_with};
 
 /// Secrets from the environment variables the config names. Never logged.
@@ -24,15 +27,22 @@ pub struct Secrets {
 
 impl std::fmt::Debug for Secrets {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Secrets").field("unsubscribe", &self.unsubscribe.is_some()).field("code", &self.code.is_some()).finish()
+        f.debug_struct("Secrets")
+            .field("unsubscribe", &self.unsubscribe.is_some())
+            .field("code", &self.code.is_some())
+            .finish()
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
-    #[error("environment variable {var} is not set: it holds the secret that {purpose}; set it to a long random value (e.g. `openssl rand -hex 32`)")]
+    #[error(
+        "environment variable {var} is not set: it holds the secret that {purpose}; set it to a long random value (e.g. `openssl rand -hex 32`)"
+    )]
     Missing { var: String, purpose: &'static str },
-    #[error("the secret in environment variable {var} {why}: use a long random value (e.g. `openssl rand -hex 32`)")]
+    #[error(
+        "the secret in environment variable {var} {why}: use a long random value (e.g. `openssl rand -hex 32`)"
+    )]
     Weak { var: String, why: String },
 }
 
@@ -43,22 +53,39 @@ impl Secrets {
             crate::redact::register(&v);
             Some(v.into_bytes())
         };
-        Secrets { unsubscribe: read(&c.unsubscribe_secret_env), code: read(&c.code_secret_env) }
+        Secrets {
+            unsubscribe: read(&c.unsubscribe_secret_env),
+            code: read(&c.code_secret_env),
+        }
     }
 
     /// Checks the secrets the campaigns need are present and strong ([`crate::secrets::weakness`]:
     /// at least 16 bytes, not one character repeated).
     pub fn check(&self, c: &CampaignSettings, needs_code: bool) -> Result<(), SecretError> {
         let check = |v: &Option<Vec<u8>>, var: &str, purpose| match v {
-            None => Err(SecretError::Missing { var: var.to_string(), purpose }),
+            None => Err(SecretError::Missing {
+                var: var.to_string(),
+                purpose,
+            }),
             Some(s) => match crate::secrets::weakness(s) {
-                Some(why) => Err(SecretError::Weak { var: var.to_string(), why }),
+                Some(why) => Err(SecretError::Weak {
+                    var: var.to_string(),
+                    why,
+                }),
                 None => Ok(()),
             },
         };
-        check(&self.unsubscribe, &c.unsubscribe_secret_env, "signs unsubscribe links")?;
+        check(
+            &self.unsubscribe,
+            &c.unsubscribe_secret_env,
+            "signs unsubscribe links",
+        )?;
         if needs_code {
-            check(&self.code, &c.code_secret_env, "derives per-customer discount codes")?;
+            check(
+                &self.code,
+                &c.code_secret_env,
+                "derives per-customer discount codes",
+            )?;
         }
         Ok(())
     }
@@ -110,7 +137,10 @@ impl Catalog {
                    WHERE o.ordered_at >= $1 AND o.ordered_at < $2 AND o.status = 'completed' GROUP BY i.product_id";
         if !counted {
             scan_with(db, sql, &[Bind::Int(from), Bind::Int(until)], |r| {
-                units.insert(r.text(0)?.unwrap_or_default().to_owned(), r.int(1)?.unwrap_or(0));
+                units.insert(
+                    r.text(0)?.unwrap_or_default().to_owned(),
+                    r.int(1)?.unwrap_or(0),
+                );
                 Ok(())
             })
             .await
@@ -119,13 +149,18 @@ impl Catalog {
         let mut best: HashMap<String, Vec<(i64, CatalogProduct)>> = HashMap::new();
         for (id, (cat, p, in_stock)) in products {
             if in_stock {
-                best.entry(cat).or_default().push((units.get(&id).copied().unwrap_or(0), p));
+                best.entry(cat)
+                    .or_default()
+                    .push((units.get(&id).copied().unwrap_or(0), p));
             }
         }
         let best = best
             .into_iter()
             .map(|(k, mut v)| {
-                v.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.product_id.cmp(&b.1.product_id)));
+                v.sort_by(|a, b| {
+                    b.0.cmp(&a.0)
+                        .then_with(|| a.1.product_id.cmp(&b.1.product_id))
+                });
                 (k, v.into_iter().take(50).map(|(_, p)| p).collect())
             })
             .collect();
@@ -134,7 +169,10 @@ impl Catalog {
 }
 
 /// Products each customer has ever bought (completed orders), for the given customers only.
-pub async fn bought_products(db: &Db, customers: &[&str]) -> anyhow::Result<HashMap<String, HashSet<String>>> {
+pub async fn bought_products(
+    db: &Db,
+    customers: &[&str],
+) -> anyhow::Result<HashMap<String, HashSet<String>>> {
     let mut out: HashMap<String, HashSet<String>> = HashMap::new();
     for chunk in customers.chunks(500) {
         let params: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
@@ -145,7 +183,9 @@ pub async fn bought_products(db: &Db, customers: &[&str]) -> anyhow::Result<Hash
         );
         let binds: Vec<Bind<'_>> = chunk.iter().map(|c| Bind::Text(c)).collect();
         scan_with(db, &sql, &binds, |r| {
-            out.entry(r.text(0)?.unwrap_or_default().to_owned()).or_default().insert(r.text(1)?.unwrap_or_default().to_owned());
+            out.entry(r.text(0)?.unwrap_or_default().to_owned())
+                .or_default()
+                .insert(r.text(1)?.unwrap_or_default().to_owned());
             Ok(())
         })
         .await?;
@@ -167,23 +207,43 @@ pub struct Offer {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "channel", rename_all = "lowercase")]
 pub enum Rendered {
-    Email { to: String, email: RenderedEmail },
-    Sms { to: String, sms: RenderedSms },
-    Whatsapp { to: String, whatsapp: RenderedWhatsapp },
+    Email {
+        to: String,
+        email: RenderedEmail,
+    },
+    Sms {
+        to: String,
+        sms: RenderedSms,
+    },
+    Whatsapp {
+        to: String,
+        whatsapp: RenderedWhatsapp,
+    },
 }
 
 impl Rendered {
     pub fn recipient(&self) -> &str {
         match self {
-            Rendered::Email { to, .. } | Rendered::Sms { to, .. } | Rendered::Whatsapp { to, .. } => to,
+            Rendered::Email { to, .. }
+            | Rendered::Sms { to, .. }
+            | Rendered::Whatsapp { to, .. } => to,
         }
     }
     /// One line for listings.
     pub fn summary(&self) -> String {
         match self {
             Rendered::Email { email, .. } => email.subject.clone(),
-            Rendered::Sms { sms, .. } => format!("{} ({} segment(s), {})", sms.text.replace('\n', " / "), sms.segments, sms.encoding.name()),
-            Rendered::Whatsapp { whatsapp, .. } => format!("template {} [{}]", whatsapp.name, whatsapp.params.join(" | ")),
+            Rendered::Sms { sms, .. } => format!(
+                "{} ({} segment(s), {})",
+                sms.text.replace('\n', " / "),
+                sms.segments,
+                sms.encoding.name()
+            ),
+            Rendered::Whatsapp { whatsapp, .. } => format!(
+                "template {} [{}]",
+                whatsapp.name,
+                whatsapp.params.join(" | ")
+            ),
         }
     }
 }
@@ -208,12 +268,27 @@ fn money(currency: &str, v: f64) -> String {
         "GBP" => "£",
         _ => "",
     };
-    let amount = if v.fract() == 0.0 { format!("{v:.0}") } else { format!("{v:.2}") };
-    if symbol.is_empty() { format!("{amount} {currency}") } else { format!("{symbol}{amount}") }
+    let amount = if v.fract() == 0.0 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.2}")
+    };
+    if symbol.is_empty() {
+        format!("{amount} {currency}")
+    } else {
+        format!("{symbol}{amount}")
+    }
 }
 
 /// Builds the offer for one pick.
-pub fn build_offer(c: &Campaign, cust: &Customer, pick: &Pick, catalog: &Catalog, bought: Option<&HashSet<String>>, env: &MessageEnv<'_>) -> Offer {
+pub fn build_offer(
+    c: &Campaign,
+    cust: &Customer,
+    pick: &Pick,
+    catalog: &Catalog,
+    bought: Option<&HashSet<String>>,
+    env: &MessageEnv<'_>,
+) -> Offer {
     let discount = c.offer.discount.map(|d| match d {
         Discount::Percent(p) => {
             if p.fract() == 0.0 {
@@ -224,51 +299,94 @@ pub fn build_offer(c: &Campaign, cust: &Customer, pick: &Pick, catalog: &Catalog
         }
         Discount::Amount(v) => money(env.currency, v),
     });
-    let code = match &c.offer.code {
-        CodeRule::None => None,
-        CodeRule::Shared(code) => Some(code.clone()),
-        CodeRule::Derived(prefix) => {
-            env.secrets.code.as_deref().map(|secret| messages::codes::offer_code(secret, prefix, &c.name, &cust.customer_id))
-        }
-    };
+    let code =
+        match &c.offer.code {
+            CodeRule::None => None,
+            CodeRule::Shared(code) => Some(code.clone()),
+            CodeRule::Derived(prefix) => env.secrets.code.as_deref().map(|secret| {
+                messages::codes::offer_code(secret, prefix, &c.name, &cust.customer_id)
+            }),
+        };
     let products = match &pick.category {
         Some(k) => catalog
             .best
             .get(k)
-            .map(|list| list.iter().filter(|p| !bought.is_some_and(|b| b.contains(&p.product_id))).take(c.offer.products as usize).cloned().collect())
+            .map(|list| {
+                list.iter()
+                    .filter(|p| !bought.is_some_and(|b| b.contains(&p.product_id)))
+                    .take(c.offer.products as usize)
+                    .cloned()
+                    .collect()
+            })
             .unwrap_or_default(),
         None => Vec::new(),
     };
     let enc = |s: &str| utf8_percent_encode(s, NON_ALPHANUMERIC).to_string();
-    let landing_url = fill_url(&c.offer.landing_url, pick.category.as_deref().map(enc).unwrap_or_default(), code.as_deref().map(enc).unwrap_or_default());
-    Offer { category: pick.category.clone(), discount, code, products, landing_url }
+    let landing_url = fill_url(
+        &c.offer.landing_url,
+        pick.category.as_deref().map(enc).unwrap_or_default(),
+        code.as_deref().map(enc).unwrap_or_default(),
+    );
+    Offer {
+        category: pick.category.clone(),
+        discount,
+        code,
+        products,
+        landing_url,
+    }
 }
 
 /// Fills `{category}` and `{code}` (already URL-encoded) in a landing URL; an empty query
 /// value left behind (`?discount=`) is harmless to shops.
 fn fill_url(url: &str, category: String, code: String) -> String {
-    url.replace("{category}", &category).replace("{code}", &code)
+    url.replace("{category}", &category)
+        .replace("{code}", &code)
 }
 
 fn to_copy(c: &CopyFile) -> MessageCopy {
-    MessageCopy { subject: c.subject.clone(), headline: c.headline.clone(), body: c.body.clone(), cta: c.cta.clone(), sms: c.sms.clone() }
+    MessageCopy {
+        subject: c.subject.clone(),
+        headline: c.headline.clone(),
+        body: c.body.clone(),
+        cta: c.cta.clone(),
+        sms: c.sms.clone(),
+    }
 }
 
 /// Renders the message for `channel`.
-pub fn render(c: &Campaign, cust: &Customer, channel: Channel, offer: &Offer, env: &MessageEnv<'_>) -> anyhow::Result<Rendered> {
-    let copy = if offer.category.is_some() { &c.copy } else { &c.copy_generic };
+pub fn render(
+    c: &Campaign,
+    cust: &Customer,
+    channel: Channel,
+    offer: &Offer,
+    env: &MessageEnv<'_>,
+) -> anyhow::Result<Rendered> {
+    let copy = if offer.category.is_some() {
+        &c.copy
+    } else {
+        &c.copy_generic
+    };
     let products: Vec<Product> = offer
         .products
         .iter()
-        .map(|p| Product { name: p.name.clone(), price: p.price.map(|v| money(env.currency, v)), url: None })
+        .map(|p| Product {
+            name: p.name.clone(),
+            price: p.price.map(|v| money(env.currency, v)),
+            url: None,
+        })
         .collect();
     let secret = env.secrets.unsubscribe.as_deref().unwrap_or_default();
     let token = crate::unsubscribe::sign(
         secret,
-        &crate::unsubscribe::Claims { customer_id: cust.customer_id.clone(), channel: channel.as_str().into(), issued_at: env.now },
+        &crate::unsubscribe::Claims {
+            customer_id: cust.customer_id.clone(),
+            channel: channel.as_str().into(),
+            issued_at: env.now,
+        },
     );
     let unsubscribe_url = format!("{}/unsubscribe/{token}", env.settings.public_base_url);
-    let mailto = (!env.settings.unsubscribe_mailto.is_empty()).then_some(env.settings.unsubscribe_mailto.as_str());
+    let mailto = (!env.settings.unsubscribe_mailto.is_empty())
+        .then_some(env.settings.unsubscribe_mailto.as_str());
     // A WhatsApp template has a fixed number of parameters: a category-free offer still fills
     // the category slot with words that read naturally.
     let category = match (offer.category.as_deref(), channel) {
@@ -289,24 +407,46 @@ pub fn render(c: &Campaign, cust: &Customer, channel: Channel, offer: &Offer, en
     };
     let to = |v: &Option<String>| v.clone().unwrap_or_default();
     Ok(match channel {
-        Channel::Email => Rendered::Email { to: to(&cust.email), email: messages::render_email(c.email_family, &to_copy(copy), &ctx)? },
-        Channel::Sms => Rendered::Sms { to: to(&cust.phone), sms: messages::render_sms(&to_copy(copy), &ctx)? },
+        Channel::Email => Rendered::Email {
+            to: to(&cust.email),
+            email: messages::render_email(c.email_family, &to_copy(copy), &ctx)?,
+        },
+        Channel::Sms => Rendered::Sms {
+            to: to(&cust.phone),
+            sms: messages::render_sms(&to_copy(copy), &ctx)?,
+        },
         Channel::Whatsapp => {
-            let w = c.whatsapp.as_ref().context("whatsapp channel without a [whatsapp] template")?;
-            let t = WhatsappTemplate { name: w.template.clone(), language: w.language.clone(), params: w.params.clone() };
-            Rendered::Whatsapp { to: to(&cust.phone), whatsapp: messages::render_whatsapp(&t, &ctx)? }
+            let w = c
+                .whatsapp
+                .as_ref()
+                .context("whatsapp channel without a [whatsapp] template")?;
+            let t = WhatsappTemplate {
+                name: w.template.clone(),
+                language: w.language.clone(),
+                params: w.params.clone(),
+            };
+            Rendered::Whatsapp {
+                to: to(&cust.phone),
+                whatsapp: messages::render_whatsapp(&t, &ctx)?,
+            }
         }
     })
 }
 
 /// One customer's contact, consent and suppressions, for re-rendering a message on a fallback
 /// channel (the scores are not needed there).
-pub async fn load_customer(db: &Db, customer_id: &str) -> anyhow::Result<Option<(Customer, super::Suppression)>> {
+pub async fn load_customer(
+    db: &Db,
+    customer_id: &str,
+) -> anyhow::Result<Option<(Customer, super::Suppression)>> {
     let mut found: Option<Customer> = None;
     let sql = "SELECT customer_id, email, phone, first_name, country, timezone, CASE WHEN email_opt_in THEN 1 ELSE 0 END, \
                CASE WHEN sms_opt_in THEN 1 ELSE 0 END, CASE WHEN whatsapp_opt_in THEN 1 ELSE 0 END FROM customers WHERE customer_id = $1";
     scan_with(db, sql, &[Bind::Text(customer_id)], |r| {
-        let text = |i| r.text(i).map(|t| t.filter(|s| !s.is_empty()).map(str::to_owned));
+        let text = |i| {
+            r.text(i)
+                .map(|t| t.filter(|s| !s.is_empty()).map(str::to_owned))
+        };
         found = Some(Customer {
             customer_id: r.text(0)?.unwrap_or_default().to_owned(),
             email: text(1)?,
@@ -324,10 +464,15 @@ pub async fn load_customer(db: &Db, customer_id: &str) -> anyhow::Result<Option<
     .await?;
     let Some(c) = found else { return Ok(None) };
     let mut sup = super::Suppression::default();
-    scan_with(db, "SELECT channel FROM suppressions WHERE customer_id = $1", &[Bind::Text(customer_id)], |r| {
-        sup.add(r.text(0)?);
-        Ok(())
-    })
+    scan_with(
+        db,
+        "SELECT channel FROM suppressions WHERE customer_id = $1",
+        &[Bind::Text(customer_id)],
+        |r| {
+            sup.add(r.text(0)?);
+            Ok(())
+        },
+    )
     .await?;
     Ok(Some((c, sup)))
 }
@@ -352,7 +497,14 @@ mod tests {
     #[test]
     fn landing_urls_encode_what_they_fill() {
         let enc = |s: &str| utf8_percent_encode(s, NON_ALPHANUMERIC).to_string();
-        let u = fill_url("https://s.example/c/{category}?discount={code}", enc("sleep & stress"), enc("BACK-X"));
-        assert_eq!(u, "https://s.example/c/sleep%20%26%20stress?discount=BACK%2DX");
+        let u = fill_url(
+            "https://s.example/c/{category}?discount={code}",
+            enc("sleep & stress"),
+            enc("BACK-X"),
+        );
+        assert_eq!(
+            u,
+            "https://s.example/c/sleep%20%26%20stress?discount=BACK%2DX"
+        );
     }
 }

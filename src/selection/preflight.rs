@@ -35,9 +35,16 @@ fn sample_customer() -> Customer {
 
 fn sample_catalog(category: &str) -> Catalog {
     let products = (1..=12)
-        .map(|i| CatalogProduct { product_id: format!("sample-{i}"), name: format!("Sample product {i}"), price: Some(499.0 + f64::from(i) * 100.0) })
+        .map(|i| CatalogProduct {
+            product_id: format!("sample-{i}"),
+            name: format!("Sample product {i}"),
+            price: Some(499.0 + f64::from(i) * 100.0),
+        })
         .collect();
-    Catalog { best: HashMap::from([(category.to_string(), products)]), categories: HashSet::from([category.to_string()]) }
+    Catalog {
+        best: HashMap::from([(category.to_string(), products)]),
+        categories: HashSet::from([category.to_string()]),
+    }
 }
 
 /// Loads the campaigns in `campaigns.dir` and dry-renders them: how every command that uses
@@ -45,15 +52,28 @@ fn sample_catalog(category: &str) -> Catalog {
 pub fn load(settings: &Settings, config_file: &str) -> Result<CampaignSet, ConfigError> {
     let set = CampaignSet::load(&settings.campaigns.dir)?;
     let issues = check(&set, settings, config_file);
-    if issues.is_empty() { Ok(set) } else { Err(ConfigError { issues }) }
+    if issues.is_empty() {
+        Ok(set)
+    } else {
+        Err(ConfigError { issues })
+    }
 }
 
 /// Every problem the dry render finds, keyed to the campaign file (copy, offer) or to the main
 /// config file `config_file` (settings every campaign shares, such as `public_base_url`).
 pub fn check(set: &CampaignSet, settings: &Settings, config_file: &str) -> Vec<ConfigIssue> {
     let real = Secrets::from_env(&settings.campaigns);
-    let secrets = Secrets { unsubscribe: real.unsubscribe.or_else(|| Some(SAMPLE_SECRET.to_vec())), code: real.code.or_else(|| Some(SAMPLE_SECRET.to_vec())) };
-    let env = MessageEnv { brand_name: &settings.brand.name, currency: &settings.brand.currency, settings: &settings.campaigns, secrets: &secrets, now: chrono::Utc::now().timestamp() };
+    let secrets = Secrets {
+        unsubscribe: real.unsubscribe.or_else(|| Some(SAMPLE_SECRET.to_vec())),
+        code: real.code.or_else(|| Some(SAMPLE_SECRET.to_vec())),
+    };
+    let env = MessageEnv {
+        brand_name: &settings.brand.name,
+        currency: &settings.brand.currency,
+        settings: &settings.campaigns,
+        secrets: &secrets,
+        now: chrono::Utc::now().timestamp(),
+    };
     let customer = sample_customer();
     let mut issues = Vec::new();
     let mut seen = HashSet::new();
@@ -61,7 +81,9 @@ pub fn check(set: &CampaignSet, settings: &Settings, config_file: &str) -> Vec<C
         let category = match &c.offer.category {
             OfferCategory::Fixed(k) => Some(k.clone()),
             OfferCategory::None => None,
-            OfferCategory::Recommended | OfferCategory::RecommendedNew => Some(SAMPLE_CATEGORY.to_string()),
+            OfferCategory::Recommended | OfferCategory::RecommendedNew => {
+                Some(SAMPLE_CATEGORY.to_string())
+            }
         };
         // A recommended offer is category-free for customers without a prediction.
         let mut offers = vec![category.clone()];
@@ -70,7 +92,16 @@ pub fn check(set: &CampaignSet, settings: &Settings, config_file: &str) -> Vec<C
         }
         for category in offers {
             let catalog = sample_catalog(category.as_deref().unwrap_or(SAMPLE_CATEGORY));
-            let pick = Pick { customer: 0, held_out: false, holdout_draw: 0.5, channels: c.channels.clone(), channel_reason: String::new(), not_before: 0, expires_at: 0, category: category.clone() };
+            let pick = Pick {
+                customer: 0,
+                held_out: false,
+                holdout_draw: 0.5,
+                channels: c.channels.clone(),
+                channel_reason: String::new(),
+                not_before: 0,
+                expires_at: 0,
+                category: category.clone(),
+            };
             let offer = build_offer(c, &customer, &pick, &catalog, None, &env);
             for &channel in &c.channels {
                 if let Err(e) = render(c, &customer, channel, &offer, &env) {
@@ -87,28 +118,72 @@ pub fn check(set: &CampaignSet, settings: &Settings, config_file: &str) -> Vec<C
 }
 
 /// The issue for one failed render: the key that causes it, where it can be told.
-fn describe(c: &Campaign, channel: &str, with_category: bool, e: &anyhow::Error, config_file: &str) -> ConfigIssue {
+fn describe(
+    c: &Campaign,
+    channel: &str,
+    with_category: bool,
+    e: &anyhow::Error,
+    config_file: &str,
+) -> ConfigIssue {
     let file = c.file.display().to_string();
-    let copy = if with_category { "copy" } else { "copy_generic" };
+    let copy = if with_category {
+        "copy"
+    } else {
+        "copy_generic"
+    };
     let why = format!("the {channel} message does not render: {e:#}");
     let (file, key, fix) = match e.downcast_ref::<RenderError>() {
-        Some(RenderError::InvalidUrl { field: "cta_url", .. }) => {
-            (file, "offer.landing_url".to_string(), "use an absolute http(s) URL with a host, with only {category} and {code} filled in".to_string())
-        }
-        Some(RenderError::InvalidUrl { field: "unsubscribe_url", .. }) => {
-            (config_file.to_string(), "campaigns.public_base_url".to_string(), "use the daemon's public http(s) address, e.g. \"https://crm.example.com\"".to_string())
-        }
-        Some(RenderError::InvalidUrl { field: "unsubscribe_mailto", .. }) => {
-            (config_file.to_string(), "campaigns.unsubscribe_mailto".to_string(), "use an address such as \"unsubscribe@example.com\" or leave it empty".to_string())
-        }
-        Some(RenderError::Placeholders { field, .. }) if field.starts_with("whatsapp") => {
-            (file, "whatsapp.params".to_string(), "use only the documented placeholders in the template parameters".to_string())
-        }
-        Some(RenderError::Placeholders { field, .. }) => (file, format!("{copy}.{field}"), "use only the documented placeholders (write {{ and }} for literal braces)".to_string()),
-        Some(RenderError::InvalidWhatsapp { .. }) => (file, "whatsapp".to_string(), "fix the template's name, language or parameters as approved by Meta".to_string()),
-        _ => (file, format!("{copy} ({channel})"), format!("fix the {channel} copy so it renders for every customer")),
+        Some(RenderError::InvalidUrl {
+            field: "cta_url", ..
+        }) => (
+            file,
+            "offer.landing_url".to_string(),
+            "use an absolute http(s) URL with a host, with only {category} and {code} filled in"
+                .to_string(),
+        ),
+        Some(RenderError::InvalidUrl {
+            field: "unsubscribe_url",
+            ..
+        }) => (
+            config_file.to_string(),
+            "campaigns.public_base_url".to_string(),
+            "use the daemon's public http(s) address, e.g. \"https://crm.example.com\"".to_string(),
+        ),
+        Some(RenderError::InvalidUrl {
+            field: "unsubscribe_mailto",
+            ..
+        }) => (
+            config_file.to_string(),
+            "campaigns.unsubscribe_mailto".to_string(),
+            "use an address such as \"unsubscribe@example.com\" or leave it empty".to_string(),
+        ),
+        Some(RenderError::Placeholders { field, .. }) if field.starts_with("whatsapp") => (
+            file,
+            "whatsapp.params".to_string(),
+            "use only the documented placeholders in the template parameters".to_string(),
+        ),
+        Some(RenderError::Placeholders { field, .. }) => (
+            file,
+            format!("{copy}.{field}"),
+            "use only the documented placeholders (write {{ and }} for literal braces)".to_string(),
+        ),
+        Some(RenderError::InvalidWhatsapp { .. }) => (
+            file,
+            "whatsapp".to_string(),
+            "fix the template's name, language or parameters as approved by Meta".to_string(),
+        ),
+        _ => (
+            file,
+            format!("{copy} ({channel})"),
+            format!("fix the {channel} copy so it renders for every customer"),
+        ),
     };
-    ConfigIssue { file, key, message: why, fix }
+    ConfigIssue {
+        file,
+        key,
+        message: why,
+        fix,
+    }
 }
 
 #[cfg(test)]
@@ -129,17 +204,26 @@ mod tests {
 
     #[test]
     fn a_sound_campaign_renders_on_every_channel() {
-        let set = CampaignSet { dir: "x".into(), campaigns: vec![campaign("")] };
+        let set = CampaignSet {
+            dir: "x".into(),
+            campaigns: vec![campaign("")],
+        };
         assert_eq!(check(&set, &Settings::default(), "r.toml"), vec![]);
     }
 
     #[test]
     fn a_public_base_url_that_breaks_every_link_is_reported_against_the_main_config() {
-        let set = CampaignSet { dir: "x".into(), campaigns: vec![campaign("")] };
+        let set = CampaignSet {
+            dir: "x".into(),
+            campaigns: vec![campaign("")],
+        };
         let mut settings = Settings::default();
         settings.campaigns.public_base_url = "https://crm example.com".into();
         let issues = check(&set, &settings, "r.toml");
         assert_eq!(issues.len(), 1, "{issues:?}");
-        assert_eq!((issues[0].file.as_str(), issues[0].key.as_str()), ("r.toml", "campaigns.public_base_url"));
+        assert_eq!(
+            (issues[0].file.as_str(), issues[0].key.as_str()),
+            ("r.toml", "campaigns.public_base_url")
+        );
     }
 }

@@ -6,7 +6,9 @@ use std::collections::HashMap;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 
-use super::offer::{Catalog, MessageEnv, Offer, Rendered, Secrets, bought_products, build_offer, render};
+use super::offer::{
+    Catalog, MessageEnv, Offer, Rendered, Secrets, bought_products, build_offer, render,
+};
 use super::{CampaignSelection, Funnel, RunParams, Score, Step, load::load, select};
 use crate::campaigns::{CampaignSet, OfferCategory};
 use crate::config::Settings;
@@ -55,27 +57,64 @@ pub struct PlanReport {
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
     #[error("no campaign named {name:?} in {dir} (known: {known})")]
-    UnknownCampaign { name: String, dir: String, known: String },
-    #[error("{file}: `offer.category`: {category:?} is not a product category in the database (fix: use one of: {known}, or \"recommended\")")]
-    UnknownCategory { file: String, category: String, known: String },
+    UnknownCampaign {
+        name: String,
+        dir: String,
+        known: String,
+    },
+    #[error(
+        "{file}: `offer.category`: {category:?} is not a product category in the database (fix: use one of: {known}, or \"recommended\")"
+    )]
+    UnknownCategory {
+        file: String,
+        category: String,
+        known: String,
+    },
 }
 
 /// Selects, builds offers and renders messages for `day` as of the clock `now`.
 #[tracing::instrument(skip(db, settings, set, secrets))]
-pub async fn plan(db: &Db, settings: &Settings, set: &CampaignSet, only: Option<&str>, day: NaiveDate, now: DateTime<Utc>, secrets: &Secrets) -> anyhow::Result<PlanReport> {
+pub async fn plan(
+    db: &Db,
+    settings: &Settings,
+    set: &CampaignSet,
+    only: Option<&str>,
+    day: NaiveDate,
+    now: DateTime<Utc>,
+    secrets: &Secrets,
+) -> anyhow::Result<PlanReport> {
     let started = std::time::Instant::now();
     if let Some(name) = only
         && set.get(name).is_none()
     {
-        let known = set.campaigns.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ");
-        return Err(PlanError::UnknownCampaign { name: name.into(), dir: set.dir.display().to_string(), known }.into());
+        let known = set
+            .campaigns
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>()
+            .join(", ");
+        return Err(PlanError::UnknownCampaign {
+            name: name.into(),
+            dir: set.dir.display().to_string(),
+            known,
+        }
+        .into());
     }
-    let needs_code = set.campaigns.iter().any(|c| only.is_none_or(|n| n == c.name) && c.needs_code_secret());
+    let needs_code = set
+        .campaigns
+        .iter()
+        .any(|c| only.is_none_or(|n| n == c.name) && c.needs_code_secret());
     secrets.check(&settings.campaigns, needs_code)?;
 
     let cs = &settings.campaigns;
     let until = settings.day_start(day);
-    let catalog = Catalog::load(db, &day.to_string(), until - cs.best_seller_days as i64 * 86_400, until).await?;
+    let catalog = Catalog::load(
+        db,
+        &day.to_string(),
+        until - cs.best_seller_days as i64 * 86_400,
+        until,
+    )
+    .await?;
     tracing::info!(secs = started.elapsed().as_secs_f32(), "catalog ranked");
     for c in &set.campaigns {
         if let OfferCategory::Fixed(k) = &c.offer.category
@@ -84,43 +123,82 @@ pub async fn plan(db: &Db, settings: &Settings, set: &CampaignSet, only: Option<
         {
             let mut known: Vec<&str> = catalog.categories.iter().map(String::as_str).collect();
             known.sort_unstable();
-            return Err(PlanError::UnknownCategory { file: c.file.display().to_string(), category: k.clone(), known: known.join(", ") }.into());
+            return Err(PlanError::UnknownCategory {
+                file: c.file.display().to_string(),
+                category: k.clone(),
+                known: known.join(", "),
+            }
+            .into());
         }
     }
 
     let inputs = load(db, set, day, cs.frequency_window_days).await?;
-    let params = RunParams { day, now, brand_tz: settings.timezone(), frequency_cap: cs.frequency_cap, frequency_window_days: cs.frequency_window_days };
+    let params = RunParams {
+        day,
+        now,
+        brand_tz: settings.timezone(),
+        frequency_cap: cs.frequency_cap,
+        frequency_window_days: cs.frequency_window_days,
+    };
     let selections = select(set, only, &inputs, &params);
     tracing::info!(secs = started.elapsed().as_secs_f32(), "selected");
 
     // Product history only for the customers who get a message with product picks.
     let mut ids: Vec<&str> = Vec::new();
     for s in &selections {
-        let c = set.get(&s.campaign).expect("selected campaigns come from the set");
+        let c = set
+            .get(&s.campaign)
+            .expect("selected campaigns come from the set");
         if c.offer.products > 0 {
-            ids.extend(s.picks.iter().filter(|p| p.category.is_some()).map(|p| inputs.customers[p.customer].customer_id.as_str()));
+            ids.extend(
+                s.picks
+                    .iter()
+                    .filter(|p| p.category.is_some())
+                    .map(|p| inputs.customers[p.customer].customer_id.as_str()),
+            );
         }
     }
     ids.sort_unstable();
     ids.dedup();
     let bought = bought_products(db, &ids).await?;
-    tracing::info!(customers = ids.len(), secs = started.elapsed().as_secs_f32(), "purchase history read");
+    tracing::info!(
+        customers = ids.len(),
+        secs = started.elapsed().as_secs_f32(),
+        "purchase history read"
+    );
 
-    let env = MessageEnv { brand_name: &settings.brand.name, currency: &settings.brand.currency, settings: cs, secrets, now: now.timestamp() };
+    let env = MessageEnv {
+        brand_name: &settings.brand.name,
+        currency: &settings.brand.currency,
+        settings: cs,
+        secrets,
+        now: now.timestamp(),
+    };
     let mut planned = Vec::new();
     let mut campaigns = Vec::new();
     for s in &selections {
-        let c = set.get(&s.campaign).expect("selected campaigns come from the set");
+        let c = set
+            .get(&s.campaign)
+            .expect("selected campaigns come from the set");
         for p in &s.picks {
             let cust = &inputs.customers[p.customer];
             let offer = build_offer(c, cust, p, &catalog, bought.get(&cust.customer_id), &env);
-            let message = if p.held_out { None } else { Some(render(c, cust, p.channels[0], &offer, &env)?) };
+            let message = if p.held_out {
+                None
+            } else {
+                Some(render(c, cust, p.channels[0], &offer, &env)?)
+            };
             planned.push(Planned {
                 campaign: c.name.clone(),
                 customer_id: cust.customer_id.clone(),
                 held_out: p.held_out,
                 channel: (!p.held_out).then(|| p.channels[0].as_str().to_string()),
-                fallback_channels: p.channels.iter().skip(1).map(|c| c.as_str().to_string()).collect(),
+                fallback_channels: p
+                    .channels
+                    .iter()
+                    .skip(1)
+                    .map(|c| c.as_str().to_string())
+                    .collect(),
                 channel_reason: p.channel_reason.clone(),
                 not_before: p.not_before,
                 expires_at: p.expires_at,
@@ -133,8 +211,19 @@ pub async fn plan(db: &Db, settings: &Settings, set: &CampaignSet, only: Option<
         }
         campaigns.push(report_of(s));
     }
-    tracing::info!(rows = planned.len(), secs = started.elapsed().as_secs_f32(), "offers built and messages rendered");
-    Ok(PlanReport { day, now, customers_scored: inputs.customers.len(), campaigns, planned, seconds: started.elapsed().as_secs_f64() })
+    tracing::info!(
+        rows = planned.len(),
+        secs = started.elapsed().as_secs_f32(),
+        "offers built and messages rendered"
+    );
+    Ok(PlanReport {
+        day,
+        now,
+        customers_scored: inputs.customers.len(),
+        campaigns,
+        planned,
+        seconds: started.elapsed().as_secs_f64(),
+    })
 }
 
 fn report_of(s: &CampaignSelection) -> CampaignReport {
@@ -153,23 +242,43 @@ fn explain(c: &crate::campaigns::Campaign, s: &Score, held_out: bool) -> Vec<Str
     let t = &c.trigger;
     let mut why = vec![
         if s.window_lo_days <= 0 {
-            format!("inside the predicted window (days {}–{})", s.window_lo_days, s.window_hi_days)
+            format!(
+                "inside the predicted window (days {}–{})",
+                s.window_lo_days, s.window_hi_days
+            )
         } else {
-            format!("window opens in {} day(s) ≤ lead {} (days {}–{})", s.window_lo_days, t.lead_days, s.window_lo_days, s.window_hi_days)
+            format!(
+                "window opens in {} day(s) ≤ lead {} (days {}–{})",
+                s.window_lo_days, t.lead_days, s.window_lo_days, s.window_hi_days
+            )
         },
         format!("lapse risk {:.2} ≥ {:.2}", s.lapse_risk, t.min_lapse_risk),
         format!("P(alive) {:.2} ≥ {:.2}", s.p_alive, t.min_p_alive),
-        format!("P(return) {:.2} ≤ {:.2}", s.p_return, t.skip_if_p_return_above),
+        format!(
+            "P(return) {:.2} ≤ {:.2}",
+            s.p_return, t.skip_if_p_return_above
+        ),
     ];
     if held_out {
-        why.push(format!("held out: draw below {}%", c.limits.holdout_percent));
+        why.push(format!(
+            "held out: draw below {}%",
+            c.limits.holdout_percent
+        ));
     }
     why
 }
 
 /// Runs the selection and writes it to the outbox (idempotent per campaign, customer and day),
 /// with one `campaign_runs` row per campaign.
-pub async fn run(db: &Db, settings: &Settings, set: &CampaignSet, only: Option<&str>, day: NaiveDate, now: DateTime<Utc>, secrets: &Secrets) -> anyhow::Result<PlanReport> {
+pub async fn run(
+    db: &Db,
+    settings: &Settings,
+    set: &CampaignSet,
+    only: Option<&str>,
+    day: NaiveDate,
+    now: DateTime<Utc>,
+    secrets: &Secrets,
+) -> anyhow::Result<PlanReport> {
     let mut report = plan(db, settings, set, only, day, now, secrets).await?;
     let day_s = day.to_string();
     let rows: Vec<NewMessage> = report.planned.iter().map(|p| to_row(p, &day_s)).collect();
@@ -211,11 +320,18 @@ fn to_row(p: &Planned, day: &str) -> NewMessage {
         campaign: p.campaign.clone(),
         customer_id: p.customer_id.clone(),
         day: day.to_string(),
-        status: if p.held_out { Status::HeldOut } else { Status::Queued },
+        status: if p.held_out {
+            Status::HeldOut
+        } else {
+            Status::Queued
+        },
         channel: p.channel.clone(),
         fallback_channels: p.fallback_channels.clone(),
         recipient: p.message.as_ref().map(|m| m.recipient().to_string()),
-        message: p.message.as_ref().map(|m| serde_json::to_value(m).unwrap_or_default()),
+        message: p
+            .message
+            .as_ref()
+            .map(|m| serde_json::to_value(m).unwrap_or_default()),
         offer: serde_json::to_value(&p.offer).unwrap_or_default(),
         explanation: serde_json::json!({
             "why": p.why,
@@ -237,9 +353,24 @@ impl PlanReport {
     pub fn table(&self, sample: usize, tz: chrono_tz::Tz) -> String {
         use std::fmt::Write;
         let mut out = String::new();
-        let _ = writeln!(out, "campaign selection for {} ({} customers scored; clock {})", self.day, self.customers_scored, self.now.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z"));
+        let _ = writeln!(
+            out,
+            "campaign selection for {} ({} customers scored; clock {})",
+            self.day,
+            self.customers_scored,
+            self.now.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z")
+        );
         for c in &self.campaigns {
-            let _ = writeln!(out, "\n== {}{}", c.campaign, if c.active { "" } else { " (inactive: disabled or outside its dates)" });
+            let _ = writeln!(
+                out,
+                "\n== {}{}",
+                c.campaign,
+                if c.active {
+                    ""
+                } else {
+                    " (inactive: disabled or outside its dates)"
+                }
+            );
             if !c.active {
                 continue;
             }
@@ -250,15 +381,28 @@ impl PlanReport {
                 }
             }
             if c.funnel.waiting_for_send_hours > 0 {
-                let _ = writeln!(out, "  {:<48} {:>9}", "  of the selected: wait for send hours", c.funnel.waiting_for_send_hours);
+                let _ = writeln!(
+                    out,
+                    "  {:<48} {:>9}",
+                    "  of the selected: wait for send hours", c.funnel.waiting_for_send_hours
+                );
             }
             if c.funnel.channel_fallbacks > 0 {
-                let _ = writeln!(out, "  {:<48} {:>9}", "  of the selected: on a fallback channel", c.funnel.channel_fallbacks);
+                let _ = writeln!(
+                    out,
+                    "  {:<48} {:>9}",
+                    "  of the selected: on a fallback channel", c.funnel.channel_fallbacks
+                );
             }
             if let Some(n) = c.inserted {
                 let _ = writeln!(out, "  {:<48} {:>9}", "new outbox rows", n);
             }
-            for (shown, p) in self.planned.iter().filter(|p| p.campaign == c.campaign && !p.held_out).enumerate() {
+            for (shown, p) in self
+                .planned
+                .iter()
+                .filter(|p| p.campaign == c.campaign && !p.held_out)
+                .enumerate()
+            {
                 if shown == 0 {
                     let _ = writeln!(out, "  sample:");
                 }
@@ -331,8 +475,17 @@ impl PlanReport {
                 &text(p.offer.category.as_deref().unwrap_or("")),
                 &text(p.offer.discount.as_deref().unwrap_or("")),
                 &text(p.offer.code.as_deref().unwrap_or("")),
-                &text(&p.offer.products.iter().map(|x| x.name.as_str()).collect::<Vec<_>>().join("; ")),
-                &DateTime::from_timestamp(p.not_before, 0).map(|t| t.to_rfc3339()).unwrap_or_default(),
+                &text(
+                    &p.offer
+                        .products
+                        .iter()
+                        .map(|x| x.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                ),
+                &DateTime::from_timestamp(p.not_before, 0)
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_default(),
                 &text(&p.message.as_ref().map(|m| m.summary()).unwrap_or_default()),
             ])?;
         }

@@ -97,11 +97,18 @@ impl wiremock::Respond for Receiver {
     fn respond(&self, r: &wiremock::Request) -> wiremock::ResponseTemplate {
         use rand::Rng;
         let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
-        let key = r.headers.get("idempotency-key").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+        let key = r
+            .headers
+            .get("idempotency-key")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
         self.bodies.lock().unwrap().push(body);
         self.keys.lock().unwrap().push(key);
         let ms = rand::rng().random_range(0..30);
-        wiremock::ResponseTemplate::new(200).set_body_json(serde_json::json!({"id": "hook-1"})).set_delay(Duration::from_millis(ms))
+        wiremock::ResponseTemplate::new(200)
+            .set_body_json(serde_json::json!({"id": "hook-1"}))
+            .set_delay(Duration::from_millis(ms))
     }
 }
 
@@ -109,7 +116,11 @@ impl Receiver {
     async fn start() -> (wiremock::MockServer, Receiver) {
         let server = wiremock::MockServer::start().await;
         let r = Receiver::default();
-        wiremock::Mock::given(wiremock::matchers::method("POST")).and(wiremock::matchers::path("/hook")).respond_with(r.clone()).mount(&server).await;
+        wiremock::Mock::given(wiremock::matchers::method("POST"))
+            .and(wiremock::matchers::path("/hook"))
+            .respond_with(r.clone())
+            .mount(&server)
+            .await;
         (server, r)
     }
 
@@ -129,7 +140,11 @@ struct Setup {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Config with schedules that fire every few seconds (training yearly: catch-up trains).
@@ -175,7 +190,13 @@ impl Proc {
     }
 
     fn signal(&self, sig: &str) {
-        assert!(Command::new("kill").args([sig, &self.pid().to_string()]).status().unwrap().success());
+        assert!(
+            Command::new("kill")
+                .args([sig, &self.pid().to_string()])
+                .status()
+                .unwrap()
+                .success()
+        );
     }
 
     /// SIGKILL and reap.
@@ -194,7 +215,10 @@ impl Proc {
                 self.0 = None;
                 return s;
             }
-            assert!(started.elapsed() < limit, "the daemon did not exit within {limit:?} of SIGTERM");
+            assert!(
+                started.elapsed() < limit,
+                "the daemon did not exit within {limit:?} of SIGTERM"
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -202,14 +226,27 @@ impl Proc {
 
 fn daemon_cmd(s: &Setup, url: &str, args: &[&str], log: &Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_retentiond"));
-    c.args(["--config", s.config.to_str().unwrap(), "--database", url, "--log", "info"])
-        .args(args)
-        .env("RETENTIOND_UNSUBSCRIBE_SECRET", UNSUB)
-        .env("RETENTIOND_CODE_SECRET", CODE)
-        .env("TEST_HOOK_SECRET", HOOK)
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap());
+    c.args([
+        "--config",
+        s.config.to_str().unwrap(),
+        "--database",
+        url,
+        "--log",
+        "info",
+    ])
+    .args(args)
+    .env("RETENTIOND_UNSUBSCRIBE_SECRET", UNSUB)
+    .env("RETENTIOND_CODE_SECRET", CODE)
+    .env("TEST_HOOK_SECRET", HOOK)
+    .env_remove("RUST_LOG")
+    .stdout(Stdio::null())
+    .stderr(
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .unwrap(),
+    );
     c
 }
 
@@ -225,14 +262,22 @@ where
 {
     let started = Instant::now();
     while !check().await {
-        assert!(started.elapsed() < limit, "timed out after {limit:?} waiting for {what}");
+        assert!(
+            started.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
 async fn settled(db: &Db) -> bool {
     count(db, "SELECT COUNT(*) FROM outbox WHERE status <> 'held_out'").await > 0
-        && count(db, "SELECT COUNT(*) FROM outbox WHERE status IN ('queued', 'sending')").await == 0
+        && count(
+            db,
+            "SELECT COUNT(*) FROM outbox WHERE status IN ('queued', 'sending')",
+        )
+        .await
+            == 0
 }
 
 fn log_text(p: &Path) -> String {
@@ -246,22 +291,38 @@ async fn check_messages(db: &Db, r: &Receiver) {
         "SELECT o.idempotency_key, o.offer, COALESCE(s.category_1, ''), o.status FROM outbox o \
          JOIN scores s ON s.customer_id = o.customer_id AND s.as_of_date = o.day WHERE o.status <> 'held_out'"
     ).fetch_all(p).await.unwrap());
-    let by_key: HashMap<String, (serde_json::Value, String, String)> =
-        rows.into_iter().map(|(k, offer, cat, st)| (k, (serde_json::from_str(&offer).unwrap(), cat, st))).collect();
+    let by_key: HashMap<String, (serde_json::Value, String, String)> = rows
+        .into_iter()
+        .map(|(k, offer, cat, st)| (k, (serde_json::from_str(&offer).unwrap(), cat, st)))
+        .collect();
     let bodies = r.bodies.lock().unwrap().clone();
     assert!(!bodies.is_empty());
     for b in &bodies {
         let key = b["idempotency_key"].as_str().unwrap();
-        let (offer, top, status) = by_key.get(key).unwrap_or_else(|| panic!("{key} is not in the outbox"));
+        let (offer, top, status) = by_key
+            .get(key)
+            .unwrap_or_else(|| panic!("{key} is not in the outbox"));
         assert_eq!(status, "sent", "{key}");
         let category = offer["category"].as_str().unwrap();
-        assert_eq!(category, top, "the offer is for the customer's recommended category");
+        assert_eq!(
+            category, top,
+            "the offer is for the customer's recommended category"
+        );
         let code = offer["code"].as_str().unwrap();
         assert!(code.starts_with("TEST-"), "{offer}");
         let content = &b["content"];
-        assert!(content["subject"].as_str().unwrap().contains(category), "{content}");
-        assert!(content["subject"].as_str().unwrap().contains("10%"), "{content}");
-        assert!(content["text"].as_str().unwrap().contains(code), "{content}");
+        assert!(
+            content["subject"].as_str().unwrap().contains(category),
+            "{content}"
+        );
+        assert!(
+            content["subject"].as_str().unwrap().contains("10%"),
+            "{content}"
+        );
+        assert!(
+            content["text"].as_str().unwrap().contains(code),
+            "{content}"
+        );
         assert_eq!(b["campaign"], "winback");
     }
 }
@@ -276,10 +337,17 @@ async fn daemon_end_to_end(t: TestDb) {
     let log = s.dir.path().join("daemon.log");
     let mut d = spawn(&s, &t.url, &log);
     let db = t.db.clone();
-    wait_for(Duration::from_secs(240), "a champion, scores, campaigns and sent messages", || {
-        let db = db.clone();
-        async move { settled(&db).await && count(&db, "SELECT COUNT(*) FROM outbox WHERE status = 'sent'").await > 0 }
-    })
+    wait_for(
+        Duration::from_secs(240),
+        "a champion, scores, campaigns and sent messages",
+        || {
+            let db = db.clone();
+            async move {
+                settled(&db).await
+                    && count(&db, "SELECT COUNT(*) FROM outbox WHERE status = 'sent'").await > 0
+            }
+        },
+    )
     .await;
     // The slots keep firing: scheduled scoring runs again, and campaigns skip (already ran).
     wait_for(Duration::from_secs(60), "a scheduled scoring and a skipped scheduled campaigns run", || {
@@ -291,12 +359,28 @@ async fn daemon_end_to_end(t: TestDb) {
     })
     .await;
     let runs = ledger::all_runs(&t.db).await.unwrap();
-    let ok = |job: &str, trigger: &str| runs.iter().any(|r| r.job == job && r.trigger == trigger && r.outcome == "ok");
+    let ok = |job: &str, trigger: &str| {
+        runs.iter()
+            .any(|r| r.job == job && r.trigger == trigger && r.outcome == "ok")
+    };
     assert!(ok("retrain", "catch_up"), "{runs:#?}");
     assert!(ok("score", "catch_up"), "{runs:#?}");
     assert!(ok("campaigns", "catch_up"), "{runs:#?}");
-    assert_eq!(count(&t.db, "SELECT COUNT(*) FROM model_versions WHERE status = 'champion'").await, 1);
-    assert_eq!(runs.iter().filter(|r| r.job == "campaigns" && r.outcome == "ok").count(), 1, "campaigns ran once for the day: {runs:#?}");
+    assert_eq!(
+        count(
+            &t.db,
+            "SELECT COUNT(*) FROM model_versions WHERE status = 'champion'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        runs.iter()
+            .filter(|r| r.job == "campaigns" && r.outcome == "ok")
+            .count(),
+        1,
+        "campaigns ran once for the day: {runs:#?}"
+    );
     let sent = count(&t.db, "SELECT COUNT(*) FROM outbox WHERE status = 'sent'").await;
     assert!(sent > 0 && sent <= 30, "{sent}");
     check_messages(&t.db, &receiver).await;
@@ -305,18 +389,33 @@ async fn daemon_end_to_end(t: TestDb) {
 
     // Metrics show the jobs.
     retentiond::delivery::providers::install_crypto_provider();
-    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", s.port)).await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("retentiond_job_last_run_timestamp_seconds{job=\"score\"}"), "{metrics}");
-    assert!(metrics.contains("retentiond_job_last_outcome{job=\"retrain\"} 1"), "{metrics}");
+    let metrics = reqwest::get(format!("http://127.0.0.1:{}/metrics", s.port))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("retentiond_job_last_run_timestamp_seconds{job=\"score\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("retentiond_job_last_outcome{job=\"retrain\"} 1"),
+        "{metrics}"
+    );
 
     // SIGHUP: a broken campaign file is refused and the old campaigns stay; a valid one loads.
     let broken = s.dir.path().join("campaigns/broken.toml");
     std::fs::write(&broken, "name = \"broken\"\nchannels = [\"pigeon\"]\n").unwrap();
     d.signal("-HUP");
-    wait_for(Duration::from_secs(10), "the refused reload in the log", || {
-        let l = log_text(&log);
-        async move { l.contains("campaign reload refused") && l.contains("pigeon") }
-    })
+    wait_for(
+        Duration::from_secs(10),
+        "the refused reload in the log",
+        || {
+            let l = log_text(&log);
+            async move { l.contains("campaign reload refused") && l.contains("pigeon") }
+        },
+    )
     .await;
     std::fs::remove_file(&broken).unwrap();
     d.signal("-HUP");
@@ -330,15 +429,40 @@ async fn daemon_end_to_end(t: TestDb) {
     assert!(status.success(), "{status:?}\n{}", log_text(&log));
     let l = log_text(&log);
     assert!(l.contains("stopped"), "{l}");
-    assert_eq!(count(&t.db, "SELECT COUNT(*) FROM job_runs WHERE outcome = 'running'").await, 0, "nothing left running");
-    assert_eq!(count(&t.db, "SELECT COUNT(*) FROM leases").await, 0, "the lease is released on exit");
+    assert_eq!(
+        count(
+            &t.db,
+            "SELECT COUNT(*) FROM job_runs WHERE outcome = 'running'"
+        )
+        .await,
+        0,
+        "nothing left running"
+    );
+    assert_eq!(
+        count(&t.db, "SELECT COUNT(*) FROM leases").await,
+        0,
+        "the lease is released on exit"
+    );
 
     // `status` reads it all back.
-    let out = daemon_cmd(&s, &t.url, &["status"], &log).stdout(Stdio::piped()).output().unwrap();
+    let out = daemon_cmd(&s, &t.url, &["status"], &log)
+        .stdout(Stdio::piped())
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && text.contains("champion: model version") && text.contains("score") && text.contains("sent"), "{text}");
+    assert!(
+        out.status.success()
+            && text.contains("champion: model version")
+            && text.contains("score")
+            && text.contains("sent"),
+        "{text}"
+    );
 }
-on_both_backends!(daemon_end_to_end_sqlite, daemon_end_to_end_postgres, daemon_end_to_end);
+on_both_backends!(
+    daemon_end_to_end_sqlite,
+    daemon_end_to_end_postgres,
+    daemon_end_to_end
+);
 
 /// SIGKILL at random instants of the cycle (training, scoring, selection, sending), restart,
 /// many times; then `run --once`. No message is received twice except idempotent resends of
@@ -363,28 +487,71 @@ async fn sigkill_mid_cycle_resumes(t: TestDb) {
     }
     // Leases of the killed processes expire; one clean pass settles the rest.
     tokio::time::sleep(Duration::from_secs(7)).await;
-    let out = daemon_cmd(&s, &t.url, &["run", "--once"], &log).output().unwrap();
+    let out = daemon_cmd(&s, &t.url, &["run", "--once"], &log)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", log_text(&log));
     assert!(kills >= 3);
     assert!(settled(&t.db).await, "every message settled");
-    assert_eq!(count(&t.db, "SELECT COUNT(*) FROM job_runs WHERE outcome = 'running'").await, 0);
-    assert_eq!(count(&t.db, "SELECT COUNT(*) FROM model_versions WHERE status = 'champion'").await, 1);
-    assert_eq!(count(&t.db, "SELECT COUNT(*) FROM outbox WHERE status NOT IN ('sent', 'held_out')").await, 0, "the webhook honours idempotency keys, so unknowns are resent");
+    assert_eq!(
+        count(
+            &t.db,
+            "SELECT COUNT(*) FROM job_runs WHERE outcome = 'running'"
+        )
+        .await,
+        0
+    );
+    assert_eq!(
+        count(
+            &t.db,
+            "SELECT COUNT(*) FROM model_versions WHERE status = 'champion'"
+        )
+        .await,
+        1
+    );
+    assert_eq!(
+        count(
+            &t.db,
+            "SELECT COUNT(*) FROM outbox WHERE status NOT IN ('sent', 'held_out')"
+        )
+        .await,
+        0,
+        "the webhook honours idempotency keys, so unknowns are resent"
+    );
     let sent = count(&t.db, "SELECT COUNT(*) FROM outbox WHERE status = 'sent'").await;
     let receipts = receiver.receipts();
-    assert_eq!(receipts.len() as i64, sent, "every sent message reached the provider, nothing else did");
+    assert_eq!(
+        receipts.len() as i64,
+        sent,
+        "every sent message reached the provider, nothing else did"
+    );
     // A key received twice is a resend after a cut-off attempt, with the same idempotency key.
     let resent: Vec<String> = retentiond::with_pool!(&t.db, p => sqlx::query_scalar(
         "SELECT DISTINCT o.idempotency_key FROM outbox o JOIN delivery_attempts a ON a.message_id = o.message_id WHERE a.outcome = 'unknown'"
     ).fetch_all(p).await.unwrap());
     for (k, n) in &receipts {
-        assert!(*n == 1 || resent.contains(k), "{k} received {n} times without a cut-off attempt");
+        assert!(
+            *n == 1 || resent.contains(k),
+            "{k} received {n} times without a cut-off attempt"
+        );
     }
     check_messages(&t.db, &receiver).await;
-    let abandoned = count(&t.db, "SELECT COUNT(*) FROM job_runs WHERE outcome = 'abandoned'").await;
-    eprintln!("daemon SIGKILL test ({}): {kills} kills, {sent} sent, {} resent with their key, {abandoned} abandoned job runs", t.name, receipts.values().filter(|&&n| n > 1).count());
+    let abandoned = count(
+        &t.db,
+        "SELECT COUNT(*) FROM job_runs WHERE outcome = 'abandoned'",
+    )
+    .await;
+    eprintln!(
+        "daemon SIGKILL test ({}): {kills} kills, {sent} sent, {} resent with their key, {abandoned} abandoned job runs",
+        t.name,
+        receipts.values().filter(|&&n| n > 1).count()
+    );
 }
-on_both_backends!(daemon_sigkill_sqlite, daemon_sigkill_postgres, sigkill_mid_cycle_resumes);
+on_both_backends!(
+    daemon_sigkill_sqlite,
+    daemon_sigkill_postgres,
+    sigkill_mid_cycle_resumes
+);
 
 fn pid_of(holder: &str) -> u32 {
     holder.rsplitn(3, '-').nth(1).unwrap().parse().unwrap()
@@ -398,12 +565,26 @@ async fn two_daemons_one_leader(t: TestDb) {
     let (server, receiver) = Receiver::start().await;
     let lease = 3u64;
     let a_setup = setup(&server.uri(), 60, lease, "");
-    let b_setup = Setup { dir: tempfile::tempdir().unwrap(), config: a_setup.config.clone(), port: 0 };
+    let b_setup = Setup {
+        dir: tempfile::tempdir().unwrap(),
+        config: a_setup.config.clone(),
+        port: 0,
+    };
     // The second replica listens on its own port.
     let b_config = b_setup.dir.path().join("b.toml");
     let port_b = free_port();
-    std::fs::write(&b_config, std::fs::read_to_string(&a_setup.config).unwrap().replace(&format!("bind = \"127.0.0.1:{}\"", a_setup.port), &format!("bind = \"127.0.0.1:{port_b}\""))).unwrap();
-    let b_setup = Setup { config: b_config, ..b_setup };
+    std::fs::write(
+        &b_config,
+        std::fs::read_to_string(&a_setup.config).unwrap().replace(
+            &format!("bind = \"127.0.0.1:{}\"", a_setup.port),
+            &format!("bind = \"127.0.0.1:{port_b}\""),
+        ),
+    )
+    .unwrap();
+    let b_setup = Setup {
+        config: b_config,
+        ..b_setup
+    };
     let log = a_setup.dir.path().join("daemons.log");
     let mut a = spawn(&a_setup, &t.url, &log);
     let db = t.db.clone();
@@ -415,14 +596,20 @@ async fn two_daemons_one_leader(t: TestDb) {
     let mut b = spawn(&b_setup, &t.url, &log);
     let since = Utc::now().timestamp();
     tokio::time::sleep(Duration::from_secs(8)).await;
-    let (holder, _) = ledger::lease_holder(&t.db, "scheduler").await.unwrap().expect("a leader");
+    let (holder, _) = ledger::lease_holder(&t.db, "scheduler")
+        .await
+        .unwrap()
+        .expect("a leader");
     assert_eq!(pid_of(&holder), a.pid(), "the first daemon keeps leading");
     // Scheduled slots since the second started: all run by the leader, once each.
     let runners: Vec<(String, String, i64)> = retentiond::with_pool!(&t.db, p => sqlx::query_as(
         "SELECT job, runner, scheduled_for FROM job_runs WHERE trigger_kind = 'schedule' AND started_at >= $1"
     ).bind(since).fetch_all(p).await.unwrap());
     assert!(runners.len() >= 3, "{runners:?}");
-    assert!(runners.iter().all(|(_, r, _)| *r == holder), "only the leader runs scheduled jobs: {runners:?}");
+    assert!(
+        runners.iter().all(|(_, r, _)| *r == holder),
+        "only the leader runs scheduled jobs: {runners:?}"
+    );
     let mut slots: Vec<(String, i64)> = runners.iter().map(|(j, _, s)| (j.clone(), *s)).collect();
     slots.sort();
     let n = slots.len();
@@ -432,14 +619,26 @@ async fn two_daemons_one_leader(t: TestDb) {
     // Kill the leader: the other takes over once the lease expires.
     a.kill9();
     let killed = Instant::now();
-    wait_for(Duration::from_secs(lease + 5), "the second daemon to take the lease", || {
-        let db = db.clone();
-        let pid_b = b.pid();
-        async move { ledger::lease_holder(&db, "scheduler").await.unwrap().is_some_and(|(h, exp)| pid_of(&h) == pid_b && exp > Utc::now().timestamp()) }
-    })
+    wait_for(
+        Duration::from_secs(lease + 5),
+        "the second daemon to take the lease",
+        || {
+            let db = db.clone();
+            let pid_b = b.pid();
+            async move {
+                ledger::lease_holder(&db, "scheduler")
+                    .await
+                    .unwrap()
+                    .is_some_and(|(h, exp)| pid_of(&h) == pid_b && exp > Utc::now().timestamp())
+            }
+        },
+    )
     .await;
     let took = killed.elapsed();
-    assert!(took <= Duration::from_secs(lease + 2), "took over in {took:?} with a {lease} s lease");
+    assert!(
+        took <= Duration::from_secs(lease + 2),
+        "took over in {took:?} with a {lease} s lease"
+    );
     let after = Utc::now().timestamp();
     wait_for(Duration::from_secs(30), "a scheduled run by the new leader", || {
         let db = db.clone();
@@ -451,13 +650,30 @@ async fn two_daemons_one_leader(t: TestDb) {
     assert!(status.success());
     // B's own runs all finished (the killed leader's unfinished run, if any, is abandoned by the
     // next catch-up once its heartbeat is stale).
-    assert_eq!(count(&t.db, &format!("SELECT COUNT(*) FROM job_runs WHERE outcome = 'running' AND runner LIKE '%-{}-%'", pid_b)).await, 0);
+    assert_eq!(
+        count(
+            &t.db,
+            &format!(
+                "SELECT COUNT(*) FROM job_runs WHERE outcome = 'running' AND runner LIKE '%-{}-%'",
+                pid_b
+            )
+        )
+        .await,
+        0
+    );
     let sent = count(&t.db, "SELECT COUNT(*) FROM outbox WHERE status = 'sent'").await;
     let receipts = receiver.receipts();
     assert_eq!(receipts.len() as i64, sent);
-    eprintln!("two daemons ({}): takeover in {took:?}; {sent} sent", t.name);
+    eprintln!(
+        "two daemons ({}): takeover in {took:?}; {sent} sent",
+        t.name
+    );
 }
-on_both_backends!(two_daemons_sqlite, two_daemons_postgres, two_daemons_one_leader);
+on_both_backends!(
+    two_daemons_sqlite,
+    two_daemons_postgres,
+    two_daemons_one_leader
+);
 
 fn library_settings(url: &str, campaigns: &Path) -> Settings {
     let mut s = Settings::default();
@@ -472,8 +688,16 @@ fn library_settings(url: &str, campaigns: &Path) -> Settings {
 
 fn daemon(db: &Db, settings: Settings) -> Arc<Daemon> {
     let set = CampaignSet::load(&settings.campaigns.dir).unwrap();
-    let secrets = Secrets { unsubscribe: Some(UNSUB.as_bytes().to_vec()), code: Some(CODE.as_bytes().to_vec()) };
-    Daemon::new(JobContext { db: db.clone(), settings, campaigns: SharedCampaigns::new(set), secrets })
+    let secrets = Secrets {
+        unsubscribe: Some(UNSUB.as_bytes().to_vec()),
+        code: Some(CODE.as_bytes().to_vec()),
+    };
+    Daemon::new(JobContext {
+        db: db.clone(),
+        settings,
+        campaigns: SharedCampaigns::new(set),
+        secrets,
+    })
 }
 
 /// Catch-up runs what is missing, once; a failed training keeps the champion and scoring goes
@@ -488,9 +712,25 @@ async fn job_dependencies(t: TestDb) {
     assert!(d1.try_lead().await);
     let first = d1.catch_up(Trigger::CatchUp).await;
     let jobs: Vec<(JobKind, Outcome)> = first.iter().map(|r| (r.job, r.outcome)).collect();
-    assert_eq!(jobs, [(JobKind::Retrain, Outcome::Ok), (JobKind::Score, Outcome::Ok), (JobKind::Campaigns, Outcome::Ok), (JobKind::Housekeeping, Outcome::Ok)], "{first:?}");
-    assert!(d1.catch_up(Trigger::CatchUp).await.is_empty(), "nothing is due twice");
-    let champion = count(&t.db, "SELECT model_version_id FROM model_versions WHERE status = 'champion'").await;
+    assert_eq!(
+        jobs,
+        [
+            (JobKind::Retrain, Outcome::Ok),
+            (JobKind::Score, Outcome::Ok),
+            (JobKind::Campaigns, Outcome::Ok),
+            (JobKind::Housekeeping, Outcome::Ok)
+        ],
+        "{first:?}"
+    );
+    assert!(
+        d1.catch_up(Trigger::CatchUp).await.is_empty(),
+        "nothing is due twice"
+    );
+    let champion = count(
+        &t.db,
+        "SELECT model_version_id FROM model_versions WHERE status = 'champion'",
+    )
+    .await;
     let versions = count(&t.db, "SELECT COUNT(*) FROM model_versions").await;
 
     // Another replica cannot lead while the lease is held, and runs nothing.
@@ -511,43 +751,95 @@ async fn job_dependencies(t: TestDb) {
         "SELECT outcome, error FROM job_runs WHERE job = 'retrain' ORDER BY started_at DESC, scheduled_for DESC LIMIT 1"
     ).fetch_one(p).await.unwrap());
     assert_eq!(failed.0, "failed");
-    assert!(failed.1.as_deref().is_some_and(|e| e.contains("purchase before the cutoff")), "the error chain is recorded: {failed:?}");
-    assert_eq!(count(&t.db, "SELECT model_version_id FROM model_versions WHERE status = 'champion'").await, champion);
-    assert_eq!(count(&t.db, "SELECT COUNT(*) FROM model_versions").await, versions);
+    assert!(
+        failed
+            .1
+            .as_deref()
+            .is_some_and(|e| e.contains("purchase before the cutoff")),
+        "the error chain is recorded: {failed:?}"
+    );
+    assert_eq!(
+        count(
+            &t.db,
+            "SELECT model_version_id FROM model_versions WHERE status = 'champion'"
+        )
+        .await,
+        champion
+    );
+    assert_eq!(
+        count(&t.db, "SELECT COUNT(*) FROM model_versions").await,
+        versions
+    );
     // Scoring goes on with the old champion.
     let slot = Utc::now();
     d2.fire(JobKind::Score, slot).await;
-    let today = retentiond::scheduler::schedule::local_day(Utc::now(), chrono_tz::Asia::Kolkata).to_string();
-    assert_eq!(count(&t.db, &format!("SELECT MIN(model_version_id) FROM scores WHERE as_of_date = '{today}'")).await, champion);
+    let today = retentiond::scheduler::schedule::local_day(Utc::now(), chrono_tz::Asia::Kolkata)
+        .to_string();
+    assert_eq!(
+        count(
+            &t.db,
+            &format!("SELECT MIN(model_version_id) FROM scores WHERE as_of_date = '{today}'")
+        )
+        .await,
+        champion
+    );
     // The same slot again: already claimed, not run twice.
     let runs = count(&t.db, "SELECT COUNT(*) FROM job_runs WHERE job = 'score'").await;
     d2.fire(JobKind::Score, slot).await;
-    assert_eq!(count(&t.db, "SELECT COUNT(*) FROM job_runs WHERE job = 'score'").await, runs);
+    assert_eq!(
+        count(&t.db, "SELECT COUNT(*) FROM job_runs WHERE job = 'score'").await,
+        runs
+    );
 
     // A new day without scores yet: campaigns skip, then run as soon as scoring finishes.
     let mut tx = t.db.begin().await.unwrap();
-    for sql in ["DELETE FROM scoring_runs", "DELETE FROM scores", "DELETE FROM campaign_runs", "DELETE FROM job_runs WHERE job = 'campaigns'", "DELETE FROM outbox"] {
+    for sql in [
+        "DELETE FROM scoring_runs",
+        "DELETE FROM scores",
+        "DELETE FROM campaign_runs",
+        "DELETE FROM job_runs WHERE job = 'campaigns'",
+        "DELETE FROM outbox",
+    ] {
         tx.execute(sql, &[]).await.unwrap();
     }
     tx.commit().await.unwrap();
-    d2.fire(JobKind::Campaigns, Utc::now() + chrono::Duration::seconds(3)).await;
+    d2.fire(
+        JobKind::Campaigns,
+        Utc::now() + chrono::Duration::seconds(3),
+    )
+    .await;
     let skipped: (String, Option<String>) = retentiond::with_pool!(&t.db, p => sqlx::query_as("SELECT outcome, error FROM job_runs WHERE job = 'campaigns'").fetch_one(p).await.unwrap());
     assert_eq!(skipped.0, "skipped");
     assert!(skipped.1.unwrap().contains("no scores"));
-    assert_eq!(count(&t.db, "SELECT COUNT(*) FROM outbox").await, 0, "never on stale scores");
+    assert_eq!(
+        count(&t.db, "SELECT COUNT(*) FROM outbox").await,
+        0,
+        "never on stale scores"
+    );
     // Measurement after the scoring breaks (its table is gone): the scores stand, the score
     // run is ok with the error in its stats, and the campaigns still follow it.
     let mut tx = t.db.begin().await.unwrap();
     tx.execute("DROP TABLE conversions", &[]).await.unwrap();
     tx.commit().await.unwrap();
-    d2.fire(JobKind::Score, Utc::now() + chrono::Duration::seconds(1)).await;
+    d2.fire(JobKind::Score, Utc::now() + chrono::Duration::seconds(1))
+        .await;
     let scored: (String, Option<String>) = retentiond::with_pool!(&t.db, p => sqlx::query_as(
         "SELECT outcome, stats FROM job_runs WHERE job = 'score' ORDER BY started_at DESC, scheduled_for DESC LIMIT 1"
     ).fetch_one(p).await.unwrap());
     assert_eq!(scored.0, "ok", "{scored:?}");
-    assert!(scored.1.as_deref().is_some_and(|s| s.contains("measurement_error") && s.contains("conversions")), "{scored:?}");
+    assert!(
+        scored
+            .1
+            .as_deref()
+            .is_some_and(|s| s.contains("measurement_error") && s.contains("conversions")),
+        "{scored:?}"
+    );
     assert_eq!(count(&t.db, "SELECT COUNT(*) FROM job_runs WHERE job = 'campaigns' AND trigger_kind = 'after_score' AND outcome = 'ok'").await, 1);
     assert!(count(&t.db, "SELECT COUNT(*) FROM outbox").await > 0);
     d2.resign().await;
 }
-on_both_backends!(job_dependencies_sqlite, job_dependencies_postgres, job_dependencies);
+on_both_backends!(
+    job_dependencies_sqlite,
+    job_dependencies_postgres,
+    job_dependencies
+);

@@ -27,10 +27,17 @@ impl Drop for TestDb {
         if let Some((admin, name)) = self.pg_drop.take() {
             // Drop runs outside any runtime guarantee: use a small one of its own.
             let _ = std::thread::spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap();
                 rt.block_on(async {
                     if let Ok(mut c) = sqlx::PgConnection::connect(&admin).await {
-                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))).execute(&mut c).await;
+                        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                        )))
+                        .execute(&mut c)
+                        .await;
                     }
                 });
             })
@@ -40,14 +47,24 @@ impl Drop for TestDb {
 }
 
 pub fn settings(url: &str) -> DatabaseSettings {
-    DatabaseSettings { url: url.to_string(), max_connections: 4, busy_timeout_ms: 30_000 }
+    DatabaseSettings {
+        url: url.to_string(),
+        max_connections: 4,
+        busy_timeout_ms: 30_000,
+    }
 }
 
 pub async fn sqlite() -> TestDb {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("test.db").display());
     let db = Db::connect_and_migrate(&settings(&url)).await.unwrap();
-    TestDb { db, url, name: "sqlite", _dir: Some(dir), pg_drop: None }
+    TestDb {
+        db,
+        url,
+        name: "sqlite",
+        _dir: Some(dir),
+        pg_drop: None,
+    }
 }
 
 pub fn pg_admin_url() -> String {
@@ -63,25 +80,47 @@ pub async fn postgres() -> Option<TestDb> {
         Ok(c) => c,
         Err(e) => {
             if std::env::var_os("CI").is_some() {
-                panic!("CI is set, so PostgreSQL tests are required, but {admin} is unreachable: {e}");
+                panic!(
+                    "CI is set, so PostgreSQL tests are required, but {admin} is unreachable: {e}"
+                );
             }
-            eprintln!("SKIPPED: PostgreSQL test: cannot connect to {admin} ({e}); set RETENTIOND_TEST_POSTGRES_URL or start PostgreSQL");
+            eprintln!(
+                "SKIPPED: PostgreSQL test: cannot connect to {admin} ({e}); set RETENTIOND_TEST_POSTGRES_URL or start PostgreSQL"
+            );
             return None;
         }
     };
-    let name = format!("rtd_test_{}_{}_{}", std::process::id(), N.fetch_add(1, Ordering::SeqCst), rand_suffix());
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut conn).await.unwrap();
+    let name = format!(
+        "rtd_test_{}_{}_{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::SeqCst),
+        rand_suffix()
+    );
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .unwrap();
     let url = match admin.rsplit_once('/') {
         Some((base, _)) => format!("{base}/{name}"),
         None => panic!("bad admin URL {admin}"),
     };
     let db = Db::connect_and_migrate(&settings(&url)).await.unwrap();
-    Some(TestDb { db, url, name: "postgres", _dir: None, pg_drop: Some((admin, name)) })
+    Some(TestDb {
+        db,
+        url,
+        name: "postgres",
+        _dir: None,
+        pg_drop: Some((admin, name)),
+    })
 }
 
 fn rand_suffix() -> u32 {
     use std::time::{SystemTime, UNIX_EPOCH};
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().subsec_nanos() % 1_000_000
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos()
+        % 1_000_000
 }
 
 /// Defines two tests, one per backend, that run `body(TestDb)`.
@@ -111,11 +150,16 @@ pub fn write_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
 }
 
 pub fn shared_data(rel: &str) -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data").join(rel);
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/data")
+        .join(rel);
     if p.exists() {
         Some(p)
     } else {
-        eprintln!("SKIPPED: {} not found (the shared reference data sits beside the repo)", p.display());
+        eprintln!(
+            "SKIPPED: {} not found (the shared reference data sits beside the repo)",
+            p.display()
+        );
         None
     }
 }
@@ -123,7 +167,14 @@ pub fn shared_data(rel: &str) -> Option<PathBuf> {
 /// Row counts of every raw table, to show a failed import changed nothing.
 pub async fn table_counts(db: &Db) -> Vec<(&'static str, i64)> {
     let mut out = Vec::new();
-    for t in ["customers", "products", "orders", "order_items", "sessions", "events"] {
+    for t in [
+        "customers",
+        "products",
+        "orders",
+        "order_items",
+        "sessions",
+        "events",
+    ] {
         out.push((t, db.count(t).await.unwrap()));
     }
     out
@@ -147,4 +198,3 @@ pub async fn table_digest(db: &Db) -> String {
     }
     out
 }
-

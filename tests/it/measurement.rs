@@ -22,7 +22,15 @@ async fn count(db: &Db, sql: &str) -> i64 {
     retentiond::with_pool!(db, p => sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql)).fetch_one(p).await.unwrap())
 }
 
-async fn outbox_row(db: &Db, id: i64, customer: &str, day: &str, status: &str, channel: Option<&str>, at: i64) {
+async fn outbox_row(
+    db: &Db,
+    id: i64,
+    customer: &str,
+    day: &str,
+    status: &str,
+    channel: Option<&str>,
+    at: i64,
+) {
     let mut tx = db.begin().await.unwrap();
     tx.execute(
         "INSERT INTO outbox (message_id, idempotency_key, campaign, customer_id, day, status, channel, fallback_channels, offer, explanation, holdout_draw, not_before, expires_at, created_at, updated_at, sent_at) \
@@ -84,7 +92,12 @@ async fn attribution_edge_cases(t: TestDb) {
     ).fetch_all(p).await.unwrap());
     assert_eq!(
         got,
-        [("A3".to_string(), 1, 1, 300.0), ("B1".to_string(), 3, 1, 500.0), ("B2".to_string(), 2, 1, 600.0), ("C1".to_string(), 4, 0, 700.0)]
+        [
+            ("A3".to_string(), 1, 1, 300.0),
+            ("B1".to_string(), 3, 1, 500.0),
+            ("B2".to_string(), 2, 1, 600.0),
+            ("C1".to_string(), 4, 0, 700.0)
+        ]
     );
     // Idempotent: a second pass gives the same table.
     attribute(&t.db, &m, &set).await.unwrap();
@@ -92,18 +105,46 @@ async fn attribution_edge_cases(t: TestDb) {
 
     let from = NaiveDate::from_ymd_opt(2026, 5, 28).unwrap();
     let to = NaiveDate::from_ymd_opt(2026, 5, 30).unwrap();
-    let r = uplift(&t.db, &m, &set, from, to, t0 + 30 * DAY).await.unwrap();
+    let r = uplift(&t.db, &m, &set, from, to, t0 + 30 * DAY)
+        .await
+        .unwrap();
     let f = &r.funnel[0];
-    assert_eq!((f.selected, f.held_out, f.sent, f.converted, f.holdout_converted), (5, 1, 4, 3, 1), "{f:?}");
-    assert_eq!((r.overall.treated.n, r.overall.treated.converted, r.overall.holdout.n, r.overall.holdout.converted), (4, 3, 1, 1));
+    assert_eq!(
+        (
+            f.selected,
+            f.held_out,
+            f.sent,
+            f.converted,
+            f.holdout_converted
+        ),
+        (5, 1, 4, 3, 1),
+        "{f:?}"
+    );
+    assert_eq!(
+        (
+            r.overall.treated.n,
+            r.overall.treated.converted,
+            r.overall.holdout.n,
+            r.overall.holdout.converted
+        ),
+        (4, 3, 1, 1)
+    );
     assert!((r.overall.treated.revenue - 1400.0).abs() < 1e-9);
-    assert!(r.overall.warning.as_deref().unwrap().contains("too small"), "{:?}", r.overall.warning);
+    assert!(
+        r.overall.warning.as_deref().unwrap().contains("too small"),
+        "{:?}",
+        r.overall.warning
+    );
     // Before the windows close nothing is compared.
     let early = uplift(&t.db, &m, &set, from, to, t0 + DAY).await.unwrap();
     assert_eq!(early.still_open, 5);
     assert_eq!(early.overall.treated.n, 0);
 }
-on_both_backends!(attribution_sqlite, attribution_postgres, attribution_edge_cases);
+on_both_backends!(
+    attribution_sqlite,
+    attribution_postgres,
+    attribution_edge_cases
+);
 
 pub(crate) const CAMPAIGN: &str = r#"name = "winback"
 enabled = true
@@ -135,50 +176,96 @@ holdout_percent = 50
 /// significant only about 5% of the time.
 async fn uplift_recovers_a_known_effect(t: TestDb) {
     import(&t.db, &brand(6000)).await;
-    let m = ModelSettings { max_train_rows: 30_000, ..ModelSettings::default() };
-    training::train(&t.db, &m, chrono_tz::UTC, end()).await.unwrap();
+    let m = ModelSettings {
+        max_train_rows: 30_000,
+        ..ModelSettings::default()
+    };
+    training::train(&t.db, &m, chrono_tz::UTC, end())
+        .await
+        .unwrap();
     let day = NaiveDate::from_ymd_opt(2026, 11, 1).unwrap();
-    retentiond::scoring::score(&t.db, end(), &day.to_string(), 200, 90.0, 90).await.unwrap();
+    retentiond::scoring::score(&t.db, end(), &day.to_string(), 200, 90.0, 90)
+        .await
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("winback.toml"), CAMPAIGN).unwrap();
     let set = CampaignSet::load(dir.path()).unwrap();
     let mut s = Settings::default();
     s.brand.timezone = "UTC".into();
     s.campaigns.dir = Path::new(dir.path()).to_path_buf();
-    let secrets = Secrets { unsubscribe: Some(b"measurement-test-secret-0123".to_vec()), code: Some(b"measurement-test-code-0123".to_vec()) };
+    let secrets = Secrets {
+        unsubscribe: Some(b"measurement-test-secret-0123".to_vec()),
+        code: Some(b"measurement-test-code-0123".to_vec()),
+    };
     let noon = Utc.from_utc_datetime(&day.and_hms_opt(12, 0, 0).unwrap());
-    retentiond::selection::run::run(&t.db, &s, &set, None, day, noon, &secrets).await.unwrap();
+    retentiond::selection::run::run(&t.db, &s, &set, None, day, noon, &secrets)
+        .await
+        .unwrap();
     let mut tx = t.db.begin().await.unwrap();
-    tx.execute("UPDATE outbox SET status = 'sent', sent_at = created_at WHERE status = 'queued'", &[]).await.unwrap();
+    tx.execute(
+        "UPDATE outbox SET status = 'sent', sent_at = created_at WHERE status = 'queued'",
+        &[],
+    )
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
     let treated = count(&t.db, "SELECT COUNT(*) FROM outbox WHERE status = 'sent'").await;
-    let held = count(&t.db, "SELECT COUNT(*) FROM outbox WHERE status = 'held_out'").await;
-    assert!(treated > 800 && held > 800, "{treated} treated, {held} held out");
+    let held = count(
+        &t.db,
+        "SELECT COUNT(*) FROM outbox WHERE status = 'held_out'",
+    )
+    .await;
+    assert!(
+        treated > 800 && held > 800,
+        "{treated} treated, {held} held out"
+    );
 
     let ms = MeasurementSettings::default();
     let now = Utc::now().timestamp();
     let runs = 20;
     let (mut covered, mut detected, mut false_positives) = (0, 0, 0);
     for seed in 0..runs {
-        let sim = retentiond::simulate::simulate_responses(&t.db, &ms, &set, day, 0.06, seed).await.unwrap();
+        let sim = retentiond::simulate::simulate_responses(&t.db, &ms, &set, day, 0.06, seed)
+            .await
+            .unwrap();
         attribute(&t.db, &ms, &set).await.unwrap();
         let r = uplift(&t.db, &ms, &set, day, day, now).await.unwrap();
         let l = r.overall.return_lift;
         assert_eq!(r.overall.treated.n as i64, treated);
         assert!(r.overall.warning.is_none(), "{:?}", r.overall.warning);
-        covered += u32::from(l.absolute_ci.0 <= sim.true_effect && sim.true_effect <= l.absolute_ci.1);
+        covered +=
+            u32::from(l.absolute_ci.0 <= sim.true_effect && sim.true_effect <= l.absolute_ci.1);
         detected += u32::from(l.significant && l.absolute > 0.0);
 
-        let zero = retentiond::simulate::simulate_responses(&t.db, &ms, &set, day, 0.0, 1000 + seed).await.unwrap();
+        let zero =
+            retentiond::simulate::simulate_responses(&t.db, &ms, &set, day, 0.0, 1000 + seed)
+                .await
+                .unwrap();
         assert_eq!(zero.true_effect, 0.0);
         attribute(&t.db, &ms, &set).await.unwrap();
         let r = uplift(&t.db, &ms, &set, day, day, now).await.unwrap();
         false_positives += u32::from(r.overall.return_lift.significant);
     }
-    eprintln!("uplift ({}): {treated} treated, {held} held out; 6-point effect covered {covered}/{runs}, detected {detected}/{runs}; zero effect significant {false_positives}/{runs}", t.name);
+    eprintln!(
+        "uplift ({}): {treated} treated, {held} held out; 6-point effect covered {covered}/{runs}, detected {detected}/{runs}; zero effect significant {false_positives}/{runs}",
+        t.name
+    );
     // 95% coverage: 20 runs give 19 in expectation; 16 or fewer has probability < 2%.
-    assert!(covered >= 17, "the interval covered the true effect only {covered}/{runs} times");
-    assert!(detected >= 17, "a 6-point effect on ~{treated} vs ~{held} customers is detected: {detected}/{runs}");
-    assert!(false_positives <= 3, "a zero effect came out significant {false_positives}/{runs} times");
+    assert!(
+        covered >= 17,
+        "the interval covered the true effect only {covered}/{runs} times"
+    );
+    assert!(
+        detected >= 17,
+        "a 6-point effect on ~{treated} vs ~{held} customers is detected: {detected}/{runs}"
+    );
+    assert!(
+        false_positives <= 3,
+        "a zero effect came out significant {false_positives}/{runs} times"
+    );
 }
-on_both_backends!(uplift_sqlite, uplift_postgres, uplift_recovers_a_known_effect);
+on_both_backends!(
+    uplift_sqlite,
+    uplift_postgres,
+    uplift_recovers_a_known_effect
+);

@@ -33,7 +33,13 @@ async fn seed(db: &Db, customers: &[&str], day: &str) {
         unsubscribe_mailto: None,
         postal_address: "12 MG Road, Bengaluru",
     };
-    let copy = MessageCopy { subject: "Hi {first_name}".into(), headline: "Back to {category}".into(), body: "Body".into(), cta: "Shop".into(), sms: None };
+    let copy = MessageCopy {
+        subject: "Hi {first_name}".into(),
+        headline: "Back to {category}".into(),
+        body: "Body".into(),
+        cta: "Shop".into(),
+        sms: None,
+    };
     let mut tx = db.begin().await.unwrap();
     let now = chrono::Utc::now().timestamp();
     let mut rows = Vec::new();
@@ -45,7 +51,10 @@ async fn seed(db: &Db, customers: &[&str], day: &str) {
         )
         .await
         .unwrap();
-        let rendered = Rendered::Email { to: to.clone(), email: messages::render_email(EmailFamily::Offer, &copy, &ctx).unwrap() };
+        let rendered = Rendered::Email {
+            to: to.clone(),
+            email: messages::render_email(EmailFamily::Offer, &copy, &ctx).unwrap(),
+        };
         rows.push(NewMessage {
             idempotency_key: outbox::idempotency_key("winback", id, day),
             campaign: "winback".into(),
@@ -106,31 +115,83 @@ async fn provider_errors_never_store_or_log_the_key(t: TestDb) {
     )
     .unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_retentiond"))
-        .args(["--config", config.to_str().unwrap(), "--database", &t.url, "--log", "warn", "dispatch", "--once"])
+        .args([
+            "--config",
+            config.to_str().unwrap(),
+            "--database",
+            &t.url,
+            "--log",
+            "warn",
+            "dispatch",
+            "--once",
+        ])
         .env("OPS_TEST_SENDGRID_KEY", API_KEY)
         .env_remove("RUST_LOG")
         .output()
         .unwrap();
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{log}");
-    assert_eq!(server.received_requests().await.unwrap().len(), 2, "both messages reached the provider");
-    let stored = texts(&t.db, "SELECT last_error FROM outbox WHERE status = 'failed' ORDER BY message_id").await;
-    let attempts = texts(&t.db, "SELECT error FROM delivery_attempts WHERE error IS NOT NULL").await;
-    assert_eq!((stored.len(), attempts.len()), (2, 2), "{stored:?} {attempts:?}");
+    assert_eq!(
+        server.received_requests().await.unwrap().len(),
+        2,
+        "both messages reached the provider"
+    );
+    let stored = texts(
+        &t.db,
+        "SELECT last_error FROM outbox WHERE status = 'failed' ORDER BY message_id",
+    )
+    .await;
+    let attempts = texts(
+        &t.db,
+        "SELECT error FROM delivery_attempts WHERE error IS NOT NULL",
+    )
+    .await;
+    assert_eq!(
+        (stored.len(), attempts.len()),
+        (2, 2),
+        "{stored:?} {attempts:?}"
+    );
     for text in stored.iter().chain(&attempts) {
-        assert!(!text.contains(API_KEY) && !text.contains("ops-test-live-key"), "key stored: {text}");
-        assert!(text.contains("Bearer [REDACTED]") && text.contains("HTTP 400"), "the rest of the reason is kept: {text}");
+        assert!(
+            !text.contains(API_KEY) && !text.contains("ops-test-live-key"),
+            "key stored: {text}"
+        );
+        assert!(
+            text.contains("Bearer [REDACTED]") && text.contains("HTTP 400"),
+            "the rest of the reason is kept: {text}"
+        );
     }
-    assert!(log.contains("send failed") && log.contains("[REDACTED]"), "the failure is logged: {log}");
-    assert!(!log.contains(API_KEY) && !log.contains("ops-test-live-key"), "key logged: {log}");
+    assert!(
+        log.contains("send failed") && log.contains("[REDACTED]"),
+        "the failure is logged: {log}"
+    );
+    assert!(
+        !log.contains(API_KEY) && !log.contains("ops-test-live-key"),
+        "key logged: {log}"
+    );
 }
-on_both_backends!(redacted_provider_errors_sqlite, redacted_provider_errors_postgres, provider_errors_never_store_or_log_the_key);
+on_both_backends!(
+    redacted_provider_errors_sqlite,
+    redacted_provider_errors_postgres,
+    provider_errors_never_store_or_log_the_key
+);
 
 // ---- file sink after a rebuilt database ----
 
 fn file_providers(dir: &std::path::Path) -> Arc<Providers> {
-    let sink = FileSink::new(&FileSettings { dir: dir.to_path_buf(), ..Default::default() });
-    Arc::new(Providers::default().with_channel(Channel::Email, Arc::new(sink), Limits { rate_per_second: 0, concurrency: 4, timeout: Duration::from_secs(5) }))
+    let sink = FileSink::new(&FileSettings {
+        dir: dir.to_path_buf(),
+        ..Default::default()
+    });
+    Arc::new(Providers::default().with_channel(
+        Channel::Email,
+        Arc::new(sink),
+        Limits {
+            rate_per_second: 0,
+            concurrency: 4,
+            timeout: Duration::from_secs(5),
+        },
+    ))
 }
 
 /// The file sink's folder outlives the database: after a rebuild, outbox ids start again at 1,
@@ -138,42 +199,123 @@ fn file_providers(dir: &std::path::Path) -> Arc<Providers> {
 async fn file_sink_writes_new_messages_after_a_rebuild(t: TestDb) {
     let out = tempfile::tempdir().unwrap();
     seed(&t.db, &["c1", "c2", "c3"], "2026-11-01").await;
-    let s = Dispatcher::new(t.db.clone(), file_providers(out.path()), DispatchSettings::default(), None).drain().await.unwrap();
+    let s = Dispatcher::new(
+        t.db.clone(),
+        file_providers(out.path()),
+        DispatchSettings::default(),
+        None,
+    )
+    .drain()
+    .await
+    .unwrap();
     assert_eq!(s.sent, 3, "{s:?}");
     let first_ids = ids(&t.db).await;
 
     // The rebuilt database: a fresh one on the same backend, the same folder.
     let rebuilt = match t.name {
         "sqlite" => crate::helpers::sqlite().await,
-        _ => crate::helpers::postgres().await.expect("PostgreSQL was reachable a moment ago"),
+        _ => crate::helpers::postgres()
+            .await
+            .expect("PostgreSQL was reachable a moment ago"),
     };
     seed(&rebuilt.db, &["c4", "c5", "c6"], "2026-11-02").await;
-    assert_eq!(ids(&rebuilt.db).await, first_ids, "the rebuilt outbox numbers its messages from the start again");
-    let s = Dispatcher::new(rebuilt.db.clone(), file_providers(out.path()), DispatchSettings::default(), None).drain().await.unwrap();
+    assert_eq!(
+        ids(&rebuilt.db).await,
+        first_ids,
+        "the rebuilt outbox numbers its messages from the start again"
+    );
+    let s = Dispatcher::new(
+        rebuilt.db.clone(),
+        file_providers(out.path()),
+        DispatchSettings::default(),
+        None,
+    )
+    .drain()
+    .await
+    .unwrap();
     assert_eq!(s.sent, 3, "{s:?}");
 
     let mut keys = Vec::new();
     for entry in std::fs::read_dir(out.path()).unwrap() {
-        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap()).unwrap();
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap()).unwrap();
         keys.push(v["idempotency_key"].as_str().unwrap().to_string());
     }
     keys.sort();
-    let expected: Vec<String> = [("c1", "01"), ("c2", "01"), ("c3", "01"), ("c4", "02"), ("c5", "02"), ("c6", "02")].iter().map(|(c, d)| format!("winback/{c}/2026-11-{d}")).collect();
-    assert_eq!(keys, expected, "one file per message, the new ones included");
+    let expected: Vec<String> = [
+        ("c1", "01"),
+        ("c2", "01"),
+        ("c3", "01"),
+        ("c4", "02"),
+        ("c5", "02"),
+        ("c6", "02"),
+    ]
+    .iter()
+    .map(|(c, d)| format!("winback/{c}/2026-11-{d}"))
+    .collect();
+    assert_eq!(
+        keys, expected,
+        "one file per message, the new ones included"
+    );
     // Each sent message's provider id is its own file.
-    for path in texts(&rebuilt.db, "SELECT provider_message_id FROM outbox WHERE status = 'sent'").await {
-        let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        assert!(v["idempotency_key"].as_str().unwrap().ends_with("/2026-11-02"), "{path}");
+    for path in texts(
+        &rebuilt.db,
+        "SELECT provider_message_id FROM outbox WHERE status = 'sent'",
+    )
+    .await
+    {
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert!(
+            v["idempotency_key"]
+                .as_str()
+                .unwrap()
+                .ends_with("/2026-11-02"),
+            "{path}"
+        );
     }
 
     // Sending the same messages again (a resend after a crash) writes nothing new.
     let mut tx = rebuilt.db.begin().await.unwrap();
-    tx.execute("UPDATE outbox SET status = 'queued', next_attempt_at = 0", &[]).await.unwrap();
+    tx.execute(
+        "UPDATE outbox SET status = 'queued', next_attempt_at = 0",
+        &[],
+    )
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
-    let before: Vec<_> = std::fs::read_dir(out.path()).unwrap().map(|e| std::fs::metadata(e.unwrap().path()).unwrap().modified().unwrap()).collect();
-    let s = Dispatcher::new(rebuilt.db.clone(), file_providers(out.path()), DispatchSettings::default(), None).drain().await.unwrap();
+    let before: Vec<_> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| {
+            std::fs::metadata(e.unwrap().path())
+                .unwrap()
+                .modified()
+                .unwrap()
+        })
+        .collect();
+    let s = Dispatcher::new(
+        rebuilt.db.clone(),
+        file_providers(out.path()),
+        DispatchSettings::default(),
+        None,
+    )
+    .drain()
+    .await
+    .unwrap();
     assert_eq!(s.sent, 3, "{s:?}");
-    let after: Vec<_> = std::fs::read_dir(out.path()).unwrap().map(|e| std::fs::metadata(e.unwrap().path()).unwrap().modified().unwrap()).collect();
+    let after: Vec<_> = std::fs::read_dir(out.path())
+        .unwrap()
+        .map(|e| {
+            std::fs::metadata(e.unwrap().path())
+                .unwrap()
+                .modified()
+                .unwrap()
+        })
+        .collect();
     assert_eq!(before, after, "the existing files are kept as they were");
 }
-on_both_backends!(file_sink_rebuild_sqlite, file_sink_rebuild_postgres, file_sink_writes_new_messages_after_a_rebuild);
+on_both_backends!(
+    file_sink_rebuild_sqlite,
+    file_sink_rebuild_postgres,
+    file_sink_writes_new_messages_after_a_rebuild
+);

@@ -8,7 +8,9 @@ use crate::import::options;
 use crate::on_both_backends;
 
 async fn cdnow_imports_cleanly(t: TestDb) {
-    let Some(src) = shared_data("cdnow") else { return };
+    let Some(src) = shared_data("cdnow") else {
+        return;
+    };
     let out = tempfile::tempdir().unwrap();
     let summary = convert(Dataset::Cdnow, &src, out.path()).unwrap();
     assert_eq!((summary.orders, summary.customers), (6919, 2357));
@@ -26,7 +28,9 @@ on_both_backends!(cdnow_sqlite, cdnow_postgres, cdnow_imports_cleanly);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn completejourney_imports_cleanly() {
-    let Some(src) = shared_data("completejourney") else { return };
+    let Some(src) = shared_data("completejourney") else {
+        return;
+    };
     let t = crate::helpers::sqlite().await;
     let out = tempfile::tempdir().unwrap();
     let summary = convert(Dataset::CompletejourneyProductCategory, &src, out.path()).unwrap();
@@ -37,8 +41,14 @@ async fn completejourney_imports_cleanly() {
     let report = import_dir(&t.db, &opts).await.unwrap();
     assert_eq!(report.error_count, 0);
     assert_eq!(t.db.count("orders").await.unwrap(), 155_848);
-    assert_eq!(t.db.count("order_items").await.unwrap() as u64, summary.order_items);
+    assert_eq!(
+        t.db.count("order_items").await.unwrap() as u64,
+        summary.order_items
+    );
     assert_eq!(t.db.count("customers").await.unwrap(), 2469);
     let categories: i64 = retentiond::with_pool!(&t.db, p => sqlx::query_scalar("SELECT COUNT(DISTINCT category) FROM products").fetch_one(p).await.unwrap());
-    assert!(categories > 250, "product_category has ~300 values, got {categories}");
+    assert!(
+        categories > 250,
+        "product_category has ~300 values, got {categories}"
+    );
 }

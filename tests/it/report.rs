@@ -23,18 +23,31 @@ use crate::helpers::TestDb;
 use crate::models::{brand, end, import};
 
 /// The plots the page must show (`data-plot` ids).
-const PLOTS: [&str; 7] = ["uplift", "funnel", "metrics", "calibration", "gain", "coverage", "categories"];
+const PLOTS: [&str; 7] = [
+    "uplift",
+    "funnel",
+    "metrics",
+    "calibration",
+    "gain",
+    "coverage",
+    "categories",
+];
 
 async fn count(db: &Db, sql: &str) -> i64 {
     retentiond::with_pool!(db, p => sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql)).fetch_one(p).await.unwrap())
 }
 
 fn day_start(d: NaiveDate) -> i64 {
-    Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0).unwrap()).timestamp()
+    Utc.from_utc_datetime(&d.and_hms_opt(0, 0, 0).unwrap())
+        .timestamp()
 }
 
 async fn get(app: &axum::Router, uri: &str) -> (u16, String) {
-    let resp = app.clone().oneshot(axum::http::Request::get(uri).body(Body::empty()).unwrap()).await.unwrap();
+    let resp = app
+        .clone()
+        .oneshot(axum::http::Request::get(uri).body(Body::empty()).unwrap())
+        .await
+        .unwrap();
     let status = resp.status().as_u16();
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     (status, String::from_utf8_lossy(&body).into_owned())
@@ -46,53 +59,126 @@ async fn monitoring_and_report(t: &TestDb, out_dir: &Path) -> PathBuf {
     // Train and score on 1 July: its 90-day horizon ends before the brand's history does.
     let a_day = NaiveDate::from_ymd_opt(2026, 7, 1).unwrap();
     let a = day_start(a_day);
-    let m = ModelSettings { max_train_rows: 30_000, ..ModelSettings::default() };
+    let m = ModelSettings {
+        max_train_rows: 30_000,
+        ..ModelSettings::default()
+    };
     training::train(&t.db, &m, chrono_tz::UTC, a).await.unwrap();
-    let s1 = retentiond::scoring::score(&t.db, a, "2026-07-01", 200, 90.0, 90).await.unwrap();
+    let s1 = retentiond::scoring::score(&t.db, a, "2026-07-01", 200, 90.0, 90)
+        .await
+        .unwrap();
     // The scored population on the training day is the training population: no drift.
     assert!(s1.drifted_features.is_empty(), "{:?}", s1.drifted_features);
-    assert!(s1.max_psi.unwrap() < 0.1, "max PSI on the training day {:?}", s1.max_psi);
-    assert_eq!(count(&t.db, "SELECT COUNT(*) FROM feature_drift WHERE as_of_date = '2026-07-01'").await, NB as i64);
+    assert!(
+        s1.max_psi.unwrap() < 0.1,
+        "max PSI on the training day {:?}",
+        s1.max_psi
+    );
+    assert_eq!(
+        count(
+            &t.db,
+            "SELECT COUNT(*) FROM feature_drift WHERE as_of_date = '2026-07-01'"
+        )
+        .await,
+        NB as i64
+    );
 
     // A later scoring whose horizon has not passed by the end of the data is not evaluated.
     let later = NaiveDate::from_ymd_opt(2026, 10, 1).unwrap();
-    retentiond::scoring::score(&t.db, day_start(later), "2026-10-01", 200, 90.0, 90).await.unwrap();
+    retentiond::scoring::score(&t.db, day_start(later), "2026-10-01", 200, 90.0, 90)
+        .await
+        .unwrap();
     let ev = evaluate_matured(&t.db, 200, end(), 7).await.unwrap();
     assert_eq!(ev.len(), 1, "{ev:?}");
     let e = &ev[0];
     assert_eq!(e.as_of_date, "2026-07-01");
     // Realized against promised: the backtest one horizon earlier is what training promised;
     // on a stationary synthetic brand the realized figures must land close to it.
-    let promised = e.promised_auc.expect("the model's backtest AUC is recorded");
+    let promised = e
+        .promised_auc
+        .expect("the model's backtest AUC is recorded");
     eprintln!(
         "realized ({}): AUC {:.3} vs {promised:.3}; coverage {:.3} vs {:?}; hit@3 {:.3} vs {:?}; {} customers, base rate {:.3}",
-        t.name, e.auc, e.window_coverage, e.promised_window_coverage, e.hit_at_3, e.promised_hit_at_3, e.customers, e.base_rate
+        t.name,
+        e.auc,
+        e.window_coverage,
+        e.promised_window_coverage,
+        e.hit_at_3,
+        e.promised_hit_at_3,
+        e.customers,
+        e.base_rate
     );
-    assert!(e.auc > 0.65 && (e.auc - promised).abs() < 0.05, "realized AUC {} vs promised {promised}", e.auc);
-    assert!((e.window_coverage - e.promised_window_coverage.unwrap()).abs() < 0.12, "{e:?}");
-    assert!((e.hit_at_3 - e.promised_hit_at_3.unwrap()).abs() < 0.1, "{e:?}");
-    assert!(e.customers as i64 == count(&t.db, "SELECT COUNT(*) FROM scores WHERE as_of_date = '2026-07-01'").await);
+    assert!(
+        e.auc > 0.65 && (e.auc - promised).abs() < 0.05,
+        "realized AUC {} vs promised {promised}",
+        e.auc
+    );
+    assert!(
+        (e.window_coverage - e.promised_window_coverage.unwrap()).abs() < 0.12,
+        "{e:?}"
+    );
+    assert!(
+        (e.hit_at_3 - e.promised_hit_at_3.unwrap()).abs() < 0.1,
+        "{e:?}"
+    );
+    assert!(
+        e.customers as i64
+            == count(
+                &t.db,
+                "SELECT COUNT(*) FROM scores WHERE as_of_date = '2026-07-01'"
+            )
+            .await
+    );
     // Calibrated model: deciles' observed rates track their predictions.
-    let worst = e.calibration.iter().map(|b| (b.mean_predicted - b.observed_rate).abs()).fold(0.0, f64::max);
-    assert!(worst < 0.15, "calibration off by {worst}: {:?}", e.calibration);
+    let worst = e
+        .calibration
+        .iter()
+        .map(|b| (b.mean_predicted - b.observed_rate).abs())
+        .fold(0.0, f64::max);
+    assert!(
+        worst < 0.15,
+        "calibration off by {worst}: {:?}",
+        e.calibration
+    );
     // Evaluated once.
-    assert!(evaluate_matured(&t.db, 200, end(), 7).await.unwrap().is_empty());
+    assert!(
+        evaluate_matured(&t.db, 200, end(), 7)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // Outreach on 1 July with a 50% holdout, every message sent, responses simulated.
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("winback.toml"), crate::measurement::CAMPAIGN).unwrap();
+    std::fs::write(
+        dir.path().join("winback.toml"),
+        crate::measurement::CAMPAIGN,
+    )
+    .unwrap();
     let set = CampaignSet::load(dir.path()).unwrap();
     let mut s = Settings::default();
     s.brand.timezone = "UTC".into();
     s.campaigns.dir = dir.path().to_path_buf();
     s.measurement.report_days = 400;
-    let secrets = Secrets { unsubscribe: Some(b"report-test-unsubscribe-secret".to_vec()), code: Some(b"report-test-code-secret".to_vec()) };
+    let secrets = Secrets {
+        unsubscribe: Some(b"report-test-unsubscribe-secret".to_vec()),
+        code: Some(b"report-test-code-secret".to_vec()),
+    };
     let noon = Utc.from_utc_datetime(&a_day.and_hms_opt(12, 0, 0).unwrap());
-    retentiond::selection::run::run(&t.db, &s, &set, None, a_day, noon, &secrets).await.unwrap();
+    retentiond::selection::run::run(&t.db, &s, &set, None, a_day, noon, &secrets)
+        .await
+        .unwrap();
     let mut tx = t.db.begin().await.unwrap();
-    tx.execute("UPDATE outbox SET status = 'sent', sent_at = created_at WHERE status = 'queued'", &[]).await.unwrap();
+    tx.execute(
+        "UPDATE outbox SET status = 'sent', sent_at = created_at WHERE status = 'queued'",
+        &[],
+    )
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
-    retentiond::simulate::simulate_responses(&t.db, &s.measurement, &set, a_day, 0.08, 7).await.unwrap();
+    retentiond::simulate::simulate_responses(&t.db, &s.measurement, &set, a_day, 0.08, 7)
+        .await
+        .unwrap();
 
     // Browsing tracking breaks: no sessions or events any more. The next scoring flags it (and
     // the report shows the latest scoring day's drift).
@@ -101,28 +187,66 @@ async fn monitoring_and_report(t: &TestDb, out_dir: &Path) -> PathBuf {
     tx.execute("DELETE FROM sessions", &[]).await.unwrap();
     tx.commit().await.unwrap();
     let broken_day = NaiveDate::from_ymd_opt(2026, 10, 2).unwrap();
-    let broken = retentiond::scoring::score(&t.db, day_start(broken_day), "2026-10-02", 200, 90.0, 90).await.unwrap();
-    for f in ["sessions_30d_log", "sessions_90d_log", "days_since_session_log"] {
-        assert!(broken.drifted_features.iter().any(|d| d == f), "{f} not flagged: {:?}", broken.drifted_features);
+    let broken =
+        retentiond::scoring::score(&t.db, day_start(broken_day), "2026-10-02", 200, 90.0, 90)
+            .await
+            .unwrap();
+    for f in [
+        "sessions_30d_log",
+        "sessions_90d_log",
+        "days_since_session_log",
+    ] {
+        assert!(
+            broken.drifted_features.iter().any(|d| d == f),
+            "{f} not flagged: {:?}",
+            broken.drifted_features
+        );
     }
-    assert!(!broken.drifted_features.iter().any(|d| d.starts_with("monetary") || d.starts_with("purchase")), "{:?}", broken.drifted_features);
+    assert!(
+        !broken
+            .drifted_features
+            .iter()
+            .any(|d| d.starts_with("monetary") || d.starts_with("purchase")),
+        "{:?}",
+        broken.drifted_features
+    );
 
     // `retentiond report` (the library call behind it).
     let out = out_dir.join("report.html");
-    let line = retentiond::report::write(&t.db, &s, &set, &out, Some(a_day), Some(a_day)).await.unwrap();
+    let line = retentiond::report::write(&t.db, &s, &set, &out, Some(a_day), Some(a_day))
+        .await
+        .unwrap();
     eprintln!("{line}");
     let html = std::fs::read_to_string(&out).unwrap();
     for id in PLOTS {
-        assert!(html.contains(&format!("data-plot=\"{id}\"")), "plot {id} missing");
+        assert!(
+            html.contains(&format!("data-plot=\"{id}\"")),
+            "plot {id} missing"
+        );
     }
     assert_eq!(html.matches("<svg").count(), PLOTS.len());
-    assert!(html.contains("id=\"realized\"") && html.contains("2026-07-01"), "realized table missing");
-    assert!(html.contains("sessions_90d_log") && html.contains("above 0.2"), "drift table missing");
+    assert!(
+        html.contains("id=\"realized\"") && html.contains("2026-07-01"),
+        "realized table missing"
+    );
+    assert!(
+        html.contains("sessions_90d_log") && html.contains("above 0.2"),
+        "drift table missing"
+    );
     assert!(html.contains("Feature drift:"), "drift warning missing");
     // An 8-point effect on ~1,500 per group is detected and reported as significant.
-    assert!(html.contains("significant increase"), "uplift verdict missing");
-    assert!(!html.contains("<script src") && !html.contains("<link"), "the page must be self-contained");
-    assert!(line.contains("report:") && line.contains("treated"), "{line}");
+    assert!(
+        html.contains("significant increase"),
+        "uplift verdict missing"
+    );
+    assert!(
+        !html.contains("<script src") && !html.contains("<link"),
+        "the page must be self-contained"
+    );
+    assert!(
+        line.contains("report:") && line.contains("treated"),
+        "{line}"
+    );
 
     // The daemon's `GET /` and `/metrics`.
     let state = |report: Option<ReportContext>| AppState {
@@ -135,16 +259,25 @@ async fn monitoring_and_report(t: &TestDb, out_dir: &Path) -> PathBuf {
         report,
         auth_token: None,
     };
-    let app = router(state(Some(ReportContext { settings: s.clone(), campaigns: SharedCampaigns::new(set.clone()) })));
+    let app = router(state(Some(ReportContext {
+        settings: s.clone(),
+        campaigns: SharedCampaigns::new(set.clone()),
+    })));
     let (status, page) = get(&app, "/").await;
     assert_eq!(status, 200);
     for id in PLOTS {
-        assert!(page.contains(&format!("data-plot=\"{id}\"")), "GET /: plot {id} missing");
+        assert!(
+            page.contains(&format!("data-plot=\"{id}\"")),
+            "GET /: plot {id} missing"
+        );
     }
     assert!(page.contains("significant increase"));
     let (status, metrics) = get(&app, "/metrics").await;
     assert_eq!(status, 200);
-    assert!(metrics.contains("retentiond_feature_psi{feature=\"sessions_90d_log\"}"), "{metrics}");
+    assert!(
+        metrics.contains("retentiond_feature_psi{feature=\"sessions_90d_log\"}"),
+        "{metrics}"
+    );
     let psi: f64 = metrics
         .lines()
         .find(|l| l.starts_with("retentiond_feature_psi{feature=\"sessions_90d_log\"}"))
@@ -153,8 +286,19 @@ async fn monitoring_and_report(t: &TestDb, out_dir: &Path) -> PathBuf {
         .parse()
         .unwrap();
     assert!(psi > PSI_WARN, "{psi}");
-    assert!(metrics.contains(&format!("retentiond_model_realized{{metric=\"auc\"}} {}", e.auc)), "{metrics}");
-    assert!(metrics.contains(&format!("retentiond_model_promised{{metric=\"auc\"}} {promised}")), "{metrics}");
+    assert!(
+        metrics.contains(&format!(
+            "retentiond_model_realized{{metric=\"auc\"}} {}",
+            e.auc
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "retentiond_model_promised{{metric=\"auc\"}} {promised}"
+        )),
+        "{metrics}"
+    );
     let (status, _) = get(&router(state(None)), "/").await;
     assert_eq!(status, 404);
     out
@@ -179,7 +323,10 @@ async fn report_postgres() {
 
 /// Debian's chromium (or RETENTIOND_TEST_CHROMIUM); required when CI is set.
 fn chromium() -> Option<PathBuf> {
-    let candidates = std::env::var_os("RETENTIOND_TEST_CHROMIUM").map(PathBuf::from).into_iter().chain(["/usr/bin/chromium", "/usr/bin/chromium-browser"].map(PathBuf::from));
+    let candidates = std::env::var_os("RETENTIOND_TEST_CHROMIUM")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(["/usr/bin/chromium", "/usr/bin/chromium-browser"].map(PathBuf::from));
     for c in candidates {
         if c.exists() {
             return Some(c);
@@ -227,23 +374,54 @@ struct Rect {
 
 fn attr<'a>(dom: &'a str, name: &str) -> &'a str {
     let key = format!("{name}=\"");
-    let start = dom.find(&key).unwrap_or_else(|| panic!("{name} not in the rendered DOM")) + key.len();
+    let start = dom
+        .find(&key)
+        .unwrap_or_else(|| panic!("{name} not in the rendered DOM"))
+        + key.len();
     &dom[start..start + dom[start..].find('"').unwrap()]
 }
 
 fn check_in_browser(chromium: &Path, page: &Path, dir: &Path) {
     let url = format!("file://{}", page.display());
-    let out = headless(chromium, &dir.join("profile-dom")).arg("--dump-dom").arg(&url).output().unwrap();
+    let out = headless(chromium, &dir.join("profile-dom"))
+        .arg("--dump-dom")
+        .arg(&url)
+        .output()
+        .unwrap();
     let dom = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && dom.contains("</html>"), "chromium --dump-dom failed: {}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(attr(&dom, "data-errors"), "0", "the page raised script errors");
-    assert_eq!(attr(&dom, "data-plots-rendered"), PLOTS.len().to_string(), "plots laid out with a visible size");
-    let rects: Vec<Rect> = serde_json::from_str(&attr(&dom, "data-plot-rects").replace("&quot;", "\"")).unwrap();
-    assert_eq!(rects.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), PLOTS);
+    assert!(
+        out.status.success() && dom.contains("</html>"),
+        "chromium --dump-dom failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        attr(&dom, "data-errors"),
+        "0",
+        "the page raised script errors"
+    );
+    assert_eq!(
+        attr(&dom, "data-plots-rendered"),
+        PLOTS.len().to_string(),
+        "plots laid out with a visible size"
+    );
+    let rects: Vec<Rect> =
+        serde_json::from_str(&attr(&dom, "data-plot-rects").replace("&quot;", "\"")).unwrap();
+    assert_eq!(
+        rects.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        PLOTS
+    );
 
     let shot = dir.join("report.png");
-    let out = headless(chromium, &dir.join("profile-shot")).arg(format!("--screenshot={}", shot.display())).arg(&url).output().unwrap();
-    assert!(out.status.success() && shot.exists(), "chromium --screenshot failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = headless(chromium, &dir.join("profile-shot"))
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(&url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success() && shot.exists(),
+        "chromium --screenshot failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(&shot).unwrap()));
     let mut reader = decoder.read_info().unwrap();
     let mut buf = vec![0; reader.output_buffer_size()];
@@ -255,7 +433,11 @@ fn check_in_browser(chromium: &Path, page: &Path, dir: &Path) {
         (buf[i], buf[i + 1], buf[i + 2])
     };
     for r in &rects {
-        assert!(r.x >= 0 && r.y >= 0 && r.x + r.w <= WINDOW.0 as i64 && r.y + r.h <= WINDOW.1 as i64, "plot {} outside the screenshot: {r:?}", r.id);
+        assert!(
+            r.x >= 0 && r.y >= 0 && r.x + r.w <= WINDOW.0 as i64 && r.y + r.h <= WINDOW.1 as i64,
+            "plot {} outside the screenshot: {r:?}",
+            r.id
+        );
         // Axes and text are grey; series, bars and intervals are drawn in saturated colours.
         let (mut coloured, mut total) = (0u64, 0u64);
         for y in r.y..r.y + r.h {
@@ -267,9 +449,21 @@ fn check_in_browser(chromium: &Path, page: &Path, dir: &Path) {
             }
         }
         let share = coloured as f64 / total as f64;
-        eprintln!("plot {:<12} {}x{} at ({}, {}): {:.2}% coloured pixels", r.id, r.w, r.h, r.x, r.y, share * 100.0);
+        eprintln!(
+            "plot {:<12} {}x{} at ({}, {}): {:.2}% coloured pixels",
+            r.id,
+            r.w,
+            r.h,
+            r.x,
+            r.y,
+            share * 100.0
+        );
         // An empty plot (axes and text only) has next to none; a single data point has ~0.1%.
-        assert!(share > 0.0005, "plot {} looks empty on the screenshot ({coloured} coloured pixels)", r.id);
+        assert!(
+            share > 0.0005,
+            "plot {} looks empty on the screenshot ({coloured} coloured pixels)",
+            r.id
+        );
     }
     // Kept for a person to look at.
     let keep = Path::new(env!("CARGO_TARGET_TMPDIR")).join("report-screenshot.png");

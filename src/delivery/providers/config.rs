@@ -35,7 +35,10 @@ pub const PROVIDERS: &[(&str, &[Channel])] = &[
     ("smtp", &[Channel::Email]),
     ("whatsapp_cloud", &[Channel::Whatsapp]),
     ("twilio", &[Channel::Sms, Channel::Whatsapp]),
-    ("webhook", &[Channel::Email, Channel::Sms, Channel::Whatsapp]),
+    (
+        "webhook",
+        &[Channel::Email, Channel::Sms, Channel::Whatsapp],
+    ),
 ];
 
 /// The channels a provider can send, or `None` for an unknown name.
@@ -97,7 +100,12 @@ pub struct FileSettings {
 
 impl Default for FileSettings {
     fn default() -> Self {
-        Self { dir: PathBuf::from("data/outbox-files"), rate_per_second: 0, concurrency: 4, timeout_ms: 10_000 }
+        Self {
+            dir: PathBuf::from("data/outbox-files"),
+            rate_per_second: 0,
+            concurrency: 4,
+            timeout_ms: 10_000,
+        }
     }
 }
 
@@ -333,7 +341,13 @@ pub struct WebhookSettings {
 
 impl Default for WebhookSettings {
     fn default() -> Self {
-        Self { url: String::new(), secret_env: "RETENTIOND_WEBHOOK_SECRET".into(), rate_per_second: 0, concurrency: 4, timeout_ms: 10_000 }
+        Self {
+            url: String::new(),
+            secret_env: "RETENTIOND_WEBHOOK_SECRET".into(),
+            rate_per_second: 0,
+            concurrency: 4,
+            timeout_ms: 10_000,
+        }
     }
 }
 
@@ -361,7 +375,16 @@ macro_rules! has_limits {
         }
     )*};
 }
-has_limits!(FileSettings, SendgridSettings, PostmarkSettings, MailgunSettings, SmtpSettings, WhatsappCloudSettings, TwilioSettings, WebhookSettings);
+has_limits!(
+    FileSettings,
+    SendgridSettings,
+    PostmarkSettings,
+    MailgunSettings,
+    SmtpSettings,
+    WhatsappCloudSettings,
+    TwilioSettings,
+    WebhookSettings
+);
 
 /// A built provider and its pacing.
 #[derive(Clone)]
@@ -387,7 +410,10 @@ impl ProviderEntry {
 
 impl std::fmt::Debug for ProviderEntry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ProviderEntry").field("provider", &self.provider.name()).field("limits", &self.limits).finish()
+        f.debug_struct("ProviderEntry")
+            .field("provider", &self.provider.name())
+            .field("limits", &self.limits)
+            .finish()
     }
 }
 
@@ -421,8 +447,17 @@ impl Providers {
 
     /// Sends `ch` through `provider` (tests and embedders; a provider already present under the
     /// same name is reused).
-    pub fn with_channel(mut self, ch: Channel, provider: Arc<dyn Provider>, limits: Limits) -> Providers {
-        let i = match self.entries.iter().position(|e| e.provider.name() == provider.name()) {
+    pub fn with_channel(
+        mut self,
+        ch: Channel,
+        provider: Arc<dyn Provider>,
+        limits: Limits,
+    ) -> Providers {
+        let i = match self
+            .entries
+            .iter()
+            .position(|e| e.provider.name() == provider.name())
+        {
             Some(i) => i,
             None => {
                 self.entries.push(ProviderEntry { provider, limits });
@@ -451,11 +486,15 @@ impl Providers {
 }
 
 fn is_env_name(s: &str) -> bool {
-    !s.is_empty() && !s.starts_with(|c: char| c.is_ascii_digit()) && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    !s.is_empty()
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 fn is_http_url(s: &str) -> bool {
-    let rest = s.strip_prefix("https://").or_else(|| s.strip_prefix("http://"));
+    let rest = s
+        .strip_prefix("https://")
+        .or_else(|| s.strip_prefix("http://"));
     matches!(rest, Some(r) if !r.is_empty() && !r.starts_with('/') && !r.contains(char::is_whitespace))
 }
 
@@ -470,7 +509,16 @@ fn looks_like_sender(s: &str) -> bool {
 }
 
 /// The provider tables of `[delivery]`.
-const TABLES: &[&str] = &["file", "sendgrid", "postmark", "mailgun", "smtp", "whatsapp_cloud", "twilio", "webhook"];
+const TABLES: &[&str] = &[
+    "file",
+    "sendgrid",
+    "postmark",
+    "mailgun",
+    "smtp",
+    "whatsapp_cloud",
+    "twilio",
+    "webhook",
+];
 
 impl DeliverySettings {
     /// Reads the `[delivery]` table, recording unknown keys and type errors. Prefer this to
@@ -516,7 +564,9 @@ impl DeliverySettings {
         let mut out: Vec<(&'static str, Vec<Channel>)> = Vec::new();
         for ch in [Channel::Email, Channel::Sms, Channel::Whatsapp] {
             let name = self.channel_provider(ch);
-            let Some((known, channels)) = PROVIDERS.iter().find(|(n, _)| *n == name) else { continue };
+            let Some((known, channels)) = PROVIDERS.iter().find(|(n, _)| *n == name) else {
+                continue;
+            };
             if !channels.contains(&ch) {
                 continue;
             }
@@ -545,25 +595,40 @@ impl DeliverySettings {
     /// cannot send, limits, URLs, environment variable names, and the keys a selected provider
     /// needs. Credentials themselves are checked by [`DeliverySettings::build`].
     pub fn validate(&self, file: &str, issues: &mut Vec<ConfigIssue>) {
-        let mut sink = IssueSink { file: file.to_string(), issues };
+        let mut sink = IssueSink {
+            file: file.to_string(),
+            issues,
+        };
         let names: Vec<String> = PROVIDERS.iter().map(|(n, _)| n.to_string()).collect();
         for ch in [Channel::Email, Channel::Sms, Channel::Whatsapp] {
             let name = self.channel_provider(ch);
             if name.is_empty() {
                 continue;
             }
-            let able: Vec<&str> = PROVIDERS.iter().filter(|(_, c)| c.contains(&ch)).map(|(n, _)| *n).collect();
+            let able: Vec<&str> = PROVIDERS
+                .iter()
+                .filter(|(_, c)| c.contains(&ch))
+                .map(|(n, _)| *n)
+                .collect();
             let key = format!("delivery.{}", ch.as_str());
             match provider_channels(name) {
                 None => {
                     let fix = match closest(name, &names) {
-                        Some(k) => format!("did you mean \"{k}\"? Providers for {}: {}, or \"\" for none", ch.as_str(), able.join(", ")),
+                        Some(k) => format!(
+                            "did you mean \"{k}\"? Providers for {}: {}, or \"\" for none",
+                            ch.as_str(),
+                            able.join(", ")
+                        ),
                         None => format!("use one of: {}, or \"\" for none", able.join(", ")),
                     };
                     sink.push(key, format!("unknown provider {name:?}"), fix);
                 }
                 Some(chs) if !chs.contains(&ch) => {
-                    sink.push(key, format!("provider {name:?} cannot send {}", ch.as_str()), format!("use one of: {}, or \"\" for none", able.join(", ")));
+                    sink.push(
+                        key,
+                        format!("provider {name:?} cannot send {}", ch.as_str()),
+                        format!("use one of: {}, or \"\" for none", able.join(", ")),
+                    );
                 }
                 Some(_) => {}
             }
@@ -573,44 +638,102 @@ impl DeliverySettings {
             let l = self.limits_of(name);
             let p = format!("delivery.{name}");
             if !(1..=1000).contains(&l.concurrency) {
-                sink.push(format!("{p}.concurrency"), format!("{} is out of range", l.concurrency), "use 1..=1000");
+                sink.push(
+                    format!("{p}.concurrency"),
+                    format!("{} is out of range", l.concurrency),
+                    "use 1..=1000",
+                );
             }
             if !(100..=300_000).contains(&(l.timeout.as_millis() as u64)) {
-                sink.push(format!("{p}.timeout_ms"), format!("{} is out of range", l.timeout.as_millis()), "use 100..=300000 milliseconds (default 10000)");
+                sink.push(
+                    format!("{p}.timeout_ms"),
+                    format!("{} is out of range", l.timeout.as_millis()),
+                    "use 100..=300000 milliseconds (default 10000)",
+                );
             }
             if l.rate_per_second > 100_000 {
-                sink.push(format!("{p}.rate_per_second"), format!("{} is out of range", l.rate_per_second), "use 0 (unlimited) ..= 100000");
+                sink.push(
+                    format!("{p}.rate_per_second"),
+                    format!("{} is out of range", l.rate_per_second),
+                    "use 0 (unlimited) ..= 100000",
+                );
             }
         }
 
         let env_vars = [
-            ("delivery.sendgrid.api_key_env", &self.sendgrid.api_key_env, "SENDGRID_API_KEY"),
-            ("delivery.postmark.server_token_env", &self.postmark.server_token_env, "POSTMARK_SERVER_TOKEN"),
-            ("delivery.mailgun.api_key_env", &self.mailgun.api_key_env, "MAILGUN_API_KEY"),
-            ("delivery.smtp.password_env", &self.smtp.password_env, "SMTP_PASSWORD"),
-            ("delivery.whatsapp_cloud.access_token_env", &self.whatsapp_cloud.access_token_env, "WHATSAPP_ACCESS_TOKEN"),
-            ("delivery.twilio.auth_token_env", &self.twilio.auth_token_env, "TWILIO_AUTH_TOKEN"),
-            ("delivery.webhook.secret_env", &self.webhook.secret_env, "RETENTIOND_WEBHOOK_SECRET"),
+            (
+                "delivery.sendgrid.api_key_env",
+                &self.sendgrid.api_key_env,
+                "SENDGRID_API_KEY",
+            ),
+            (
+                "delivery.postmark.server_token_env",
+                &self.postmark.server_token_env,
+                "POSTMARK_SERVER_TOKEN",
+            ),
+            (
+                "delivery.mailgun.api_key_env",
+                &self.mailgun.api_key_env,
+                "MAILGUN_API_KEY",
+            ),
+            (
+                "delivery.smtp.password_env",
+                &self.smtp.password_env,
+                "SMTP_PASSWORD",
+            ),
+            (
+                "delivery.whatsapp_cloud.access_token_env",
+                &self.whatsapp_cloud.access_token_env,
+                "WHATSAPP_ACCESS_TOKEN",
+            ),
+            (
+                "delivery.twilio.auth_token_env",
+                &self.twilio.auth_token_env,
+                "TWILIO_AUTH_TOKEN",
+            ),
+            (
+                "delivery.webhook.secret_env",
+                &self.webhook.secret_env,
+                "RETENTIOND_WEBHOOK_SECRET",
+            ),
         ];
         for (key, value, example) in env_vars {
             if !is_env_name(value) {
-                sink.push(key, format!("{value:?} is not an environment variable name"), format!("name the variable that holds the secret, e.g. {example}"));
+                sink.push(
+                    key,
+                    format!("{value:?} is not an environment variable name"),
+                    format!("name the variable that holds the secret, e.g. {example}"),
+                );
             }
         }
         if !self.smtp.username_env.is_empty() && !is_env_name(&self.smtp.username_env) {
-            sink.push("delivery.smtp.username_env", format!("{:?} is not an environment variable name", self.smtp.username_env), "use e.g. SMTP_USERNAME, or \"\" for no authentication");
+            sink.push(
+                "delivery.smtp.username_env",
+                format!(
+                    "{:?} is not an environment variable name",
+                    self.smtp.username_env
+                ),
+                "use e.g. SMTP_USERNAME, or \"\" for no authentication",
+            );
         }
 
         let urls = [
             ("delivery.sendgrid.base_url", &self.sendgrid.base_url),
             ("delivery.postmark.base_url", &self.postmark.base_url),
             ("delivery.mailgun.base_url", &self.mailgun.base_url),
-            ("delivery.whatsapp_cloud.base_url", &self.whatsapp_cloud.base_url),
+            (
+                "delivery.whatsapp_cloud.base_url",
+                &self.whatsapp_cloud.base_url,
+            ),
             ("delivery.twilio.base_url", &self.twilio.base_url),
         ];
         for (key, url) in urls {
             if !is_http_url(url) {
-                sink.push(key, format!("{url:?} is not an http(s) base URL"), "use an absolute URL such as the default (see `retentiond default-config`)");
+                sink.push(
+                    key,
+                    format!("{url:?} is not an http(s) base URL"),
+                    "use an absolute URL such as the default (see `retentiond default-config`)",
+                );
             }
         }
 
@@ -623,15 +746,27 @@ impl DeliverySettings {
         let sender_fix = "use \"hello@brand.example\" or \"Brand <hello@brand.example>\"";
         let sender = |sink: &mut IssueSink<'_>, key: &str, value: &str| {
             if value.trim().is_empty() {
-                sink.push(key, "is empty", format!("set the sender address: {sender_fix}"));
+                sink.push(
+                    key,
+                    "is empty",
+                    format!("set the sender address: {sender_fix}"),
+                );
             } else if !looks_like_sender(value) {
-                sink.push(key, format!("{value:?} is not an email address"), sender_fix);
+                sink.push(
+                    key,
+                    format!("{value:?} is not an email address"),
+                    sender_fix,
+                );
             }
         };
         match name {
             "file" => {
                 if self.file.dir.as_os_str().is_empty() {
-                    sink.push("delivery.file.dir", "is empty", "set a folder, e.g. \"data/outbox-files\"");
+                    sink.push(
+                        "delivery.file.dir",
+                        "is empty",
+                        "set a folder, e.g. \"data/outbox-files\"",
+                    );
                 }
             }
             "sendgrid" => {
@@ -643,74 +778,147 @@ impl DeliverySettings {
             "postmark" => {
                 sender(sink, "delivery.postmark.from", &self.postmark.from);
                 if self.postmark.message_stream.trim().is_empty() {
-                    sink.push("delivery.postmark.message_stream", "is empty", "use the stream's id, e.g. \"broadcast\"");
+                    sink.push(
+                        "delivery.postmark.message_stream",
+                        "is empty",
+                        "use the stream's id, e.g. \"broadcast\"",
+                    );
                 }
             }
             "mailgun" => {
                 sender(sink, "delivery.mailgun.from", &self.mailgun.from);
                 let d = &self.mailgun.domain;
                 if d.is_empty() || !d.contains('.') || d.contains(['/', ' ', '@']) {
-                    sink.push("delivery.mailgun.domain", format!("{d:?} is not a sending domain"), "set the Mailgun sending domain, e.g. \"mg.brand.example\"");
+                    sink.push(
+                        "delivery.mailgun.domain",
+                        format!("{d:?} is not a sending domain"),
+                        "set the Mailgun sending domain, e.g. \"mg.brand.example\"",
+                    );
                 }
             }
             "smtp" => {
                 let s = &self.smtp;
                 if s.host.trim().is_empty() || s.host.contains(['/', ' ', ':']) {
-                    sink.push("delivery.smtp.host", format!("{:?} is not a host name", s.host), "set the relay's host name, e.g. \"smtp.brand.example\"");
+                    sink.push(
+                        "delivery.smtp.host",
+                        format!("{:?} is not a host name", s.host),
+                        "set the relay's host name, e.g. \"smtp.brand.example\"",
+                    );
                 }
                 if s.port == 0 {
-                    sink.push("delivery.smtp.port", "must not be 0", "use 587 (starttls), 465 (tls) or 25");
+                    sink.push(
+                        "delivery.smtp.port",
+                        "must not be 0",
+                        "use 587 (starttls), 465 (tls) or 25",
+                    );
                 }
                 if s.from.trim().is_empty() {
-                    sink.push("delivery.smtp.from", "is empty", format!("set the sender address: {sender_fix}"));
+                    sink.push(
+                        "delivery.smtp.from",
+                        "is empty",
+                        format!("set the sender address: {sender_fix}"),
+                    );
                 } else if s.from.parse::<lettre::message::Mailbox>().is_err() {
-                    sink.push("delivery.smtp.from", format!("{:?} is not an email address", s.from), sender_fix);
+                    sink.push(
+                        "delivery.smtp.from",
+                        format!("{:?} is not an email address", s.from),
+                        sender_fix,
+                    );
                 }
             }
             "whatsapp_cloud" => {
                 let w = &self.whatsapp_cloud;
-                if w.phone_number_id.is_empty() || !w.phone_number_id.chars().all(|c| c.is_ascii_digit()) {
-                    sink.push("delivery.whatsapp_cloud.phone_number_id", format!("{:?} is not a phone number id", w.phone_number_id), "set the id (digits) of the business phone number from WhatsApp Manager");
+                if w.phone_number_id.is_empty()
+                    || !w.phone_number_id.chars().all(|c| c.is_ascii_digit())
+                {
+                    sink.push(
+                        "delivery.whatsapp_cloud.phone_number_id",
+                        format!("{:?} is not a phone number id", w.phone_number_id),
+                        "set the id (digits) of the business phone number from WhatsApp Manager",
+                    );
                 }
                 let v = w.api_version.strip_prefix('v').unwrap_or("");
-                if v.is_empty() || !v.split('.').all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit())) {
-                    sink.push("delivery.whatsapp_cloud.api_version", format!("{:?} is not a Graph API version", w.api_version), "use e.g. \"v21.0\"");
+                if v.is_empty()
+                    || !v
+                        .split('.')
+                        .all(|p| !p.is_empty() && p.chars().all(|c| c.is_ascii_digit()))
+                {
+                    sink.push(
+                        "delivery.whatsapp_cloud.api_version",
+                        format!("{:?} is not a Graph API version", w.api_version),
+                        "use e.g. \"v21.0\"",
+                    );
                 }
             }
             "twilio" => {
                 let t = &self.twilio;
                 let sid = &t.account_sid;
-                if !(sid.len() == 34 && sid.starts_with("AC") && sid[2..].chars().all(|c| c.is_ascii_hexdigit())) {
-                    sink.push("delivery.twilio.account_sid", format!("{sid:?} is not an account SID"), "set the Account SID from the Twilio console (\"AC\" + 32 hex digits)");
+                if !(sid.len() == 34
+                    && sid.starts_with("AC")
+                    && sid[2..].chars().all(|c| c.is_ascii_hexdigit()))
+                {
+                    sink.push(
+                        "delivery.twilio.account_sid",
+                        format!("{sid:?} is not an account SID"),
+                        "set the Account SID from the Twilio console (\"AC\" + 32 hex digits)",
+                    );
                 }
                 let service = !t.messaging_service_sid.is_empty();
-                if service && !(t.messaging_service_sid.starts_with("MG") && t.messaging_service_sid.len() == 34) {
-                    sink.push("delivery.twilio.messaging_service_sid", format!("{:?} is not a Messaging Service SID", t.messaging_service_sid), "use \"MG\" + 32 hex digits, or \"\"");
+                if service
+                    && !(t.messaging_service_sid.starts_with("MG")
+                        && t.messaging_service_sid.len() == 34)
+                {
+                    sink.push(
+                        "delivery.twilio.messaging_service_sid",
+                        format!(
+                            "{:?} is not a Messaging Service SID",
+                            t.messaging_service_sid
+                        ),
+                        "use \"MG\" + 32 hex digits, or \"\"",
+                    );
                 }
                 if channels.contains(&Channel::Sms) && !service && !is_e164(&t.from) {
                     sink.push("delivery.twilio.from", format!("{:?} is not an E.164 number", t.from), "set the sender number, e.g. \"+14155550123\", or set messaging_service_sid");
                 }
                 if channels.contains(&Channel::Whatsapp) {
-                    let wa = t.whatsapp_from.strip_prefix("whatsapp:").unwrap_or(&t.whatsapp_from);
+                    let wa = t
+                        .whatsapp_from
+                        .strip_prefix("whatsapp:")
+                        .unwrap_or(&t.whatsapp_from);
                     if !service && !is_e164(wa) {
                         sink.push("delivery.twilio.whatsapp_from", format!("{:?} is not an E.164 number", t.whatsapp_from), "set the WhatsApp sender, e.g. \"+14155550123\", or set messaging_service_sid");
                     }
                     if t.whatsapp_content_sid.is_empty() && t.whatsapp_content_sids.is_empty() {
                         sink.push("delivery.twilio.whatsapp_content_sid", "is empty", "WhatsApp through Twilio sends approved Content templates: set whatsapp_content_sid (\"HX…\") or whatsapp_content_sids");
                     }
-                    let sids = std::iter::once(("whatsapp_content_sid".to_string(), &t.whatsapp_content_sid))
-                        .chain(t.whatsapp_content_sids.iter().map(|(k, v)| (format!("whatsapp_content_sids.{k}"), v)));
+                    let sids = std::iter::once((
+                        "whatsapp_content_sid".to_string(),
+                        &t.whatsapp_content_sid,
+                    ))
+                    .chain(
+                        t.whatsapp_content_sids
+                            .iter()
+                            .map(|(k, v)| (format!("whatsapp_content_sids.{k}"), v)),
+                    );
                     for (k, v) in sids {
                         let valid = v.is_empty() || (v.starts_with("HX") && v.len() == 34);
                         if !valid {
-                            sink.push(format!("delivery.twilio.{k}"), format!("{v:?} is not a Content SID"), "use the template's Content SID (\"HX\" + 32 hex digits)");
+                            sink.push(
+                                format!("delivery.twilio.{k}"),
+                                format!("{v:?} is not a Content SID"),
+                                "use the template's Content SID (\"HX\" + 32 hex digits)",
+                            );
                         }
                     }
                 }
             }
             _ => {
                 if !is_http_url(&self.webhook.url) {
-                    sink.push("delivery.webhook.url", format!("{:?} is not an http(s) URL", self.webhook.url), "set the receiver's URL, e.g. \"https://hooks.brand.example/retentiond\"");
+                    sink.push(
+                        "delivery.webhook.url",
+                        format!("{:?} is not an http(s) URL", self.webhook.url),
+                        "set the receiver's URL, e.g. \"https://hooks.brand.example/retentiond\"",
+                    );
                 }
             }
         }
@@ -720,10 +928,16 @@ impl DeliverySettings {
     /// through `env` (use `&|k| std::env::var(k).ok()`). A missing or empty credential variable is
     /// a config error naming the variable. Run [`DeliverySettings::validate`] first: this only
     /// reports what it cannot build.
-    pub fn build(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<Providers, Vec<ConfigIssue>> {
+    pub fn build(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Providers, Vec<ConfigIssue>> {
         super::install_crypto_provider();
         let mut issues = Vec::new();
-        let mut sink = IssueSink { file: ENV_ISSUE_FILE.to_string(), issues: &mut issues };
+        let mut sink = IssueSink {
+            file: ENV_ISSUE_FILE.to_string(),
+            issues: &mut issues,
+        };
         let mut providers = Providers::default();
         for ch in [Channel::Email, Channel::Sms, Channel::Whatsapp] {
             let name = self.channel_provider(ch);
@@ -733,23 +947,44 @@ impl DeliverySettings {
             match provider_channels(name) {
                 Some(chs) if chs.contains(&ch) => {}
                 _ => {
-                    sink.push(format!("delivery.{}", ch.as_str()), format!("cannot send {} with provider {name:?}", ch.as_str()), "run `retentiond check-config` and fix the [delivery] section");
+                    sink.push(
+                        format!("delivery.{}", ch.as_str()),
+                        format!("cannot send {} with provider {name:?}", ch.as_str()),
+                        "run `retentiond check-config` and fix the [delivery] section",
+                    );
                     continue;
                 }
             }
-            if let Some(i) = providers.entries.iter().position(|e| e.provider.name() == name) {
+            if let Some(i) = providers
+                .entries
+                .iter()
+                .position(|e| e.provider.name() == name)
+            {
                 *providers.slot_mut(ch) = Some(i);
                 continue;
             }
             if let Some(provider) = self.build_one(name, ch, env, &mut sink) {
-                providers.entries.push(ProviderEntry { provider, limits: self.limits_of(name) });
+                providers.entries.push(ProviderEntry {
+                    provider,
+                    limits: self.limits_of(name),
+                });
                 *providers.slot_mut(ch) = Some(providers.entries.len() - 1);
             }
         }
-        if issues.is_empty() { Ok(providers) } else { Err(issues) }
+        if issues.is_empty() {
+            Ok(providers)
+        } else {
+            Err(issues)
+        }
     }
 
-    fn build_one(&self, name: &str, ch: Channel, env: &dyn Fn(&str) -> Option<String>, sink: &mut IssueSink<'_>) -> Option<Arc<dyn Provider>> {
+    fn build_one(
+        &self,
+        name: &str,
+        ch: Channel,
+        env: &dyn Fn(&str) -> Option<String>,
+        sink: &mut IssueSink<'_>,
+    ) -> Option<Arc<dyn Provider>> {
         let mut secret = |key: &str, var: &str, what: &str| -> Option<String> {
             match env(var).filter(|v| !v.trim().is_empty()) {
                 Some(v) => {
@@ -769,46 +1004,94 @@ impl DeliverySettings {
         let built: Result<Arc<dyn Provider>, String> = match name {
             "file" => Ok(Arc::new(super::file::FileSink::new(&self.file))),
             "sendgrid" => {
-                let key = secret("delivery.sendgrid.api_key_env", &self.sendgrid.api_key_env, "SendGrid API key")?;
-                super::sendgrid::SendGrid::new(&self.sendgrid, key).map(|p| Arc::new(p) as _).map_err(|e| e.to_string())
+                let key = secret(
+                    "delivery.sendgrid.api_key_env",
+                    &self.sendgrid.api_key_env,
+                    "SendGrid API key",
+                )?;
+                super::sendgrid::SendGrid::new(&self.sendgrid, key)
+                    .map(|p| Arc::new(p) as _)
+                    .map_err(|e| e.to_string())
             }
             "postmark" => {
-                let token = secret("delivery.postmark.server_token_env", &self.postmark.server_token_env, "Postmark server token")?;
-                super::postmark::Postmark::new(&self.postmark, token).map(|p| Arc::new(p) as _).map_err(|e| e.to_string())
+                let token = secret(
+                    "delivery.postmark.server_token_env",
+                    &self.postmark.server_token_env,
+                    "Postmark server token",
+                )?;
+                super::postmark::Postmark::new(&self.postmark, token)
+                    .map(|p| Arc::new(p) as _)
+                    .map_err(|e| e.to_string())
             }
             "mailgun" => {
-                let key = secret("delivery.mailgun.api_key_env", &self.mailgun.api_key_env, "Mailgun API key")?;
+                let key = secret(
+                    "delivery.mailgun.api_key_env",
+                    &self.mailgun.api_key_env,
+                    "Mailgun API key",
+                )?;
                 crate::redact::register_basic_auth("api", &key);
-                super::mailgun::Mailgun::new(&self.mailgun, key).map(|p| Arc::new(p) as _).map_err(|e| e.to_string())
+                super::mailgun::Mailgun::new(&self.mailgun, key)
+                    .map(|p| Arc::new(p) as _)
+                    .map_err(|e| e.to_string())
             }
             "smtp" => {
                 let credentials = if self.smtp.username_env.is_empty() {
                     None
                 } else {
-                    let user = secret("delivery.smtp.username_env", &self.smtp.username_env, "SMTP user name");
-                    let password = secret("delivery.smtp.password_env", &self.smtp.password_env, "SMTP password");
+                    let user = secret(
+                        "delivery.smtp.username_env",
+                        &self.smtp.username_env,
+                        "SMTP user name",
+                    );
+                    let password = secret(
+                        "delivery.smtp.password_env",
+                        &self.smtp.password_env,
+                        "SMTP password",
+                    );
                     Some((user?, password?))
                 };
                 super::smtp::Smtp::new(&self.smtp, credentials).map(|p| Arc::new(p) as _)
             }
             "whatsapp_cloud" => {
-                let token = secret("delivery.whatsapp_cloud.access_token_env", &self.whatsapp_cloud.access_token_env, "WhatsApp Cloud API access token")?;
-                super::whatsapp::WhatsappCloud::new(&self.whatsapp_cloud, token).map(|p| Arc::new(p) as _).map_err(|e| e.to_string())
+                let token = secret(
+                    "delivery.whatsapp_cloud.access_token_env",
+                    &self.whatsapp_cloud.access_token_env,
+                    "WhatsApp Cloud API access token",
+                )?;
+                super::whatsapp::WhatsappCloud::new(&self.whatsapp_cloud, token)
+                    .map(|p| Arc::new(p) as _)
+                    .map_err(|e| e.to_string())
             }
             "twilio" => {
-                let token = secret("delivery.twilio.auth_token_env", &self.twilio.auth_token_env, "Twilio auth token")?;
+                let token = secret(
+                    "delivery.twilio.auth_token_env",
+                    &self.twilio.auth_token_env,
+                    "Twilio auth token",
+                )?;
                 crate::redact::register_basic_auth(&self.twilio.account_sid, &token);
-                super::twilio::Twilio::new(&self.twilio, token).map(|p| Arc::new(p) as _).map_err(|e| e.to_string())
+                super::twilio::Twilio::new(&self.twilio, token)
+                    .map(|p| Arc::new(p) as _)
+                    .map_err(|e| e.to_string())
             }
             _ => {
-                let s = secret("delivery.webhook.secret_env", &self.webhook.secret_env, "webhook signing secret")?;
-                super::webhook::Webhook::new(&self.webhook, s.into_bytes()).map(|p| Arc::new(p) as _).map_err(|e| e.to_string())
+                let s = secret(
+                    "delivery.webhook.secret_env",
+                    &self.webhook.secret_env,
+                    "webhook signing secret",
+                )?;
+                super::webhook::Webhook::new(&self.webhook, s.into_bytes())
+                    .map(|p| Arc::new(p) as _)
+                    .map_err(|e| e.to_string())
             }
         };
         match built {
             Ok(p) => Some(p),
             Err(e) => {
-                sink.push(format!("delivery.{name}"), format!("cannot set up provider {name}: {e}"), "check the [delivery] settings of this provider");
+                sink.push(
+                    format!("delivery.{name}"),
+                    format!("cannot set up provider {name}: {e}"),
+                    "check the [delivery] settings of this provider",
+                );
                 None
             }
         }
@@ -832,7 +1115,10 @@ mod tests {
     fn parse(text: &str) -> (DeliverySettings, Vec<ConfigIssue>) {
         let mut issues = Vec::new();
         let table: toml::Table = text.parse().expect("toml");
-        let mut sink = IssueSink { file: "t.toml".into(), issues: &mut issues };
+        let mut sink = IssueSink {
+            file: "t.toml".into(),
+            issues: &mut issues,
+        };
         let s = DeliverySettings::from_toml(table.get("delivery"), &mut sink);
         s.validate("t.toml", &mut issues);
         (s, issues)
@@ -846,54 +1132,114 @@ mod tests {
     fn defaults_are_valid_and_need_no_credentials() {
         let d = DeliverySettings::default();
         assert!(issues(&d).is_empty(), "{:?}", issues(&d));
-        let providers = d.build(&no_env).expect("defaults build without any environment");
+        let providers = d
+            .build(&no_env)
+            .expect("defaults build without any environment");
         for ch in [Channel::Email, Channel::Sms, Channel::Whatsapp] {
             assert_eq!(providers.for_channel(ch).unwrap().name(), "file");
         }
-        assert_eq!(providers.entries().len(), 1, "one file sink shared by the channels");
-        assert_eq!(providers.limits(Channel::Email).unwrap().timeout, Duration::from_secs(10));
+        assert_eq!(
+            providers.entries().len(),
+            1,
+            "one file sink shared by the channels"
+        );
+        assert_eq!(
+            providers.limits(Channel::Email).unwrap().timeout,
+            Duration::from_secs(10)
+        );
         // The defaults round-trip through TOML, with nothing unknown.
-        let text = toml::to_string_pretty(&toml::Table::from_iter([("delivery".to_string(), toml::Value::try_from(&d).unwrap())])).unwrap();
+        let text = toml::to_string_pretty(&toml::Table::from_iter([(
+            "delivery".to_string(),
+            toml::Value::try_from(&d).unwrap(),
+        )]))
+        .unwrap();
         let (_, issues) = parse(&text);
         assert!(issues.is_empty(), "{issues:?}\n{text}");
     }
 
     #[test]
     fn missing_credential_names_the_variable() {
-        let (d, issues) = parse("[delivery]\nemail = \"sendgrid\"\n[delivery.sendgrid]\nfrom_email = \"hello@vedaroots.example\"\n");
+        let (d, issues) = parse(
+            "[delivery]\nemail = \"sendgrid\"\n[delivery.sendgrid]\nfrom_email = \"hello@vedaroots.example\"\n",
+        );
         assert!(issues.is_empty(), "{issues:?}");
         let err = d.build(&no_env).unwrap_err();
         assert_eq!(err.len(), 1, "{err:?}");
         assert_eq!(err[0].key, "delivery.sendgrid.api_key_env");
-        assert!(err[0].message.contains("SENDGRID_API_KEY"), "{}", err[0].message);
-        assert!(err[0].fix.contains("set SENDGRID_API_KEY"), "{}", err[0].fix);
+        assert!(
+            err[0].message.contains("SENDGRID_API_KEY"),
+            "{}",
+            err[0].message
+        );
+        assert!(
+            err[0].fix.contains("set SENDGRID_API_KEY"),
+            "{}",
+            err[0].fix
+        );
         // An empty variable counts as missing; a set one builds, and the key stays out of Debug.
         assert!(d.build(&|_| Some("  ".into())).is_err());
-        let p = d.build(&|k| (k == "SENDGRID_API_KEY").then(|| "SG.secret-value".to_string())).expect("builds");
+        let p = d
+            .build(&|k| (k == "SENDGRID_API_KEY").then(|| "SG.secret-value".to_string()))
+            .expect("builds");
         assert_eq!(p.for_channel(Channel::Email).unwrap().name(), "sendgrid");
         assert!(!format!("{p:?}").contains("secret-value"));
     }
 
     #[test]
     fn only_selected_providers_need_credentials() {
-        let d = DeliverySettings { email: "postmark".into(), sms: String::new(), whatsapp: "twilio".into(), ..Default::default() };
+        let d = DeliverySettings {
+            email: "postmark".into(),
+            sms: String::new(),
+            whatsapp: "twilio".into(),
+            ..Default::default()
+        };
         let err = d.build(&no_env).unwrap_err();
         let keys: Vec<&str> = err.iter().map(|i| i.key.as_str()).collect();
-        assert_eq!(keys, ["delivery.postmark.server_token_env", "delivery.twilio.auth_token_env"]);
-        let d = DeliverySettings { email: String::new(), sms: String::new(), whatsapp: String::new(), ..Default::default() };
+        assert_eq!(
+            keys,
+            [
+                "delivery.postmark.server_token_env",
+                "delivery.twilio.auth_token_env"
+            ]
+        );
+        let d = DeliverySettings {
+            email: String::new(),
+            sms: String::new(),
+            whatsapp: String::new(),
+            ..Default::default()
+        };
         let p = d.build(&no_env).unwrap();
         assert!(p.for_channel(Channel::Email).is_none() && p.entries().is_empty());
     }
 
     #[test]
     fn unknown_and_unsuitable_providers_are_issues() {
-        let (_, issues) = parse("[delivery]\nemail = \"sendgird\"\nsms = \"postmark\"\nwhatsapp = \"carrier-pigeon\"\n");
-        let by_key = |k: &str| issues.iter().find(|i| i.key == k).unwrap_or_else(|| panic!("no issue for {k}: {issues:?}"));
-        assert!(by_key("delivery.email").fix.contains("did you mean \"sendgrid\""), "{issues:?}");
+        let (_, issues) = parse(
+            "[delivery]\nemail = \"sendgird\"\nsms = \"postmark\"\nwhatsapp = \"carrier-pigeon\"\n",
+        );
+        let by_key = |k: &str| {
+            issues
+                .iter()
+                .find(|i| i.key == k)
+                .unwrap_or_else(|| panic!("no issue for {k}: {issues:?}"))
+        };
+        assert!(
+            by_key("delivery.email")
+                .fix
+                .contains("did you mean \"sendgrid\""),
+            "{issues:?}"
+        );
         assert!(by_key("delivery.sms").message.contains("cannot send sms"));
         assert!(by_key("delivery.sms").fix.contains("twilio"));
-        assert!(by_key("delivery.whatsapp").message.contains("unknown provider"));
-        let d = DeliverySettings { email: "twilio".into(), ..Default::default() };
+        assert!(
+            by_key("delivery.whatsapp")
+                .message
+                .contains("unknown provider")
+        );
+        let d = DeliverySettings {
+            email: "twilio".into(),
+            ..Default::default()
+        };
         assert!(d.build(&no_env).is_err());
     }
 
@@ -907,30 +1253,61 @@ mod tests {
         assert!(keys.contains(&"delivery.smtp.from"), "{keys:?}");
         assert!(keys.contains(&"delivery.smtp.timeout_ms"), "{keys:?}");
         assert!(keys.contains(&"delivery.sendgrid.api_key"), "{keys:?}");
-        let typo = issues.iter().find(|i| i.key == "delivery.sendgrid.api_key").unwrap();
+        let typo = issues
+            .iter()
+            .find(|i| i.key == "delivery.sendgrid.api_key")
+            .unwrap();
         assert!(typo.fix.contains("api_key_env"), "{}", typo.fix);
         // The wrong `security` does not discard the rest of [delivery.smtp].
         assert!(!keys.contains(&"delivery.smtp.host"), "{keys:?}");
-        let (_, issues) = parse("[delivery]\nemial = \"file\"\n[delivery.sendgird]\nfrom_email = \"a@b.example\"\n[delivery.file]\ndir = 3\n");
+        let (_, issues) = parse(
+            "[delivery]\nemial = \"file\"\n[delivery.sendgird]\nfrom_email = \"a@b.example\"\n[delivery.file]\ndir = 3\n",
+        );
         let keys: Vec<&str> = issues.iter().map(|i| i.key.as_str()).collect();
-        assert_eq!(keys, ["delivery.emial", "delivery.sendgird", "delivery.file.dir"], "{issues:?}");
-        assert!(issues[1].fix.contains("delivery.sendgrid"), "{}", issues[1].fix);
+        assert_eq!(
+            keys,
+            ["delivery.emial", "delivery.sendgird", "delivery.file.dir"],
+            "{issues:?}"
+        );
+        assert!(
+            issues[1].fix.contains("delivery.sendgrid"),
+            "{}",
+            issues[1].fix
+        );
         let (_, issues) = parse("[delivery]\nsmtp = \"x\"\n");
         assert_eq!(issues.len(), 1, "{issues:?}");
     }
 
     #[test]
     fn selected_providers_need_their_keys() {
-        let d = DeliverySettings { email: "mailgun".into(), sms: "twilio".into(), whatsapp: "whatsapp_cloud".into(), ..Default::default() };
+        let d = DeliverySettings {
+            email: "mailgun".into(),
+            sms: "twilio".into(),
+            whatsapp: "whatsapp_cloud".into(),
+            ..Default::default()
+        };
         let keys: Vec<String> = issues(&d).into_iter().map(|i| i.key).collect();
-        for k in ["delivery.mailgun.from", "delivery.mailgun.domain", "delivery.twilio.account_sid", "delivery.twilio.from", "delivery.whatsapp_cloud.phone_number_id"] {
+        for k in [
+            "delivery.mailgun.from",
+            "delivery.mailgun.domain",
+            "delivery.twilio.account_sid",
+            "delivery.twilio.from",
+            "delivery.whatsapp_cloud.phone_number_id",
+        ] {
             assert!(keys.iter().any(|x| x == k), "{k} missing from {keys:?}");
         }
-        let mut d = DeliverySettings { email: "webhook".into(), sms: "webhook".into(), whatsapp: "twilio".into(), ..Default::default() };
+        let mut d = DeliverySettings {
+            email: "webhook".into(),
+            sms: "webhook".into(),
+            whatsapp: "twilio".into(),
+            ..Default::default()
+        };
         d.webhook.url = "https://hooks.example.com/retentiond".into();
         d.twilio.account_sid = format!("AC{}", "0".repeat(32));
         d.twilio.whatsapp_from = "whatsapp:+14155550123".into();
-        d.twilio.whatsapp_content_sids.insert("winback_offer".into(), format!("HX{}", "a".repeat(32)));
+        d.twilio
+            .whatsapp_content_sids
+            .insert("winback_offer".into(), format!("HX{}", "a".repeat(32)));
         assert!(issues(&d).is_empty(), "{:?}", issues(&d));
         d.webhook.secret_env = "not a name".into();
         assert_eq!(issues(&d).len(), 1);

@@ -45,11 +45,23 @@ pub fn client(timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
 /// HTTP status → error: 408, 429 and 5xx are transient (retry later, after `retry_after` when
 /// given); other 4xx are permanent; anything else (1xx, 3xx) is permanent too, since it means the
 /// request went somewhere it should not (check `base_url`).
-pub fn classify_status(status: u16, reason: impl Into<String>, retry_after: Option<Duration>) -> SendError {
+pub fn classify_status(
+    status: u16,
+    reason: impl Into<String>,
+    retry_after: Option<Duration>,
+) -> SendError {
     let reason = reason.into();
     match status {
-        408 | 429 | 500..=599 => SendError::Transient { status: Some(status), reason, retry_after },
-        _ => SendError::Permanent { status: Some(status), reason, bad_address: false },
+        408 | 429 | 500..=599 => SendError::Transient {
+            status: Some(status),
+            reason,
+            retry_after,
+        },
+        _ => SendError::Permanent {
+            status: Some(status),
+            reason,
+            bad_address: false,
+        },
     }
 }
 
@@ -68,7 +80,10 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
 }
 
 pub(crate) fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    headers.get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(|v| parse_retry_after(v, SystemTime::now()))
+    headers
+        .get(RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_retry_after(v, SystemTime::now()))
 }
 
 /// A provider's answer.
@@ -103,7 +118,9 @@ impl Reply {
                 "provider accepted the message but its reply carried no message id: its delivery reports can only be matched by our message id (check base_url if every send says this)"
             );
         }
-        Accepted { provider_message_id: id }
+        Accepted {
+            provider_message_id: id,
+        }
     }
 
     /// The error for a non-2xx reply with `detail` (the provider's own message, when the body
@@ -114,16 +131,29 @@ impl Reply {
             _ => self.body.chars().take(300).collect(),
         };
         let reason = match self.status {
-            401 | 403 => format!("HTTP {}: authentication or permission failure; check the credential and account settings: {detail}", self.status),
+            401 | 403 => format!(
+                "HTTP {}: authentication or permission failure; check the credential and account settings: {detail}",
+                self.status
+            ),
             _ => format!("HTTP {}: {detail}", self.status),
         };
-        classify_status(self.status, sanitize_reason(&reason, recipient), self.retry_after())
+        classify_status(
+            self.status,
+            sanitize_reason(&reason, recipient),
+            self.retry_after(),
+        )
     }
 }
 
 /// Sends a request and reads the reply. Timeouts and connection errors are transient.
-pub(crate) async fn execute(req: reqwest::RequestBuilder, recipient: &str) -> Result<Reply, SendError> {
-    let resp = req.send().await.map_err(|e| transport_error(e, recipient))?;
+pub(crate) async fn execute(
+    req: reqwest::RequestBuilder,
+    recipient: &str,
+) -> Result<Reply, SendError> {
+    let resp = req
+        .send()
+        .await
+        .map_err(|e| transport_error(e, recipient))?;
     let status = resp.status().as_u16();
     let headers = resp.headers().clone();
     let mut resp = resp;
@@ -146,7 +176,11 @@ pub(crate) async fn execute(req: reqwest::RequestBuilder, recipient: &str) -> Re
             Err(e) => return Err(transport_error(e, recipient)),
         }
     }
-    Ok(Reply { status, headers, body: String::from_utf8_lossy(&body).into_owned() })
+    Ok(Reply {
+        status,
+        headers,
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
 }
 
 /// A transport failure (no usable reply): always transient. The URL is left out of the reason
@@ -169,7 +203,11 @@ pub(crate) fn transport_error(e: reqwest::Error, recipient: &str) -> SendError {
         detail.push_str(&s.to_string());
         source = s.source();
     }
-    SendError::Transient { status: None, reason: sanitize_reason(&format!("{what}: {detail}"), recipient), retry_after: None }
+    SendError::Transient {
+        status: None,
+        reason: sanitize_reason(&format!("{what}: {detail}"), recipient),
+        retry_after: None,
+    }
 }
 
 #[cfg(test)]
@@ -193,9 +231,18 @@ mod tests {
     fn parses_retry_after() {
         let now = httpdate::parse_http_date("Wed, 21 Oct 2015 07:28:00 GMT").unwrap();
         assert_eq!(parse_retry_after("7", now), Some(Duration::from_secs(7)));
-        assert_eq!(parse_retry_after(" 120 ", now), Some(Duration::from_secs(120)));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now), Some(Duration::from_secs(30)));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after(" 120 ", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:00:00 GMT", now),
+            Some(Duration::ZERO)
+        );
         assert_eq!(parse_retry_after("99999999", now), Some(MAX_RETRY_AFTER));
         assert_eq!(parse_retry_after("soon", now), None);
         assert_eq!(parse_retry_after("-1", now), None);

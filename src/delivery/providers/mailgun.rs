@@ -26,7 +26,11 @@ pub struct Mailgun {
 
 impl std::fmt::Debug for Mailgun {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Mailgun").field("endpoint", &self.endpoint).field("api_key", &"<redacted>").field("from", &self.from).finish()
+        f.debug_struct("Mailgun")
+            .field("endpoint", &self.endpoint)
+            .field("api_key", &"<redacted>")
+            .field("from", &self.from)
+            .finish()
     }
 }
 
@@ -34,15 +38,28 @@ impl Mailgun {
     pub fn new(s: &MailgunSettings, api_key: String) -> Result<Mailgun, reqwest::Error> {
         Ok(Mailgun {
             client: http::client(Duration::from_millis(s.timeout_ms))?,
-            endpoint: format!("{}/v3/{}/messages", s.base_url.trim_end_matches('/'), s.domain),
+            endpoint: format!(
+                "{}/v3/{}/messages",
+                s.base_url.trim_end_matches('/'),
+                s.domain
+            ),
             api_key,
             from: s.from.clone(),
         })
     }
 
     /// The form fields for one email, in order.
-    pub fn fields(&self, msg: &Outgoing<'_>, to: &str, email: &RenderedEmail) -> Vec<(&'static str, String)> {
-        let mut f = vec![("from", self.from.clone()), ("to", to.to_string()), ("subject", email.subject.clone())];
+    pub fn fields(
+        &self,
+        msg: &Outgoing<'_>,
+        to: &str,
+        email: &RenderedEmail,
+    ) -> Vec<(&'static str, String)> {
+        let mut f = vec![
+            ("from", self.from.clone()),
+            ("to", to.to_string()),
+            ("subject", email.subject.clone()),
+        ];
         if !email.text.is_empty() {
             f.push(("text", email.text.clone()));
         }
@@ -53,7 +70,10 @@ impl Mailgun {
             f.push(("h:List-Unsubscribe", email.list_unsubscribe.clone()));
         }
         if !email.list_unsubscribe_post.is_empty() {
-            f.push(("h:List-Unsubscribe-Post", email.list_unsubscribe_post.clone()));
+            f.push((
+                "h:List-Unsubscribe-Post",
+                email.list_unsubscribe_post.clone(),
+            ));
         }
         f.extend([
             ("o:tag", msg.campaign.to_string()),
@@ -65,20 +85,42 @@ impl Mailgun {
         f
     }
 
-    async fn send_email(&self, msg: &Outgoing<'_>, to: &str, email: &RenderedEmail) -> Result<Accepted, SendError> {
-        let form = self.fields(msg, to, email).into_iter().fold(reqwest::multipart::Form::new(), |form, (k, v)| form.text(k, v));
-        let req = self.client.post(&self.endpoint).basic_auth("api", Some(&self.api_key)).multipart(form);
+    async fn send_email(
+        &self,
+        msg: &Outgoing<'_>,
+        to: &str,
+        email: &RenderedEmail,
+    ) -> Result<Accepted, SendError> {
+        let form = self
+            .fields(msg, to, email)
+            .into_iter()
+            .fold(reqwest::multipart::Form::new(), |form, (k, v)| {
+                form.text(k, v)
+            });
+        let req = self
+            .client
+            .post(&self.endpoint)
+            .basic_auth("api", Some(&self.api_key))
+            .multipart(form);
         let reply = http::execute(req, to).await?;
         let json = reply.json();
-        let message = json.as_ref().and_then(|v| v.get("message")).and_then(Value::as_str);
+        let message = json
+            .as_ref()
+            .and_then(|v| v.get("message"))
+            .and_then(Value::as_str);
         if reply.is_success() {
-            let id = json.as_ref().and_then(|v| v.get("id")).and_then(Value::as_str).map(str::to_string);
+            let id = json
+                .as_ref()
+                .and_then(|v| v.get("id"))
+                .and_then(Value::as_str)
+                .map(str::to_string);
             return Ok(reply.accepted(id));
         }
         let mut err = reply.error(message, to);
         if let SendError::Permanent { bad_address, .. } = &mut err {
             let m = message.unwrap_or("").to_ascii_lowercase();
-            *bad_address = reply.status == 400 && m.starts_with("'to' parameter is not a valid address");
+            *bad_address =
+                reply.status == 400 && m.starts_with("'to' parameter is not a valid address");
         }
         Err(err)
     }
@@ -137,7 +179,11 @@ mod tests {
 
     async fn reply_with(template: ResponseTemplate) -> Result<Accepted, SendError> {
         let server = MockServer::start().await;
-        Mock::given(method("POST")).and(path("/v3/mg.vedaroots.example/messages")).respond_with(template).mount(&server).await;
+        Mock::given(method("POST"))
+            .and(path("/v3/mg.vedaroots.example/messages"))
+            .respond_with(template)
+            .mount(&server)
+            .await;
         let r = testutil::email();
         provider(&server).send(&testutil::outgoing(&r)).await
     }
@@ -155,21 +201,32 @@ mod tests {
             .mount(&server)
             .await;
         let r = testutil::email();
-        let accepted = provider(&server).send(&testutil::outgoing(&r)).await.unwrap();
-        assert_eq!(accepted.provider_message_id.as_deref(), Some("<20261103100000.1.ABCDEF@mg.vedaroots.example>"));
+        let accepted = provider(&server)
+            .send(&testutil::outgoing(&r))
+            .await
+            .unwrap();
+        assert_eq!(
+            accepted.provider_message_id.as_deref(),
+            Some("<20261103100000.1.ABCDEF@mg.vedaroots.example>")
+        );
 
         let req = &server.received_requests().await.unwrap()[0];
         let ct = req.headers.get("content-type").unwrap().to_str().unwrap();
         assert!(ct.starts_with("multipart/form-data; boundary="), "{ct}");
         let fields = parse_multipart(ct, &req.body);
-        let Rendered::Email { email, .. } = &r else { unreachable!() };
+        let Rendered::Email { email, .. } = &r else {
+            unreachable!()
+        };
         let expected: Vec<(String, String)> = [
             ("from", "Veda Roots <hello@mg.vedaroots.example>"),
             ("to", "asha.rao@example.com"),
             ("subject", email.subject.as_str()),
             ("text", email.text.as_str()),
             ("html", email.html.as_str()),
-            ("h:List-Unsubscribe", "<https://crm.example.com/u/abc>, <mailto:unsubscribe@vedaroots.example>"),
+            (
+                "h:List-Unsubscribe",
+                "<https://crm.example.com/u/abc>, <mailto:unsubscribe@vedaroots.example>",
+            ),
             ("h:List-Unsubscribe-Post", "List-Unsubscribe=One-Click"),
             ("o:tag", "spring-winback"),
             ("v:message_id", "4711"),
@@ -186,21 +243,60 @@ mod tests {
     #[tokio::test]
     async fn invalid_recipient_is_a_bad_address() {
         let err = reply_with(ResponseTemplate::new(400).set_body_json(json!({ "message": "'to' parameter is not a valid address. please check documentation" }))).await.unwrap_err();
-        assert!(matches!(err, SendError::Permanent { status: Some(400), bad_address: true, .. }), "{err:?}");
-        let err = reply_with(ResponseTemplate::new(400).set_body_json(json!({ "message": "'from' parameter is missing" }))).await.unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SendError::Permanent {
+                    status: Some(400),
+                    bad_address: true,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let err = reply_with(
+            ResponseTemplate::new(400)
+                .set_body_json(json!({ "message": "'from' parameter is missing" })),
+        )
+        .await
+        .unwrap_err();
         assert!(err.is_permanent() && !err.is_bad_address(), "{err:?}");
-        let err = reply_with(ResponseTemplate::new(401).set_body_string("Forbidden")).await.unwrap_err();
-        assert!(err.is_permanent() && !err.reason().contains("key-3ax6"), "{err:?}");
+        let err = reply_with(ResponseTemplate::new(401).set_body_string("Forbidden"))
+            .await
+            .unwrap_err();
+        assert!(
+            err.is_permanent() && !err.reason().contains("key-3ax6"),
+            "{err:?}"
+        );
     }
 
     #[tokio::test]
     async fn rate_limits_and_outages_are_transient() {
-        let err = reply_with(ResponseTemplate::new(429).insert_header("Retry-After", "7")).await.unwrap_err();
-        assert!(matches!(err, SendError::Transient { status: Some(429), retry_after: Some(d), .. } if d == Duration::from_secs(7)), "{err:?}");
+        let err = reply_with(ResponseTemplate::new(429).insert_header("Retry-After", "7"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, SendError::Transient { status: Some(429), retry_after: Some(d), .. } if d == Duration::from_secs(7)),
+            "{err:?}"
+        );
         let err = reply_with(ResponseTemplate::new(503)).await.unwrap_err();
-        assert!(matches!(err, SendError::Transient { status: Some(503), .. }), "{err:?}");
-        let err = reply_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(2))).await.unwrap_err();
-        assert!(matches!(err, SendError::Transient { status: None, .. }), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                SendError::Transient {
+                    status: Some(503),
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let err = reply_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(2)))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, SendError::Transient { status: None, .. }),
+            "{err:?}"
+        );
     }
 
     testutil::failure_class_tests! {

@@ -115,11 +115,19 @@ pub enum SendError {
     /// Do not retry: most 4xx, invalid address/number. `bad_address` = the recipient itself is
     /// invalid (to be suppressed).
     #[error("permanent failure{}: {reason}{}", status_suffix(*status), if *bad_address { " (bad address)" } else { "" })]
-    Permanent { status: Option<u16>, reason: String, bad_address: bool },
+    Permanent {
+        status: Option<u16>,
+        reason: String,
+        bad_address: bool,
+    },
     /// Retry later: 429, 5xx, timeouts, connection errors. `retry_after` from the Retry-After
     /// header (seconds or HTTP date) when present.
     #[error("transient failure{}: {reason}{}", status_suffix(*status), retry_suffix(*retry_after))]
-    Transient { status: Option<u16>, reason: String, retry_after: Option<std::time::Duration> },
+    Transient {
+        status: Option<u16>,
+        reason: String,
+        retry_after: Option<std::time::Duration>,
+    },
 }
 
 fn status_suffix(status: Option<u16>) -> String {
@@ -127,16 +135,28 @@ fn status_suffix(status: Option<u16>) -> String {
 }
 
 fn retry_suffix(retry_after: Option<std::time::Duration>) -> String {
-    retry_after.map(|d| format!(" (retry after {}s)", d.as_secs())).unwrap_or_default()
+    retry_after
+        .map(|d| format!(" (retry after {}s)", d.as_secs()))
+        .unwrap_or_default()
 }
 
 impl SendError {
     pub fn permanent(reason: impl Into<String>) -> SendError {
-        SendError::Permanent { status: None, reason: reason.into(), bad_address: false }.redacted()
+        SendError::Permanent {
+            status: None,
+            reason: reason.into(),
+            bad_address: false,
+        }
+        .redacted()
     }
 
     pub fn transient(reason: impl Into<String>) -> SendError {
-        SendError::Transient { status: None, reason: reason.into(), retry_after: None }.redacted()
+        SendError::Transient {
+            status: None,
+            reason: reason.into(),
+            retry_after: None,
+        }
+        .redacted()
     }
 
     /// The same error with every known secret in its reason replaced ([`crate::redact`]).
@@ -153,7 +173,13 @@ impl SendError {
     }
 
     pub fn is_bad_address(&self) -> bool {
-        matches!(self, SendError::Permanent { bad_address: true, .. })
+        matches!(
+            self,
+            SendError::Permanent {
+                bad_address: true,
+                ..
+            }
+        )
     }
 
     pub fn status(&self) -> Option<u16> {
@@ -230,7 +256,10 @@ pub fn sanitize_reason(text: &str, recipient: &str) -> String {
             s = s.replace(bare, &mask_recipient(bare));
         }
     }
-    let s: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    let s: String = s
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
     match s.char_indices().nth(300) {
         Some((i, _)) => format!("{}…", &s[..i]),
         None => s,
@@ -240,13 +269,20 @@ pub fn sanitize_reason(text: &str, recipient: &str) -> String {
 /// The error for a message of a channel the provider cannot send (a wiring mistake, not the
 /// recipient's fault).
 pub(crate) fn wrong_channel(provider: &str, msg: &Outgoing<'_>) -> SendError {
-    SendError::permanent(format!("provider {provider} cannot send {} messages", msg.channel().as_str()))
+    SendError::permanent(format!(
+        "provider {provider} cannot send {} messages",
+        msg.channel().as_str()
+    ))
 }
 
 /// Runs one send inside a span (provider, message id, campaign, masked recipient) and logs the
 /// outcome. An error's reason is redacted here whatever built it, before it is logged or
 /// returned to the dispatcher (which stores it).
-pub(crate) async fn traced<F>(provider: &str, msg: &Outgoing<'_>, send: F) -> Result<Accepted, SendError>
+pub(crate) async fn traced<F>(
+    provider: &str,
+    msg: &Outgoing<'_>,
+    send: F,
+) -> Result<Accepted, SendError>
 where
     F: Future<Output = Result<Accepted, SendError>>,
 {
@@ -261,7 +297,10 @@ where
     async move {
         let result = send.await.map_err(SendError::redacted);
         match &result {
-            Ok(a) => tracing::debug!(provider_message_id = a.provider_message_id.as_deref().unwrap_or(""), "accepted"),
+            Ok(a) => tracing::debug!(
+                provider_message_id = a.provider_message_id.as_deref().unwrap_or(""),
+                "accepted"
+            ),
             Err(e) => tracing::warn!(error = %e, "send failed"),
         }
         result
@@ -274,7 +313,9 @@ where
 #[cfg(test)]
 pub(crate) mod testutil {
     use super::*;
-    use crate::messages::{LIST_UNSUBSCRIBE_POST, RenderedEmail, RenderedSms, RenderedWhatsapp, SmsEncoding};
+    use crate::messages::{
+        LIST_UNSUBSCRIBE_POST, RenderedEmail, RenderedSms, RenderedWhatsapp, SmsEncoding,
+    };
 
     pub const KEY: &str = "spring-winback/C-10042/2026-11-03";
 
@@ -318,7 +359,13 @@ pub(crate) mod testutil {
     }
 
     pub fn outgoing(rendered: &Rendered) -> Outgoing<'_> {
-        Outgoing { message_id: 4711, idempotency_key: KEY, campaign: "spring-winback", customer_id: "C-10042", rendered }
+        Outgoing {
+            message_id: 4711,
+            idempotency_key: KEY,
+            campaign: "spring-winback",
+            customer_id: "C-10042",
+            rendered,
+        }
     }
 
     /// A base URL where nothing listens: a port that was free a moment ago (bound to
@@ -425,7 +472,12 @@ pub(crate) mod testutil {
 
     /// A form-urlencoded body as (name, value) pairs, in order.
     pub fn parse_form(body: &[u8]) -> Vec<(String, String)> {
-        let decode = |s: &str| percent_encoding::percent_decode_str(&s.replace('+', " ")).decode_utf8().expect("utf-8").into_owned();
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(&s.replace('+', " "))
+                .decode_utf8()
+                .expect("utf-8")
+                .into_owned()
+        };
         std::str::from_utf8(body)
             .expect("utf-8 body")
             .split('&')
@@ -439,14 +491,29 @@ pub(crate) mod testutil {
 
     /// A multipart/form-data body's text fields as (name, value) pairs, in order.
     pub fn parse_multipart(content_type: &str, body: &[u8]) -> Vec<(String, String)> {
-        let boundary = content_type.split("boundary=").nth(1).expect("boundary").trim_matches('"');
+        let boundary = content_type
+            .split("boundary=")
+            .nth(1)
+            .expect("boundary")
+            .trim_matches('"');
         let body = std::str::from_utf8(body).expect("utf-8 body");
         let mut out = Vec::new();
         for part in body.split(&format!("--{boundary}")) {
             let part = part.strip_prefix("\r\n").unwrap_or(part);
-            let Some((head, value)) = part.split_once("\r\n\r\n") else { continue };
-            let Some(name) = head.split("name=\"").nth(1).and_then(|s| s.split('"').next()) else { continue };
-            out.push((name.to_string(), value.strip_suffix("\r\n").unwrap_or(value).to_string()));
+            let Some((head, value)) = part.split_once("\r\n\r\n") else {
+                continue;
+            };
+            let Some(name) = head
+                .split("name=\"")
+                .nth(1)
+                .and_then(|s| s.split('"').next())
+            else {
+                continue;
+            };
+            out.push((
+                name.to_string(),
+                value.strip_suffix("\r\n").unwrap_or(value).to_string(),
+            ));
         }
         out
     }
@@ -460,7 +527,10 @@ mod tests {
     fn masks_recipients() {
         let r = testutil::email();
         let debug = format!("{:?}", testutil::outgoing(&r));
-        assert!(debug.contains("a***@example.com") && !debug.contains("asha.rao"), "{debug}");
+        assert!(
+            debug.contains("a***@example.com") && !debug.contains("asha.rao"),
+            "{debug}"
+        );
         assert_eq!(mask_recipient("asha.rao@example.com"), "a***@example.com");
         assert_eq!(mask_recipient("+919812345678"), "+91*******678");
         assert_eq!(mask_recipient("12345"), "***");
@@ -468,7 +538,10 @@ mod tests {
 
     #[test]
     fn sanitizes_reasons() {
-        let r = sanitize_reason("The 'To' number +919812345678 is not valid\n(919812345678)", "+919812345678");
+        let r = sanitize_reason(
+            "The 'To' number +919812345678 is not valid\n(919812345678)",
+            "+919812345678",
+        );
         assert!(!r.contains("9812345678"), "{r}");
         assert!(!r.contains('\n'));
         let long = "x".repeat(1000);
@@ -484,10 +557,21 @@ mod tests {
 
     #[test]
     fn errors_display_without_secrets() {
-        let e = SendError::Transient { status: Some(429), reason: "rate limited".into(), retry_after: Some(std::time::Duration::from_secs(7)) };
-        assert_eq!(e.to_string(), "transient failure (status 429): rate limited (retry after 7s)");
+        let e = SendError::Transient {
+            status: Some(429),
+            reason: "rate limited".into(),
+            retry_after: Some(std::time::Duration::from_secs(7)),
+        };
+        assert_eq!(
+            e.to_string(),
+            "transient failure (status 429): rate limited (retry after 7s)"
+        );
         assert!(!e.is_permanent());
-        let e = SendError::Permanent { status: Some(400), reason: "invalid".into(), bad_address: true };
+        let e = SendError::Permanent {
+            status: Some(400),
+            reason: "invalid".into(),
+            bad_address: true,
+        };
         assert!(e.is_bad_address());
     }
 }

@@ -56,11 +56,14 @@ impl Postmark {
 
     /// The request body for one email.
     pub fn body(&self, msg: &Outgoing<'_>, to: &str, email: &RenderedEmail) -> Value {
-        let headers: Vec<Value> = [("List-Unsubscribe", &email.list_unsubscribe), ("List-Unsubscribe-Post", &email.list_unsubscribe_post)]
-            .into_iter()
-            .filter(|(_, v)| !v.is_empty())
-            .map(|(n, v)| json!({ "Name": n, "Value": v }))
-            .collect();
+        let headers: Vec<Value> = [
+            ("List-Unsubscribe", &email.list_unsubscribe),
+            ("List-Unsubscribe-Post", &email.list_unsubscribe_post),
+        ]
+        .into_iter()
+        .filter(|(_, v)| !v.is_empty())
+        .map(|(n, v)| json!({ "Name": n, "Value": v }))
+        .collect();
         json!({
             "From": self.from,
             "To": to,
@@ -79,7 +82,12 @@ impl Postmark {
         })
     }
 
-    async fn send_email(&self, msg: &Outgoing<'_>, to: &str, email: &RenderedEmail) -> Result<Accepted, SendError> {
+    async fn send_email(
+        &self,
+        msg: &Outgoing<'_>,
+        to: &str,
+        email: &RenderedEmail,
+    ) -> Result<Accepted, SendError> {
         let req = self
             .client
             .post(&self.endpoint)
@@ -88,11 +96,22 @@ impl Postmark {
             .json(&self.body(msg, to, email));
         let reply = http::execute(req, to).await?;
         let json = reply.json();
-        let code = json.as_ref().and_then(|v| v.get("ErrorCode")).and_then(Value::as_i64);
-        let message = json.as_ref().and_then(|v| v.get("Message")).and_then(Value::as_str).unwrap_or("");
+        let code = json
+            .as_ref()
+            .and_then(|v| v.get("ErrorCode"))
+            .and_then(Value::as_i64);
+        let message = json
+            .as_ref()
+            .and_then(|v| v.get("Message"))
+            .and_then(Value::as_str)
+            .unwrap_or("");
         if reply.is_success() && code.unwrap_or(0) == 0 {
             // A 2xx body that is not JSON has no ErrorCode: accepted (see `http`).
-            let id = json.as_ref().and_then(|v| v.get("MessageID")).and_then(Value::as_str).map(str::to_string);
+            let id = json
+                .as_ref()
+                .and_then(|v| v.get("MessageID"))
+                .and_then(Value::as_str)
+                .map(str::to_string);
             return Ok(reply.accepted(id));
         }
         Err(error(&reply, code, message, to))
@@ -100,19 +119,48 @@ impl Postmark {
 }
 
 fn error(reply: &Reply, code: Option<i64>, message: &str, to: &str) -> SendError {
-    let Some(code) = code.filter(|c| *c != 0) else { return reply.error(Some(message), to) };
-    let reason = sanitize_reason(&format!("HTTP {} ErrorCode {code}: {message}", reply.status), to);
+    let Some(code) = code.filter(|c| *c != 0) else {
+        return reply.error(Some(message), to);
+    };
+    let reason = sanitize_reason(
+        &format!("HTTP {} ErrorCode {code}: {message}", reply.status),
+        to,
+    );
     let status = Some(reply.status);
     match code {
         // Inactive recipient: hard bounce, spam complaint or manual suppression.
-        406 => SendError::Permanent { status, reason, bad_address: true },
+        406 => SendError::Permanent {
+            status,
+            reason,
+            bad_address: true,
+        },
         // Invalid email request: the recipient's fault only when it is about the To address.
-        300 => SendError::Permanent { status, reason, bad_address: message.contains("'To'") || message.contains("recipient") },
-        429 => SendError::Transient { status, reason, retry_after: reply.retry_after() },
+        300 => SendError::Permanent {
+            status,
+            reason,
+            bad_address: message.contains("'To'") || message.contains("recipient"),
+        },
+        429 => SendError::Transient {
+            status,
+            reason,
+            retry_after: reply.retry_after(),
+        },
         // Maintenance.
-        100 => SendError::Transient { status, reason, retry_after: reply.retry_after() },
-        _ if reply.status >= 500 || reply.status == 429 => SendError::Transient { status, reason, retry_after: reply.retry_after() },
-        _ => SendError::Permanent { status, reason, bad_address: false },
+        100 => SendError::Transient {
+            status,
+            reason,
+            retry_after: reply.retry_after(),
+        },
+        _ if reply.status >= 500 || reply.status == 429 => SendError::Transient {
+            status,
+            reason,
+            retry_after: reply.retry_after(),
+        },
+        _ => SendError::Permanent {
+            status,
+            reason,
+            bad_address: false,
+        },
     }
 }
 
@@ -157,13 +205,22 @@ mod tests {
     }
 
     fn provider_at(base_url: String) -> Postmark {
-        let s = PostmarkSettings { base_url, from: "Veda Roots <hello@vedaroots.example>".into(), timeout_ms: 300, ..Default::default() };
+        let s = PostmarkSettings {
+            base_url,
+            from: "Veda Roots <hello@vedaroots.example>".into(),
+            timeout_ms: 300,
+            ..Default::default()
+        };
         Postmark::new(&s, "pm-server-token".into()).unwrap()
     }
 
     async fn reply_with(template: ResponseTemplate) -> Result<Accepted, SendError> {
         let server = MockServer::start().await;
-        Mock::given(method("POST")).and(path("/email")).respond_with(template).mount(&server).await;
+        Mock::given(method("POST"))
+            .and(path("/email"))
+            .respond_with(template)
+            .mount(&server)
+            .await;
         let r = testutil::email();
         provider(&server).send(&testutil::outgoing(&r)).await
     }
@@ -187,11 +244,20 @@ mod tests {
             .mount(&server)
             .await;
         let r = testutil::email();
-        let accepted = provider(&server).send(&testutil::outgoing(&r)).await.unwrap();
-        assert_eq!(accepted.provider_message_id.as_deref(), Some("b7bc2f4a-e38e-4336-af7d-e6c392c2f817"));
+        let accepted = provider(&server)
+            .send(&testutil::outgoing(&r))
+            .await
+            .unwrap();
+        assert_eq!(
+            accepted.provider_message_id.as_deref(),
+            Some("b7bc2f4a-e38e-4336-af7d-e6c392c2f817")
+        );
 
-        let body: Value = serde_json::from_slice(&server.received_requests().await.unwrap()[0].body).unwrap();
-        let Rendered::Email { email, .. } = &r else { unreachable!() };
+        let body: Value =
+            serde_json::from_slice(&server.received_requests().await.unwrap()[0].body).unwrap();
+        let Rendered::Email { email, .. } = &r else {
+            unreachable!()
+        };
         assert_eq!(
             body,
             json!({
@@ -219,32 +285,88 @@ mod tests {
     #[tokio::test]
     async fn inactive_or_invalid_recipient_is_a_bad_address() {
         let inactive = json!({ "ErrorCode": 406, "Message": "You tried to send to recipient(s) that have been marked as inactive. Found inactive addresses: asha.rao@example.com. Inactive recipients are ones that have generated a hard bounce, a spam complaint, or a manual suppression." });
-        let err = reply_with(ResponseTemplate::new(422).set_body_json(inactive)).await.unwrap_err();
-        assert!(matches!(err, SendError::Permanent { status: Some(422), bad_address: true, .. }), "{err:?}");
-        assert!(!err.reason().contains("asha.rao@"), "recipient masked: {err:?}");
+        let err = reply_with(ResponseTemplate::new(422).set_body_json(inactive))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SendError::Permanent {
+                    status: Some(422),
+                    bad_address: true,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(
+            !err.reason().contains("asha.rao@"),
+            "recipient masked: {err:?}"
+        );
 
         let invalid = json!({ "ErrorCode": 300, "Message": "Error parsing 'To': Illegal email address 'asha.rao@example'. It must contain the '@' symbol." });
-        let err = reply_with(ResponseTemplate::new(400).set_body_json(invalid)).await.unwrap_err();
-        assert!(matches!(err, SendError::Permanent { status: Some(400), bad_address: true, .. }), "{err:?}");
+        let err = reply_with(ResponseTemplate::new(400).set_body_json(invalid))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SendError::Permanent {
+                    status: Some(400),
+                    bad_address: true,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
 
         let ours = json!({ "ErrorCode": 300, "Message": "Provide either email TextBody or HtmlBody or both." });
-        let err = reply_with(ResponseTemplate::new(422).set_body_json(ours)).await.unwrap_err();
+        let err = reply_with(ResponseTemplate::new(422).set_body_json(ours))
+            .await
+            .unwrap_err();
         assert!(err.is_permanent() && !err.is_bad_address(), "{err:?}");
 
         let token = json!({ "ErrorCode": 10, "Message": "The Server Token you provided in the X-Postmark-Server-Token request header was invalid." });
-        let err = reply_with(ResponseTemplate::new(401).set_body_json(token)).await.unwrap_err();
-        assert!(err.is_permanent() && !err.is_bad_address() && !err.reason().contains("pm-server-token"), "{err:?}");
+        let err = reply_with(ResponseTemplate::new(401).set_body_json(token))
+            .await
+            .unwrap_err();
+        assert!(
+            err.is_permanent()
+                && !err.is_bad_address()
+                && !err.reason().contains("pm-server-token"),
+            "{err:?}"
+        );
     }
 
     #[tokio::test]
     async fn rate_limits_and_outages_are_transient() {
-        let err = reply_with(ResponseTemplate::new(429).insert_header("Retry-After", "7").set_body_json(json!({"ErrorCode": 429, "Message": "Rate limit exceeded"}))).await.unwrap_err();
+        let err = reply_with(
+            ResponseTemplate::new(429)
+                .insert_header("Retry-After", "7")
+                .set_body_json(json!({"ErrorCode": 429, "Message": "Rate limit exceeded"})),
+        )
+        .await
+        .unwrap_err();
         assert_eq!(err.retry_after(), Some(Duration::from_secs(7)), "{err:?}");
         assert!(!err.is_permanent());
         let err = reply_with(ResponseTemplate::new(503)).await.unwrap_err();
-        assert!(matches!(err, SendError::Transient { status: Some(503), .. }), "{err:?}");
-        let err = reply_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(2))).await.unwrap_err();
-        assert!(matches!(err, SendError::Transient { status: None, .. }), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                SendError::Transient {
+                    status: Some(503),
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let err = reply_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(2)))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, SendError::Transient { status: None, .. }),
+            "{err:?}"
+        );
     }
 
     testutil::failure_class_tests! {

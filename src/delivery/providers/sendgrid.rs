@@ -27,7 +27,11 @@ pub struct SendGrid {
 
 impl std::fmt::Debug for SendGrid {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SendGrid").field("endpoint", &self.endpoint).field("api_key", &"<redacted>").field("from_email", &self.from_email).finish()
+        f.debug_struct("SendGrid")
+            .field("endpoint", &self.endpoint)
+            .field("api_key", &"<redacted>")
+            .field("from_email", &self.from_email)
+            .finish()
     }
 }
 
@@ -59,7 +63,10 @@ impl SendGrid {
             headers.insert("List-Unsubscribe".into(), json!(email.list_unsubscribe));
         }
         if !email.list_unsubscribe_post.is_empty() {
-            headers.insert("List-Unsubscribe-Post".into(), json!(email.list_unsubscribe_post));
+            headers.insert(
+                "List-Unsubscribe-Post".into(),
+                json!(email.list_unsubscribe_post),
+            );
         }
         let mut body = json!({
             "personalizations": [{ "to": [{ "email": to }] }],
@@ -80,12 +87,25 @@ impl SendGrid {
         body
     }
 
-    async fn send_email(&self, msg: &Outgoing<'_>, to: &str, email: &RenderedEmail) -> Result<Accepted, SendError> {
-        let req = self.client.post(&self.endpoint).bearer_auth(&self.api_key).json(&self.body(msg, to, email));
+    async fn send_email(
+        &self,
+        msg: &Outgoing<'_>,
+        to: &str,
+        email: &RenderedEmail,
+    ) -> Result<Accepted, SendError> {
+        let req = self
+            .client
+            .post(&self.endpoint)
+            .bearer_auth(&self.api_key)
+            .json(&self.body(msg, to, email));
         let reply = http::execute(req, to).await?;
         if reply.is_success() {
             // The id is a header: the body (normally empty) is not read.
-            let id = reply.headers.get("x-message-id").and_then(|v| v.to_str().ok()).map(str::to_string);
+            let id = reply
+                .headers
+                .get("x-message-id")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
             return Ok(reply.accepted(id));
         }
         Err(error(&reply, to))
@@ -98,11 +118,33 @@ fn error(reply: &Reply, to: &str) -> SendError {
         .and_then(|v| v.get("errors").and_then(Value::as_array).cloned())
         .unwrap_or_default()
         .iter()
-        .map(|e| (e.get("field").and_then(Value::as_str).unwrap_or("").to_string(), e.get("message").and_then(Value::as_str).unwrap_or("").to_string()))
+        .map(|e| {
+            (
+                e.get("field")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+                e.get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .to_string(),
+            )
+        })
         .collect();
-    let detail = errors.iter().map(|(f, m)| if f.is_empty() { m.clone() } else { format!("{m} (field {f})") }).collect::<Vec<_>>().join("; ");
+    let detail = errors
+        .iter()
+        .map(|(f, m)| {
+            if f.is_empty() {
+                m.clone()
+            } else {
+                format!("{m} (field {f})")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
     let mut err = reply.error(Some(&detail), to);
-    let recipient_field = |f: &str| f.starts_with("personalizations.") && f.contains(".to.") && f.ends_with(".email");
+    let recipient_field =
+        |f: &str| f.starts_with("personalizations.") && f.contains(".to.") && f.ends_with(".email");
     if let SendError::Permanent { bad_address, .. } = &mut err {
         *bad_address = reply.status == 400 && errors.iter().any(|(f, _)| recipient_field(f));
     }
@@ -162,7 +204,11 @@ mod tests {
 
     async fn reply_with(template: ResponseTemplate) -> Result<Accepted, SendError> {
         let server = MockServer::start().await;
-        Mock::given(method("POST")).and(path("/v3/mail/send")).respond_with(template).mount(&server).await;
+        Mock::given(method("POST"))
+            .and(path("/v3/mail/send"))
+            .respond_with(template)
+            .mount(&server)
+            .await;
         let r = testutil::email();
         provider(&server).send(&testutil::outgoing(&r)).await
     }
@@ -174,17 +220,28 @@ mod tests {
             .and(path("/v3/mail/send"))
             .and(header("authorization", "Bearer SG.test-key"))
             .and(header("content-type", "application/json"))
-            .respond_with(ResponseTemplate::new(202).insert_header("X-Message-Id", "14c5d75ce93.dfd.64b469.filter0001.16648.5515E0B88.0"))
+            .respond_with(ResponseTemplate::new(202).insert_header(
+                "X-Message-Id",
+                "14c5d75ce93.dfd.64b469.filter0001.16648.5515E0B88.0",
+            ))
             .expect(1)
             .mount(&server)
             .await;
         let r = testutil::email();
-        let accepted = provider(&server).send(&testutil::outgoing(&r)).await.unwrap();
-        assert_eq!(accepted.provider_message_id.as_deref(), Some("14c5d75ce93.dfd.64b469.filter0001.16648.5515E0B88.0"));
+        let accepted = provider(&server)
+            .send(&testutil::outgoing(&r))
+            .await
+            .unwrap();
+        assert_eq!(
+            accepted.provider_message_id.as_deref(),
+            Some("14c5d75ce93.dfd.64b469.filter0001.16648.5515E0B88.0")
+        );
 
         let req = &server.received_requests().await.unwrap()[0];
         let body: Value = serde_json::from_slice(&req.body).unwrap();
-        let Rendered::Email { email, .. } = &r else { unreachable!() };
+        let Rendered::Email { email, .. } = &r else {
+            unreachable!()
+        };
         assert_eq!(
             body,
             json!({
@@ -213,27 +270,62 @@ mod tests {
     #[tokio::test]
     async fn invalid_recipient_is_a_bad_address() {
         let body = json!({ "errors": [{ "message": "Does not contain a valid address.", "field": "personalizations.0.to.0.email", "help": "http://sendgrid.com/docs/API_Reference/Web_API_v3/Mail/errors.html#message.personalizations.to" }] });
-        let err = reply_with(ResponseTemplate::new(400).set_body_json(body)).await.unwrap_err();
+        let err = reply_with(ResponseTemplate::new(400).set_body_json(body))
+            .await
+            .unwrap_err();
         match err {
-            SendError::Permanent { status: Some(400), bad_address: true, ref reason } => assert!(reason.contains("valid address"), "{reason}"),
+            SendError::Permanent {
+                status: Some(400),
+                bad_address: true,
+                ref reason,
+            } => assert!(reason.contains("valid address"), "{reason}"),
             other => panic!("{other:?}"),
         }
         // Other validation errors are permanent but say nothing about the recipient.
         let body = json!({ "errors": [{ "message": "The from email does not contain a valid address.", "field": "from.email" }] });
-        let err = reply_with(ResponseTemplate::new(400).set_body_json(body)).await.unwrap_err();
+        let err = reply_with(ResponseTemplate::new(400).set_body_json(body))
+            .await
+            .unwrap_err();
         assert!(err.is_permanent() && !err.is_bad_address(), "{err:?}");
         let err = reply_with(ResponseTemplate::new(401).set_body_json(json!({"errors": [{"message": "The provided authorization grant is invalid, expired, or revoked"}]}))).await.unwrap_err();
-        assert!(err.is_permanent() && !err.reason().contains("SG.test-key"), "{err:?}");
+        assert!(
+            err.is_permanent() && !err.reason().contains("SG.test-key"),
+            "{err:?}"
+        );
     }
 
     #[tokio::test]
     async fn rate_limits_and_outages_are_transient() {
-        let err = reply_with(ResponseTemplate::new(429).insert_header("Retry-After", "7")).await.unwrap_err();
-        assert_eq!(err, SendError::Transient { status: Some(429), reason: err.reason().to_string(), retry_after: Some(Duration::from_secs(7)) });
+        let err = reply_with(ResponseTemplate::new(429).insert_header("Retry-After", "7"))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            err,
+            SendError::Transient {
+                status: Some(429),
+                reason: err.reason().to_string(),
+                retry_after: Some(Duration::from_secs(7))
+            }
+        );
         let err = reply_with(ResponseTemplate::new(503)).await.unwrap_err();
-        assert!(matches!(err, SendError::Transient { status: Some(503), retry_after: None, .. }), "{err:?}");
-        let err = reply_with(ResponseTemplate::new(202).set_delay(Duration::from_secs(2))).await.unwrap_err();
-        assert!(matches!(err, SendError::Transient { status: None, .. }), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                SendError::Transient {
+                    status: Some(503),
+                    retry_after: None,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let err = reply_with(ResponseTemplate::new(202).set_delay(Duration::from_secs(2)))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, SendError::Transient { status: None, .. }),
+            "{err:?}"
+        );
         assert!(err.reason().contains("timed out"), "{err:?}");
     }
 
@@ -242,7 +334,10 @@ mod tests {
         let p = provider_at(testutil::closed_port_url());
         let r = testutil::email();
         let err = p.send(&testutil::outgoing(&r)).await.unwrap_err();
-        assert!(matches!(err, SendError::Transient { status: None, .. }), "{err:?}");
+        assert!(
+            matches!(err, SendError::Transient { status: None, .. }),
+            "{err:?}"
+        );
         assert!(!format!("{p:?}").contains("SG.test-key") && !err.reason().contains("SG.test-key"));
     }
 
@@ -262,7 +357,10 @@ mod tests {
     async fn refuses_other_channels() {
         let server = MockServer::start().await;
         let r = testutil::sms();
-        let err = provider(&server).send(&testutil::outgoing(&r)).await.unwrap_err();
+        let err = provider(&server)
+            .send(&testutil::outgoing(&r))
+            .await
+            .unwrap_err();
         assert!(err.is_permanent() && !err.is_bad_address());
         assert!(server.received_requests().await.unwrap().is_empty());
     }

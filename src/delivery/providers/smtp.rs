@@ -20,7 +20,10 @@ use lettre::{AsyncTransport as _, Message, Tokio1Executor};
 use sha2::{Digest as _, Sha256};
 
 use super::config::{SmtpSecurity, SmtpSettings};
-use super::{Accepted, Outgoing, Provider, SendError, install_crypto_provider, sanitize_reason, traced, wrong_channel};
+use super::{
+    Accepted, Outgoing, Provider, SendError, install_crypto_provider, sanitize_reason, traced,
+    wrong_channel,
+};
 use crate::campaigns::Channel;
 use crate::messages::RenderedEmail;
 use crate::selection::offer::Rendered;
@@ -38,7 +41,10 @@ pub struct Smtp {
 impl std::fmt::Debug for Smtp {
     // The transport holds the credentials: show only where it connects.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Smtp").field("endpoint", &self.endpoint).field("from", &self.from.to_string()).finish()
+        f.debug_struct("Smtp")
+            .field("endpoint", &self.endpoint)
+            .field("from", &self.from.to_string())
+            .finish()
     }
 }
 
@@ -53,10 +59,16 @@ impl Smtp {
     /// `credentials` = (user name, password), or `None` to send without AUTH.
     pub fn new(s: &SmtpSettings, credentials: Option<(String, String)>) -> Result<Smtp, String> {
         install_crypto_provider();
-        let from: Mailbox = s.from.parse().map_err(|e| format!("from {:?} is not a mailbox: {e}", s.from))?;
+        let from: Mailbox = s
+            .from
+            .parse()
+            .map_err(|e| format!("from {:?} is not a mailbox: {e}", s.from))?;
         let mut builder = match s.security {
-            SmtpSecurity::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&s.host).map_err(|e| e.to_string())?,
-            SmtpSecurity::Tls => AsyncSmtpTransport::<Tokio1Executor>::relay(&s.host).map_err(|e| e.to_string())?,
+            SmtpSecurity::Starttls => AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&s.host)
+                .map_err(|e| e.to_string())?,
+            SmtpSecurity::Tls => {
+                AsyncSmtpTransport::<Tokio1Executor>::relay(&s.host).map_err(|e| e.to_string())?
+            }
             SmtpSecurity::None => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&s.host),
         };
         let timeout = Duration::from_millis(s.timeout_ms);
@@ -68,11 +80,22 @@ impl Smtp {
         if let Some((user, password)) = credentials {
             builder = builder.credentials(Credentials::new(user, password));
         }
-        Ok(Smtp { builder, transport: OnceLock::new(), from, timeout, endpoint: format!("{}:{} ({:?})", s.host, s.port, s.security) })
+        Ok(Smtp {
+            builder,
+            transport: OnceLock::new(),
+            from,
+            timeout,
+            endpoint: format!("{}:{} ({:?})", s.host, s.port, s.security),
+        })
     }
 
     /// The MIME message for one email.
-    pub fn message(&self, msg: &Outgoing<'_>, to: &str, email: &RenderedEmail) -> Result<Message, SendError> {
+    pub fn message(
+        &self,
+        msg: &Outgoing<'_>,
+        to: &str,
+        email: &RenderedEmail,
+    ) -> Result<Message, SendError> {
         let to: Mailbox = to.parse().map_err(|e| SendError::Permanent {
             status: None,
             reason: sanitize_reason(&format!("invalid recipient address {to:?}: {e}"), to),
@@ -82,24 +105,46 @@ impl Smtp {
             .from(self.from.clone())
             .to(to)
             .subject(email.subject.clone())
-            .message_id(Some(message_id_for(msg.idempotency_key, self.from.email.domain())));
-        for (name, value) in [("List-Unsubscribe", &email.list_unsubscribe), ("List-Unsubscribe-Post", &email.list_unsubscribe_post)] {
+            .message_id(Some(message_id_for(
+                msg.idempotency_key,
+                self.from.email.domain(),
+            )));
+        for (name, value) in [
+            ("List-Unsubscribe", &email.list_unsubscribe),
+            ("List-Unsubscribe-Post", &email.list_unsubscribe_post),
+        ] {
             if !value.is_empty() {
-                b = b.raw_header(HeaderValue::new(HeaderName::new_from_ascii_str(name), value.clone()));
+                b = b.raw_header(HeaderValue::new(
+                    HeaderName::new_from_ascii_str(name),
+                    value.clone(),
+                ));
             }
         }
-        b.multipart(MultiPart::alternative_plain_html(email.text.clone(), email.html.clone()))
-            .map_err(|e| SendError::permanent(format!("cannot build the message: {e}")))
+        b.multipart(MultiPart::alternative_plain_html(
+            email.text.clone(),
+            email.html.clone(),
+        ))
+        .map_err(|e| SendError::permanent(format!("cannot build the message: {e}")))
     }
 
-    async fn send_email(&self, msg: &Outgoing<'_>, to: &str, email: &RenderedEmail) -> Result<Accepted, SendError> {
+    async fn send_email(
+        &self,
+        msg: &Outgoing<'_>,
+        to: &str,
+        email: &RenderedEmail,
+    ) -> Result<Accepted, SendError> {
         let message = self.message(msg, to, email)?;
         let message_id = message.headers().get_raw("Message-ID").map(str::to_string);
         let transport = self.transport.get_or_init(|| self.builder.clone().build());
         match tokio::time::timeout(self.timeout, transport.send(message)).await {
-            Ok(Ok(_)) => Ok(Accepted { provider_message_id: message_id }),
+            Ok(Ok(_)) => Ok(Accepted {
+                provider_message_id: message_id,
+            }),
             Ok(Err(e)) => Err(classify(&e, to)),
-            Err(_) => Err(SendError::transient(format!("SMTP send timed out after {} ms", self.timeout.as_millis()))),
+            Err(_) => Err(SendError::transient(format!(
+                "SMTP send timed out after {} ms",
+                self.timeout.as_millis()
+            ))),
         }
     }
 }
@@ -118,18 +163,36 @@ impl Drop for Smtp {
 
 /// SMTP error → [`SendError`]: 5xx permanent, 4xx and transport errors transient.
 pub fn classify(e: &lettre::transport::smtp::Error, to: &str) -> SendError {
-    let detail = std::error::Error::source(e).map(|s| s.to_string()).unwrap_or_default();
+    let detail = std::error::Error::source(e)
+        .map(|s| s.to_string())
+        .unwrap_or_default();
     let code = e.status().map(u16::from);
     let reason = sanitize_reason(&e.to_string(), to);
     if e.is_permanent() {
-        SendError::Permanent { status: code, bad_address: is_bad_mailbox(code.unwrap_or(550), &detail), reason }
+        SendError::Permanent {
+            status: code,
+            bad_address: is_bad_mailbox(code.unwrap_or(550), &detail),
+            reason,
+        }
     } else if e.is_transient() {
-        SendError::Transient { status: code, reason, retry_after: None }
+        SendError::Transient {
+            status: code,
+            reason,
+            retry_after: None,
+        }
     } else if e.is_client() {
-        SendError::Permanent { status: None, reason, bad_address: false }
+        SendError::Permanent {
+            status: None,
+            reason,
+            bad_address: false,
+        }
     } else {
         // Connection, TLS, timeout, malformed reply, transport shut down.
-        SendError::Transient { status: None, reason, retry_after: None }
+        SendError::Transient {
+            status: None,
+            reason,
+            retry_after: None,
+        }
     }
 }
 
@@ -137,9 +200,16 @@ pub fn classify(e: &lettre::transport::smtp::Error, to: &str) -> SendError {
 /// mailbox, X.1.2 bad domain, X.1.3 bad syntax, X.1.6 moved, X.1.10 null MX, X.2.1 disabled;
 /// without an enhanced code: 550/551/553).
 pub fn is_bad_mailbox(code: u16, text: &str) -> bool {
-    let enhanced = text.split_whitespace().next().filter(|w| w.starts_with("5.") && w.split('.').count() == 3 && w.split('.').all(|p| p.parse::<u16>().is_ok()));
+    let enhanced = text.split_whitespace().next().filter(|w| {
+        w.starts_with("5.")
+            && w.split('.').count() == 3
+            && w.split('.').all(|p| p.parse::<u16>().is_ok())
+    });
     match enhanced {
-        Some(e) => matches!(e, "5.1.1" | "5.1.2" | "5.1.3" | "5.1.6" | "5.1.10" | "5.2.1"),
+        Some(e) => matches!(
+            e,
+            "5.1.1" | "5.1.2" | "5.1.3" | "5.1.6" | "5.1.10" | "5.2.1"
+        ),
         None => matches!(code, 550 | 551 | 553),
     }
 }
@@ -192,19 +262,30 @@ mod tests {
 
     /// The message as sent, with folded header lines unfolded (RFC 5322 2.2.3).
     fn formatted(m: &Message) -> String {
-        String::from_utf8(m.formatted()).unwrap().replace("\r\n ", " ")
+        String::from_utf8(m.formatted())
+            .unwrap()
+            .replace("\r\n ", " ")
     }
 
     #[test]
     fn builds_a_multipart_message_with_unsubscribe_headers() {
         let smtp = Smtp::new(&settings(2525), None).unwrap();
         let r = testutil::email();
-        let Rendered::Email { to, email } = &r else { unreachable!() };
+        let Rendered::Email { to, email } = &r else {
+            unreachable!()
+        };
         let m = smtp.message(&testutil::outgoing(&r), to, email).unwrap();
         let text = formatted(&m);
         let id = message_id_for(testutil::KEY, "vedaroots.example");
-        assert_eq!(id, message_id_for(testutil::KEY, "vedaroots.example"), "stable");
-        assert!(id.starts_with('<') && id.ends_with(".retentiond@vedaroots.example>"), "{id}");
+        assert_eq!(
+            id,
+            message_id_for(testutil::KEY, "vedaroots.example"),
+            "stable"
+        );
+        assert!(
+            id.starts_with('<') && id.ends_with(".retentiond@vedaroots.example>"),
+            "{id}"
+        );
         for needle in [
             "From: \"Veda Roots\" <hello@vedaroots.example>\r\n".to_string(),
             "To: asha.rao@example.com\r\n".into(),
@@ -219,20 +300,34 @@ mod tests {
         ] {
             assert!(text.contains(&needle), "missing {needle:?} in\n{text}");
         }
-        assert!(text.find("text/plain").unwrap() < text.find("text/html").unwrap(), "plain part first");
+        assert!(
+            text.find("text/plain").unwrap() < text.find("text/html").unwrap(),
+            "plain part first"
+        );
         assert_eq!(m.envelope().to()[0].to_string(), "asha.rao@example.com");
         assert!(text.contains("VEDA-7K2M9QXA"));
 
-        let bad = Rendered::Email { to: "not-an-address".into(), email: email.clone() };
-        let err = smtp.message(&testutil::outgoing(&bad), "not-an-address", email).unwrap_err();
+        let bad = Rendered::Email {
+            to: "not-an-address".into(),
+            email: email.clone(),
+        };
+        let err = smtp
+            .message(&testutil::outgoing(&bad), "not-an-address", email)
+            .unwrap_err();
         assert!(err.is_bad_address(), "{err:?}");
     }
 
     #[test]
     fn bad_mailbox_codes() {
-        assert!(is_bad_mailbox(550, "5.1.1 <x@example.com>: Recipient address rejected: User unknown"));
+        assert!(is_bad_mailbox(
+            550,
+            "5.1.1 <x@example.com>: Recipient address rejected: User unknown"
+        ));
         assert!(!is_bad_mailbox(550, "5.7.1 Message rejected as spam"));
-        assert!(is_bad_mailbox(550, "Requested action not taken: mailbox unavailable"));
+        assert!(is_bad_mailbox(
+            550,
+            "Requested action not taken: mailbox unavailable"
+        ));
         assert!(!is_bad_mailbox(554, "Transaction failed"));
     }
 
@@ -249,7 +344,10 @@ mod tests {
                 tokio::spawn(async move {
                     let (read, mut write) = socket.into_split();
                     let mut lines = BufReader::new(read).lines();
-                    write.write_all(b"220 stub.local ESMTP ready\r\n").await.unwrap();
+                    write
+                        .write_all(b"220 stub.local ESMTP ready\r\n")
+                        .await
+                        .unwrap();
                     let mut in_data = false;
                     let mut data = String::new();
                     while let Ok(Some(line)) = lines.next_line().await {
@@ -257,7 +355,10 @@ mod tests {
                             if line == "." {
                                 in_data = false;
                                 seen.lock().unwrap().push(std::mem::take(&mut data));
-                                write.write_all(b"250 2.0.0 Ok: queued as 4F1A2\r\n").await.unwrap();
+                                write
+                                    .write_all(b"250 2.0.0 Ok: queued as 4F1A2\r\n")
+                                    .await
+                                    .unwrap();
                             } else {
                                 data.push_str(&line);
                                 data.push_str("\r\n");
@@ -293,13 +394,30 @@ mod tests {
         let smtp = Smtp::new(&settings(port), None).unwrap();
         let r = testutil::email();
         let accepted = smtp.send(&testutil::outgoing(&r)).await.unwrap();
-        assert_eq!(accepted.provider_message_id, Some(message_id_for(testutil::KEY, "vedaroots.example")));
+        assert_eq!(
+            accepted.provider_message_id,
+            Some(message_id_for(testutil::KEY, "vedaroots.example"))
+        );
         let log = log.lock().unwrap().clone();
         assert!(log.iter().any(|l| l == "EHLO vedaroots.example"), "{log:?}");
-        assert!(log.iter().any(|l| l == "MAIL FROM:<hello@vedaroots.example>" || l.starts_with("MAIL FROM:<hello@vedaroots.example> ")), "{log:?}");
-        assert!(log.iter().any(|l| l == "RCPT TO:<asha.rao@example.com>"), "{log:?}");
-        let data = log.iter().find(|l| l.contains("Subject:")).expect("message data");
-        assert!(data.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click"), "{data}");
+        assert!(
+            log.iter()
+                .any(|l| l == "MAIL FROM:<hello@vedaroots.example>"
+                    || l.starts_with("MAIL FROM:<hello@vedaroots.example> ")),
+            "{log:?}"
+        );
+        assert!(
+            log.iter().any(|l| l == "RCPT TO:<asha.rao@example.com>"),
+            "{log:?}"
+        );
+        let data = log
+            .iter()
+            .find(|l| l.contains("Subject:"))
+            .expect("message data");
+        assert!(
+            data.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click"),
+            "{data}"
+        );
         assert!(data.contains("multipart/alternative"), "{data}");
     }
 
@@ -309,8 +427,21 @@ mod tests {
         let smtp = Smtp::new(&settings(port), None).unwrap();
         let r = testutil::email();
         let err = smtp.send(&testutil::outgoing(&r)).await.unwrap_err();
-        assert!(matches!(err, SendError::Permanent { status: Some(550), bad_address: true, .. }), "{err:?}");
-        assert!(!err.reason().contains("asha.rao@"), "recipient masked: {err:?}");
+        assert!(
+            matches!(
+                err,
+                SendError::Permanent {
+                    status: Some(550),
+                    bad_address: true,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(
+            !err.reason().contains("asha.rao@"),
+            "recipient masked: {err:?}"
+        );
     }
 
     #[tokio::test]
@@ -319,7 +450,16 @@ mod tests {
         let smtp = Smtp::new(&settings(port), None).unwrap();
         let r = testutil::email();
         let err = smtp.send(&testutil::outgoing(&r)).await.unwrap_err();
-        assert!(matches!(err, SendError::Transient { status: Some(452), .. }), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                SendError::Transient {
+                    status: Some(452),
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
     }
 
     #[tokio::test]
@@ -327,10 +467,17 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         drop(listener);
-        let smtp = Smtp::new(&settings(port), Some(("user".into(), "smtp-secret-pw".into()))).unwrap();
+        let smtp = Smtp::new(
+            &settings(port),
+            Some(("user".into(), "smtp-secret-pw".into())),
+        )
+        .unwrap();
         assert!(!format!("{smtp:?}").contains("smtp-secret-pw"));
         let r = testutil::email();
         let err = smtp.send(&testutil::outgoing(&r)).await.unwrap_err();
-        assert!(matches!(err, SendError::Transient { status: None, .. }), "{err:?}");
+        assert!(
+            matches!(err, SendError::Transient { status: None, .. }),
+            "{err:?}"
+        );
     }
 }

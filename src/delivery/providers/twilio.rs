@@ -57,14 +57,22 @@ impl std::fmt::Debug for Twilio {
 }
 
 fn whatsapp_address(number: &str) -> String {
-    if number.starts_with("whatsapp:") { number.to_string() } else { format!("whatsapp:{number}") }
+    if number.starts_with("whatsapp:") {
+        number.to_string()
+    } else {
+        format!("whatsapp:{number}")
+    }
 }
 
 impl Twilio {
     pub fn new(s: &TwilioSettings, auth_token: String) -> Result<Twilio, reqwest::Error> {
         Ok(Twilio {
             client: http::client(Duration::from_millis(s.timeout_ms))?,
-            endpoint: format!("{}/2010-04-01/Accounts/{}/Messages.json", s.base_url.trim_end_matches('/'), s.account_sid),
+            endpoint: format!(
+                "{}/2010-04-01/Accounts/{}/Messages.json",
+                s.base_url.trim_end_matches('/'),
+                s.account_sid
+            ),
             account_sid: s.account_sid.clone(),
             auth_token,
             from: s.from.clone(),
@@ -76,22 +84,38 @@ impl Twilio {
     }
 
     fn sender(&self, from: String) -> (&'static str, String) {
-        if self.messaging_service_sid.is_empty() { ("From", from) } else { ("MessagingServiceSid", self.messaging_service_sid.clone()) }
+        if self.messaging_service_sid.is_empty() {
+            ("From", from)
+        } else {
+            ("MessagingServiceSid", self.messaging_service_sid.clone())
+        }
     }
 
     /// The form fields for one message, in order.
     pub fn fields(&self, msg: &Outgoing<'_>) -> Result<Vec<(&'static str, String)>, SendError> {
         match msg.rendered {
-            Rendered::Sms { to, sms } => Ok(vec![("To", to.clone()), self.sender(self.from.clone()), ("Body", sms.text.clone())]),
+            Rendered::Sms { to, sms } => Ok(vec![
+                ("To", to.clone()),
+                self.sender(self.from.clone()),
+                ("Body", sms.text.clone()),
+            ]),
             Rendered::Whatsapp { to, whatsapp } => {
-                let sid = self.whatsapp_content_sids.get(&whatsapp.name).unwrap_or(&self.whatsapp_content_sid);
+                let sid = self
+                    .whatsapp_content_sids
+                    .get(&whatsapp.name)
+                    .unwrap_or(&self.whatsapp_content_sid);
                 if sid.is_empty() {
                     return Err(SendError::permanent(format!(
                         "no Twilio Content SID for WhatsApp template {:?}: set delivery.twilio.whatsapp_content_sids.{} (or whatsapp_content_sid)",
                         whatsapp.name, whatsapp.name
                     )));
                 }
-                let vars: serde_json::Map<String, Value> = whatsapp.params.iter().enumerate().map(|(i, p)| ((i + 1).to_string(), Value::String(p.clone()))).collect();
+                let vars: serde_json::Map<String, Value> = whatsapp
+                    .params
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| ((i + 1).to_string(), Value::String(p.clone())))
+                    .collect();
                 Ok(vec![
                     ("To", whatsapp_address(to)),
                     self.sender(whatsapp_address(&self.whatsapp_from)),
@@ -115,7 +139,11 @@ impl Twilio {
         let reply = http::execute(req, to).await?;
         let json = reply.json();
         if reply.is_success() {
-            let sid = json.as_ref().and_then(|v| v.get("sid")).and_then(Value::as_str).map(str::to_string);
+            let sid = json
+                .as_ref()
+                .and_then(|v| v.get("sid"))
+                .and_then(Value::as_str)
+                .map(str::to_string);
             return Ok(reply.accepted(sid));
         }
         Err(error(&reply, json.as_ref(), to))
@@ -124,14 +152,27 @@ impl Twilio {
 
 fn error(reply: &Reply, json: Option<&Value>, to: &str) -> SendError {
     let code = json.and_then(|v| v.get("code")).and_then(Value::as_i64);
-    let message = json.and_then(|v| v.get("message")).and_then(Value::as_str).unwrap_or("");
-    let Some(code) = code else { return reply.error(Some(message), to) };
+    let message = json
+        .and_then(|v| v.get("message"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let Some(code) = code else {
+        return reply.error(Some(message), to);
+    };
     let reason = sanitize_reason(&format!("HTTP {} code {code}: {message}", reply.status), to);
     let status = Some(reply.status);
     if BAD_RECIPIENT_CODES.contains(&code) {
-        SendError::Permanent { status, reason, bad_address: true }
+        SendError::Permanent {
+            status,
+            reason,
+            bad_address: true,
+        }
     } else if code == 20429 {
-        SendError::Transient { status, reason, retry_after: reply.retry_after() }
+        SendError::Transient {
+            status,
+            reason,
+            retry_after: reply.retry_after(),
+        }
     } else {
         http::classify_status(reply.status, reason, reply.retry_after())
     }
@@ -204,7 +245,11 @@ mod tests {
 
     async fn reply_with(template: ResponseTemplate) -> Result<Accepted, SendError> {
         let server = MockServer::start().await;
-        Mock::given(method("POST")).and(path(PATH)).respond_with(template).mount(&server).await;
+        Mock::given(method("POST"))
+            .and(path(PATH))
+            .respond_with(template)
+            .mount(&server)
+            .await;
         let r = testutil::sms();
         provider(&server).send(&testutil::outgoing(&r)).await
     }
@@ -228,27 +273,52 @@ mod tests {
             .mount(&server)
             .await;
         let r = testutil::sms();
-        let accepted = provider(&server).send(&testutil::outgoing(&r)).await.unwrap();
-        assert_eq!(accepted.provider_message_id.as_deref(), Some("SM1f0e8ae6ade43cb3c0ce4525424e404f"));
+        let accepted = provider(&server)
+            .send(&testutil::outgoing(&r))
+            .await
+            .unwrap();
+        assert_eq!(
+            accepted.provider_message_id.as_deref(),
+            Some("SM1f0e8ae6ade43cb3c0ce4525424e404f")
+        );
         let form = parse_form(&server.received_requests().await.unwrap()[0].body);
-        let Rendered::Sms { sms, .. } = &r else { unreachable!() };
-        let expected: Vec<(String, String)> =
-            [("To", "+919812345678"), ("From", "+14155550100"), ("Body", sms.text.as_str())].into_iter().map(|(k, v)| (k.into(), v.into())).collect();
+        let Rendered::Sms { sms, .. } = &r else {
+            unreachable!()
+        };
+        let expected: Vec<(String, String)> = [
+            ("To", "+919812345678"),
+            ("From", "+14155550100"),
+            ("Body", sms.text.as_str()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.into(), v.into()))
+        .collect();
         assert_eq!(form, expected);
     }
 
     #[tokio::test]
     async fn sends_whatsapp_templates_with_content_variables() {
         let server = MockServer::start().await;
-        Mock::given(method("POST")).and(path(PATH)).respond_with(created()).expect(2).mount(&server).await;
+        Mock::given(method("POST"))
+            .and(path(PATH))
+            .respond_with(created())
+            .expect(2)
+            .mount(&server)
+            .await;
         let r = testutil::whatsapp();
-        provider(&server).send(&testutil::outgoing(&r)).await.unwrap();
+        provider(&server)
+            .send(&testutil::outgoing(&r))
+            .await
+            .unwrap();
         let form = parse_form(&server.received_requests().await.unwrap()[0].body);
         let expected: Vec<(String, String)> = [
             ("To", "whatsapp:+919812345678"),
             ("From", "whatsapp:+14155238886"),
             ("ContentSid", CONTENT_SID),
-            ("ContentVariables", r#"{"1":"Asha","2":"skincare","3":"VEDA-7K2M9QXA"}"#),
+            (
+                "ContentVariables",
+                r#"{"1":"Asha","2":"skincare","3":"VEDA-7K2M9QXA"}"#,
+            ),
         ]
         .into_iter()
         .map(|(k, v)| (k.into(), v.into()))
@@ -256,38 +326,109 @@ mod tests {
         assert_eq!(form, expected);
 
         // With a Messaging Service, it replaces From.
-        let s = TwilioSettings { messaging_service_sid: "MG9752274e9e519418a7406176694466fa".into(), ..settings(&server) };
-        Twilio::new(&s, "t".into()).unwrap().send(&testutil::outgoing(&r)).await.unwrap();
+        let s = TwilioSettings {
+            messaging_service_sid: "MG9752274e9e519418a7406176694466fa".into(),
+            ..settings(&server)
+        };
+        Twilio::new(&s, "t".into())
+            .unwrap()
+            .send(&testutil::outgoing(&r))
+            .await
+            .unwrap();
         let form = parse_form(&server.received_requests().await.unwrap()[1].body);
-        assert_eq!(form[1], ("MessagingServiceSid".to_string(), "MG9752274e9e519418a7406176694466fa".to_string()));
+        assert_eq!(
+            form[1],
+            (
+                "MessagingServiceSid".to_string(),
+                "MG9752274e9e519418a7406176694466fa".to_string()
+            )
+        );
 
         // A template without a Content SID fails before any request.
-        let s = TwilioSettings { whatsapp_content_sids: BTreeMap::new(), ..settings(&server) };
-        let err = Twilio::new(&s, "t".into()).unwrap().send(&testutil::outgoing(&r)).await.unwrap_err();
-        assert!(err.is_permanent() && err.reason().contains("whatsapp_content_sids.winback_offer"), "{err:?}");
+        let s = TwilioSettings {
+            whatsapp_content_sids: BTreeMap::new(),
+            ..settings(&server)
+        };
+        let err = Twilio::new(&s, "t".into())
+            .unwrap()
+            .send(&testutil::outgoing(&r))
+            .await
+            .unwrap_err();
+        assert!(
+            err.is_permanent() && err.reason().contains("whatsapp_content_sids.winback_offer"),
+            "{err:?}"
+        );
     }
 
     #[tokio::test]
     async fn invalid_or_unsubscribed_numbers_are_bad_addresses() {
         for code in [21211, 21614, 21610] {
-            let err = reply_with(twilio_error(code, "The 'To' number +919812345678 is not a valid phone number.", 400)).await.unwrap_err();
-            assert!(matches!(err, SendError::Permanent { status: Some(400), bad_address: true, .. }), "{code}: {err:?}");
+            let err = reply_with(twilio_error(
+                code,
+                "The 'To' number +919812345678 is not a valid phone number.",
+                400,
+            ))
+            .await
+            .unwrap_err();
+            assert!(
+                matches!(
+                    err,
+                    SendError::Permanent {
+                        status: Some(400),
+                        bad_address: true,
+                        ..
+                    }
+                ),
+                "{code}: {err:?}"
+            );
             assert!(!err.reason().contains("9812345678"), "{err:?}");
         }
-        let err = reply_with(twilio_error(21606, "The From phone number is not a valid, SMS-capable inbound phone number", 400)).await.unwrap_err();
+        let err = reply_with(twilio_error(
+            21606,
+            "The From phone number is not a valid, SMS-capable inbound phone number",
+            400,
+        ))
+        .await
+        .unwrap_err();
         assert!(err.is_permanent() && !err.is_bad_address(), "{err:?}");
-        let err = reply_with(twilio_error(20003, "Authenticate", 401)).await.unwrap_err();
-        assert!(err.is_permanent() && !err.reason().contains("twilio-auth-token"), "{err:?}");
+        let err = reply_with(twilio_error(20003, "Authenticate", 401))
+            .await
+            .unwrap_err();
+        assert!(
+            err.is_permanent() && !err.reason().contains("twilio-auth-token"),
+            "{err:?}"
+        );
     }
 
     #[tokio::test]
     async fn rate_limits_and_outages_are_transient() {
-        let err = reply_with(twilio_error(20429, "Too Many Requests", 429).insert_header("Retry-After", "7")).await.unwrap_err();
-        assert!(matches!(err, SendError::Transient { status: Some(429), retry_after: Some(d), .. } if d == Duration::from_secs(7)), "{err:?}");
+        let err = reply_with(
+            twilio_error(20429, "Too Many Requests", 429).insert_header("Retry-After", "7"),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(err, SendError::Transient { status: Some(429), retry_after: Some(d), .. } if d == Duration::from_secs(7)),
+            "{err:?}"
+        );
         let err = reply_with(ResponseTemplate::new(503)).await.unwrap_err();
-        assert!(matches!(err, SendError::Transient { status: Some(503), .. }), "{err:?}");
-        let err = reply_with(created().set_delay(Duration::from_secs(2))).await.unwrap_err();
-        assert!(matches!(err, SendError::Transient { status: None, .. }), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                SendError::Transient {
+                    status: Some(503),
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let err = reply_with(created().set_delay(Duration::from_secs(2)))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, SendError::Transient { status: None, .. }),
+            "{err:?}"
+        );
     }
 
     testutil::failure_class_tests! {

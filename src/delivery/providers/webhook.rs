@@ -54,13 +54,17 @@ impl std::fmt::Debug for Webhook {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The URL may carry a token in its query: show scheme, host and path only.
         let shown = self.url.split(['?', '#']).next().unwrap_or("");
-        f.debug_struct("Webhook").field("url", &crate::config::redact_url(shown)).field("secret", &"<redacted>").finish()
+        f.debug_struct("Webhook")
+            .field("url", &crate::config::redact_url(shown))
+            .field("secret", &"<redacted>")
+            .finish()
     }
 }
 
 /// `v1=` + hex(HMAC-SHA256(secret, timestamp + "." + body)).
 pub fn signature(secret: &[u8], timestamp: u64, body: &[u8]) -> String {
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret).expect("HMAC takes keys of any length");
+    let mut mac =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(secret).expect("HMAC takes keys of any length");
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
@@ -75,11 +79,21 @@ pub fn signature(secret: &[u8], timestamp: u64, body: &[u8]) -> String {
 
 /// Checks a signature header as a receiver would (constant-time comparison).
 pub fn verify(secret: &[u8], timestamp: u64, body: &[u8], header: &str) -> bool {
-    let Some(hex) = header.strip_prefix("v1=") else { return false };
-    let Some(tag) = (0..hex.len()).step_by(2).map(|i| hex.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok())).collect::<Option<Vec<u8>>>() else {
+    let Some(hex) = header.strip_prefix("v1=") else {
         return false;
     };
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(secret).expect("HMAC takes keys of any length");
+    let Some(tag) = (0..hex.len())
+        .step_by(2)
+        .map(|i| {
+            hex.get(i..i + 2)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        })
+        .collect::<Option<Vec<u8>>>()
+    else {
+        return false;
+    };
+    let mut mac =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(secret).expect("HMAC takes keys of any length");
     mac.update(timestamp.to_string().as_bytes());
     mac.update(b".");
     mac.update(body);
@@ -88,13 +102,21 @@ pub fn verify(secret: &[u8], timestamp: u64, body: &[u8], header: &str) -> bool 
 
 impl Webhook {
     pub fn new(s: &WebhookSettings, secret: Vec<u8>) -> Result<Webhook, reqwest::Error> {
-        Ok(Webhook { client: http::client(Duration::from_millis(s.timeout_ms))?, url: s.url.clone(), secret })
+        Ok(Webhook {
+            client: http::client(Duration::from_millis(s.timeout_ms))?,
+            url: s.url.clone(),
+            secret,
+        })
     }
 
     async fn post(&self, msg: &Outgoing<'_>) -> Result<Accepted, SendError> {
         let to = msg.recipient();
-        let body = serde_json::to_vec(&msg.to_json()).map_err(|e| SendError::permanent(format!("cannot encode the message: {e}")))?;
-        let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let body = serde_json::to_vec(&msg.to_json())
+            .map_err(|e| SendError::permanent(format!("cannot encode the message: {e}")))?;
+        let timestamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         let req = self
             .client
             .post(&self.url)
@@ -108,13 +130,26 @@ impl Webhook {
         if reply.is_success() {
             // The id is optional in the receiver's contract (a bare 204 is normal), and a 2xx
             // body that is not JSON is still an acceptance: no warning here.
-            let id = json.as_ref().and_then(|v| v.get("id")).and_then(Value::as_str).map(str::to_string);
-            return Ok(Accepted { provider_message_id: id });
+            let id = json
+                .as_ref()
+                .and_then(|v| v.get("id"))
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            return Ok(Accepted {
+                provider_message_id: id,
+            });
         }
-        let detail = json.as_ref().and_then(|v| v.get("error").or_else(|| v.get("message"))).and_then(Value::as_str);
+        let detail = json
+            .as_ref()
+            .and_then(|v| v.get("error").or_else(|| v.get("message")))
+            .and_then(Value::as_str);
         let mut err = reply.error(detail, to);
         if let SendError::Permanent { bad_address, .. } = &mut err {
-            *bad_address = json.as_ref().and_then(|v| v.get("bad_address")).and_then(Value::as_bool).unwrap_or(false);
+            *bad_address = json
+                .as_ref()
+                .and_then(|v| v.get("bad_address"))
+                .and_then(Value::as_bool)
+                .unwrap_or(false);
         }
         Err(err)
     }
@@ -159,13 +194,21 @@ mod tests {
     }
 
     fn provider_at(base_url: String) -> Webhook {
-        let s = WebhookSettings { url: format!("{base_url}/hooks/retentiond?token=abc"), timeout_ms: 300, ..Default::default() };
+        let s = WebhookSettings {
+            url: format!("{base_url}/hooks/retentiond?token=abc"),
+            timeout_ms: 300,
+            ..Default::default()
+        };
         Webhook::new(&s, SECRET.to_vec()).unwrap()
     }
 
     async fn reply_with(template: ResponseTemplate) -> Result<Accepted, SendError> {
         let server = MockServer::start().await;
-        Mock::given(method("POST")).and(path("/hooks/retentiond")).respond_with(template).mount(&server).await;
+        Mock::given(method("POST"))
+            .and(path("/hooks/retentiond"))
+            .respond_with(template)
+            .mount(&server)
+            .await;
         let r = testutil::sms();
         provider(&server).send(&testutil::outgoing(&r)).await
     }
@@ -188,22 +231,39 @@ mod tests {
         assert!(p.honours_idempotency_key());
 
         let req = &server.received_requests().await.unwrap()[0];
-        let ts: u64 = req.headers.get(TIMESTAMP_HEADER).unwrap().to_str().unwrap().parse().unwrap();
+        let ts: u64 = req
+            .headers
+            .get(TIMESTAMP_HEADER)
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
         let sig = req.headers.get(SIGNATURE_HEADER).unwrap().to_str().unwrap();
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
         assert!(now.abs_diff(ts) < 60);
         // The documented formula, computed independently of `signature`.
         let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(SECRET).unwrap();
         mac.update(format!("{ts}.").as_bytes());
         mac.update(&req.body);
-        let expected: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+        let expected: String = mac
+            .finalize()
+            .into_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         assert_eq!(sig, format!("v1={expected}"));
         assert!(verify(SECRET, ts, &req.body, sig));
         assert!(!verify(b"other-secret", ts, &req.body, sig));
         assert!(!verify(SECRET, ts + 1, &req.body, sig));
 
         let body: Value = serde_json::from_slice(&req.body).unwrap();
-        let Rendered::Email { email, .. } = &r else { unreachable!() };
+        let Rendered::Email { email, .. } = &r else {
+            unreachable!()
+        };
         assert_eq!(
             body,
             json!({
@@ -221,18 +281,59 @@ mod tests {
 
     #[tokio::test]
     async fn replies_map_to_outcomes() {
-        let err = reply_with(ResponseTemplate::new(422).set_body_json(json!({ "error": "unknown number", "bad_address": true }))).await.unwrap_err();
-        assert!(matches!(err, SendError::Permanent { status: Some(422), bad_address: true, .. }), "{err:?}");
-        let err = reply_with(ResponseTemplate::new(400).set_body_string("nope")).await.unwrap_err();
+        let err = reply_with(
+            ResponseTemplate::new(422)
+                .set_body_json(json!({ "error": "unknown number", "bad_address": true })),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SendError::Permanent {
+                    status: Some(422),
+                    bad_address: true,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let err = reply_with(ResponseTemplate::new(400).set_body_string("nope"))
+            .await
+            .unwrap_err();
         assert!(err.is_permanent() && !err.is_bad_address(), "{err:?}");
-        let err = reply_with(ResponseTemplate::new(429).insert_header("Retry-After", "7")).await.unwrap_err();
-        assert!(matches!(err, SendError::Transient { status: Some(429), retry_after: Some(d), .. } if d == Duration::from_secs(7)), "{err:?}");
+        let err = reply_with(ResponseTemplate::new(429).insert_header("Retry-After", "7"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, SendError::Transient { status: Some(429), retry_after: Some(d), .. } if d == Duration::from_secs(7)),
+            "{err:?}"
+        );
         let err = reply_with(ResponseTemplate::new(503)).await.unwrap_err();
-        assert!(matches!(err, SendError::Transient { status: Some(503), .. }), "{err:?}");
-        let err = reply_with(ResponseTemplate::new(204).set_delay(Duration::from_secs(2))).await.unwrap_err();
-        assert!(matches!(err, SendError::Transient { status: None, .. }), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                SendError::Transient {
+                    status: Some(503),
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let err = reply_with(ResponseTemplate::new(204).set_delay(Duration::from_secs(2)))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, SendError::Transient { status: None, .. }),
+            "{err:?}"
+        );
         assert!(!err.reason().contains("token=abc"), "{err:?}");
-        assert_eq!(reply_with(ResponseTemplate::new(204)).await.unwrap(), Accepted { provider_message_id: None });
+        assert_eq!(
+            reply_with(ResponseTemplate::new(204)).await.unwrap(),
+            Accepted {
+                provider_message_id: None
+            }
+        );
     }
 
     testutil::failure_class_tests! {

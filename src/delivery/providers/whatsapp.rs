@@ -31,7 +31,10 @@ pub struct WhatsappCloud {
 
 impl std::fmt::Debug for WhatsappCloud {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WhatsappCloud").field("endpoint", &self.endpoint).field("access_token", &"<redacted>").finish()
+        f.debug_struct("WhatsappCloud")
+            .field("endpoint", &self.endpoint)
+            .field("access_token", &"<redacted>")
+            .finish()
     }
 }
 
@@ -56,7 +59,9 @@ pub fn classify_code(code: i64) -> CodeClass {
         // 131000 something went wrong, 131016 service unavailable, 131048 spam rate limit,
         // 131056 (business, consumer) pair rate limit, 131057 account in maintenance,
         // 133004 server temporarily unavailable.
-        1 | 2 | 4 | 80007 | 130429 | 131000 | 131016 | 131048 | 131056 | 131057 | 133004 => CodeClass::Transient,
+        1 | 2 | 4 | 80007 | 130429 | 131000 | 131016 | 131048 | 131056 | 131057 | 133004 => {
+            CodeClass::Transient
+        }
         // 131026 message undeliverable (not a WhatsApp number, old client, terms not accepted),
         // 131050 the user stopped marketing messages from the business.
         131026 | 131050 => CodeClass::BadRecipient,
@@ -66,17 +71,42 @@ pub fn classify_code(code: i64) -> CodeClass {
         // 131042 payment, 131045 certificate, 131047 re-engagement window, 131049 Meta's
         // per-user marketing limit (not retried: the ecosystem limit would refuse it again),
         // 131051 unsupported type, 132000-132069 template problems, 135000 generic user error.
-        0 | 3 | 10 | 100 | 190 | 200..=299 | 368 | 131008 | 131009 | 131021 | 131030 | 131031 | 131042 | 131045 | 131047 | 131049 | 131051
-        | 132000..=132069 | 135000 => CodeClass::Permanent,
+        0
+        | 3
+        | 10
+        | 100
+        | 190
+        | 200..=299
+        | 368
+        | 131008
+        | 131009
+        | 131021
+        | 131030
+        | 131031
+        | 131042
+        | 131045
+        | 131047
+        | 131049
+        | 131051
+        | 132000..=132069
+        | 135000 => CodeClass::Permanent,
         _ => CodeClass::Unknown,
     }
 }
 
 impl WhatsappCloud {
-    pub fn new(s: &WhatsappCloudSettings, access_token: String) -> Result<WhatsappCloud, reqwest::Error> {
+    pub fn new(
+        s: &WhatsappCloudSettings,
+        access_token: String,
+    ) -> Result<WhatsappCloud, reqwest::Error> {
         Ok(WhatsappCloud {
             client: http::client(Duration::from_millis(s.timeout_ms))?,
-            endpoint: format!("{}/{}/{}/messages", s.base_url.trim_end_matches('/'), s.api_version, s.phone_number_id),
+            endpoint: format!(
+                "{}/{}/{}/messages",
+                s.base_url.trim_end_matches('/'),
+                s.api_version,
+                s.phone_number_id
+            ),
             access_token,
         })
     }
@@ -85,7 +115,11 @@ impl WhatsappCloud {
     pub fn body(to: &str, t: &RenderedWhatsapp) -> Value {
         let mut template = json!({ "name": t.name, "language": { "code": t.language } });
         if !t.params.is_empty() {
-            let parameters: Vec<Value> = t.params.iter().map(|p| json!({ "type": "text", "text": p })).collect();
+            let parameters: Vec<Value> = t
+                .params
+                .iter()
+                .map(|p| json!({ "type": "text", "text": p }))
+                .collect();
             template["components"] = json!([{ "type": "body", "parameters": parameters }]);
         }
         json!({
@@ -98,11 +132,19 @@ impl WhatsappCloud {
     }
 
     async fn send_template(&self, to: &str, t: &RenderedWhatsapp) -> Result<Accepted, SendError> {
-        let req = self.client.post(&self.endpoint).bearer_auth(&self.access_token).json(&Self::body(to, t));
+        let req = self
+            .client
+            .post(&self.endpoint)
+            .bearer_auth(&self.access_token)
+            .json(&Self::body(to, t));
         let reply = http::execute(req, to).await?;
         let json = reply.json();
         if reply.is_success() {
-            let id = json.as_ref().and_then(|v| v.pointer("/messages/0/id")).and_then(Value::as_str).map(str::to_string);
+            let id = json
+                .as_ref()
+                .and_then(|v| v.pointer("/messages/0/id"))
+                .and_then(Value::as_str)
+                .map(str::to_string);
             return Ok(reply.accepted(id));
         }
         Err(error(&reply, json.as_ref(), to))
@@ -110,10 +152,15 @@ impl WhatsappCloud {
 }
 
 fn error(reply: &Reply, json: Option<&Value>, to: &str) -> SendError {
-    let Some(e) = json.and_then(|v| v.get("error")) else { return reply.error(None, to) };
+    let Some(e) = json.and_then(|v| v.get("error")) else {
+        return reply.error(None, to);
+    };
     let code = e.get("code").and_then(Value::as_i64);
     let message = e.get("message").and_then(Value::as_str).unwrap_or("");
-    let details = e.pointer("/error_data/details").and_then(Value::as_str).unwrap_or("");
+    let details = e
+        .pointer("/error_data/details")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     let mut text = format!("HTTP {}", reply.status);
     if let Some(c) = code {
         text.push_str(&format!(" code {c}"));
@@ -125,9 +172,21 @@ fn error(reply: &Reply, json: Option<&Value>, to: &str) -> SendError {
     let reason = sanitize_reason(&text, to);
     let status = Some(reply.status);
     match code.map(classify_code).unwrap_or(CodeClass::Unknown) {
-        CodeClass::Transient => SendError::Transient { status, reason, retry_after: reply.retry_after() },
-        CodeClass::BadRecipient => SendError::Permanent { status, reason, bad_address: true },
-        CodeClass::Permanent => SendError::Permanent { status, reason, bad_address: false },
+        CodeClass::Transient => SendError::Transient {
+            status,
+            reason,
+            retry_after: reply.retry_after(),
+        },
+        CodeClass::BadRecipient => SendError::Permanent {
+            status,
+            reason,
+            bad_address: true,
+        },
+        CodeClass::Permanent => SendError::Permanent {
+            status,
+            reason,
+            bad_address: false,
+        },
         CodeClass::Unknown => http::classify_status(reply.status, reason, reply.retry_after()),
     }
 }
@@ -175,13 +234,22 @@ mod tests {
     }
 
     fn provider_at(base_url: String) -> WhatsappCloud {
-        let s = WhatsappCloudSettings { base_url, phone_number_id: "106540352242922".into(), timeout_ms: 300, ..Default::default() };
+        let s = WhatsappCloudSettings {
+            base_url,
+            phone_number_id: "106540352242922".into(),
+            timeout_ms: 300,
+            ..Default::default()
+        };
         WhatsappCloud::new(&s, "EAAJB-test-token".into()).unwrap()
     }
 
     async fn reply_with(template: ResponseTemplate) -> Result<Accepted, SendError> {
         let server = MockServer::start().await;
-        Mock::given(method("POST")).and(path(PATH)).respond_with(template).mount(&server).await;
+        Mock::given(method("POST"))
+            .and(path(PATH))
+            .respond_with(template)
+            .mount(&server)
+            .await;
         let r = testutil::whatsapp();
         provider(&server).send(&testutil::outgoing(&r)).await
     }
@@ -206,10 +274,17 @@ mod tests {
             .mount(&server)
             .await;
         let r = testutil::whatsapp();
-        let accepted = provider(&server).send(&testutil::outgoing(&r)).await.unwrap();
-        assert_eq!(accepted.provider_message_id.as_deref(), Some("wamid.HBgLMTY0NjcwNDM1OTUVAgARGBI1RjQyNUE3NEYxMzAzMzQ5MkEA"));
+        let accepted = provider(&server)
+            .send(&testutil::outgoing(&r))
+            .await
+            .unwrap();
+        assert_eq!(
+            accepted.provider_message_id.as_deref(),
+            Some("wamid.HBgLMTY0NjcwNDM1OTUVAgARGBI1RjQyNUE3NEYxMzAzMzQ5MkEA")
+        );
 
-        let body: Value = serde_json::from_slice(&server.received_requests().await.unwrap()[0].body).unwrap();
+        let body: Value =
+            serde_json::from_slice(&server.received_requests().await.unwrap()[0].body).unwrap();
         assert_eq!(
             body,
             json!({
@@ -232,35 +307,100 @@ mod tests {
 
     #[tokio::test]
     async fn undeliverable_number_is_a_bad_address() {
-        let body = graph_error(131026, "(#131026) Message undeliverable", "Message Undeliverable. +919812345678 is not a WhatsApp user");
-        let err = reply_with(ResponseTemplate::new(400).set_body_json(body)).await.unwrap_err();
-        assert!(matches!(err, SendError::Permanent { status: Some(400), bad_address: true, .. }), "{err:?}");
-        assert!(err.reason().contains("131026") && !err.reason().contains("9812345678"), "{err:?}");
+        let body = graph_error(
+            131026,
+            "(#131026) Message undeliverable",
+            "Message Undeliverable. +919812345678 is not a WhatsApp user",
+        );
+        let err = reply_with(ResponseTemplate::new(400).set_body_json(body))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                SendError::Permanent {
+                    status: Some(400),
+                    bad_address: true,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert!(
+            err.reason().contains("131026") && !err.reason().contains("9812345678"),
+            "{err:?}"
+        );
         for code in [131047, 131049, 132001, 190] {
-            let err = reply_with(ResponseTemplate::new(400).set_body_json(graph_error(code, "no", "no"))).await.unwrap_err();
-            assert!(err.is_permanent() && !err.is_bad_address(), "{code}: {err:?}");
+            let err =
+                reply_with(ResponseTemplate::new(400).set_body_json(graph_error(code, "no", "no")))
+                    .await
+                    .unwrap_err();
+            assert!(
+                err.is_permanent() && !err.is_bad_address(),
+                "{code}: {err:?}"
+            );
         }
     }
 
     #[tokio::test]
     async fn rate_limits_and_outages_are_transient() {
-        let err = reply_with(ResponseTemplate::new(429).insert_header("Retry-After", "7").set_body_json(graph_error(130429, "(#130429) Rate limit hit", "Cloud API message throughput has been reached."))).await.unwrap_err();
-        assert!(matches!(err, SendError::Transient { status: Some(429), retry_after: Some(d), .. } if d == Duration::from_secs(7)), "{err:?}");
+        let err = reply_with(
+            ResponseTemplate::new(429)
+                .insert_header("Retry-After", "7")
+                .set_body_json(graph_error(
+                    130429,
+                    "(#130429) Rate limit hit",
+                    "Cloud API message throughput has been reached.",
+                )),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(err, SendError::Transient { status: Some(429), retry_after: Some(d), .. } if d == Duration::from_secs(7)),
+            "{err:?}"
+        );
         // Graph rate limits also come as 400s: the code decides.
         for code in [4, 80007, 131056] {
-            let err = reply_with(ResponseTemplate::new(400).set_body_json(graph_error(code, "rate", "rate"))).await.unwrap_err();
+            let err = reply_with(
+                ResponseTemplate::new(400).set_body_json(graph_error(code, "rate", "rate")),
+            )
+            .await
+            .unwrap_err();
             assert!(!err.is_permanent(), "{code}: {err:?}");
         }
         let err = reply_with(ResponseTemplate::new(503)).await.unwrap_err();
-        assert!(matches!(err, SendError::Transient { status: Some(503), .. }), "{err:?}");
-        let err = reply_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(2))).await.unwrap_err();
-        assert!(matches!(err, SendError::Transient { status: None, .. }), "{err:?}");
+        assert!(
+            matches!(
+                err,
+                SendError::Transient {
+                    status: Some(503),
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let err = reply_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(2)))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, SendError::Transient { status: None, .. }),
+            "{err:?}"
+        );
     }
 
     #[test]
     fn template_without_parameters_has_no_components() {
-        let t = RenderedWhatsapp { name: "hello_world".into(), language: "en_US".into(), params: vec![], preview: String::new() };
-        assert!(WhatsappCloud::body("+14155550123", &t)["template"].get("components").is_none());
+        let t = RenderedWhatsapp {
+            name: "hello_world".into(),
+            language: "en_US".into(),
+            params: vec![],
+            preview: String::new(),
+        };
+        assert!(
+            WhatsappCloud::body("+14155550123", &t)["template"]
+                .get("components")
+                .is_none()
+        );
     }
 
     testutil::failure_class_tests! {

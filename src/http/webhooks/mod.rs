@@ -53,7 +53,14 @@ use crate::db::{Db, Tx};
 /// The providers with a webhook endpoint, as they appear in `/webhooks/{provider}` (and, but
 /// for `whatsapp` = `whatsapp_cloud` and `retentiond` = `webhook`, in `outbox.provider`).
 /// `retentiond` is for the receivers of our own signed-webhook provider.
-pub const PROVIDERS: [&str; 6] = ["sendgrid", "postmark", "mailgun", "twilio", "whatsapp", "retentiond"];
+pub const PROVIDERS: [&str; 6] = [
+    "sendgrid",
+    "postmark",
+    "mailgun",
+    "twilio",
+    "whatsapp",
+    "retentiond",
+];
 
 /// Default of `http.webhooks.tolerance_seconds`: how far a signed timestamp may be from our clock.
 pub const DEFAULT_TOLERANCE_SECS: u32 = 300;
@@ -86,13 +93,21 @@ impl Window {
     /// Non-numeric is an invalid signature; outside the window is [`Rejection::Stale`].
     pub fn check(&self, timestamp: &str) -> Result<(), Rejection> {
         // At most 12 digits: no overflow below, and nothing a real clock sends is longer.
-        if timestamp.is_empty() || timestamp.len() > 12 || !timestamp.bytes().all(|b| b.is_ascii_digit()) {
+        if timestamp.is_empty()
+            || timestamp.len() > 12
+            || !timestamp.bytes().all(|b| b.is_ascii_digit())
+        {
             return Err(Rejection::Invalid("signature timestamp (not Unix seconds)"));
         }
-        let ts: i64 = timestamp.parse().map_err(|_| Rejection::Invalid("signature timestamp (not Unix seconds)"))?;
+        let ts: i64 = timestamp
+            .parse()
+            .map_err(|_| Rejection::Invalid("signature timestamp (not Unix seconds)"))?;
         let age_secs = self.now - ts;
         if age_secs.abs() > i64::from(self.tolerance_secs) {
-            return Err(Rejection::Stale { age_secs, tolerance_secs: self.tolerance_secs });
+            return Err(Rejection::Stale {
+                age_secs,
+                tolerance_secs: self.tolerance_secs,
+            });
         }
         Ok(())
     }
@@ -131,7 +146,10 @@ impl Reason {
 pub(crate) enum Effect {
     Delivered,
     /// The message will not arrive. `suppress` when the address must not be used again.
-    Failed { error: String, suppress: Option<Reason> },
+    Failed {
+        error: String,
+        suppress: Option<Reason>,
+    },
     /// No status change: a complaint, an unsubscribe, a STOP reply.
     Suppress(Reason),
 }
@@ -141,7 +159,10 @@ impl Effect {
     fn kind(&self) -> &'static str {
         match self {
             Effect::Delivered => "delivered",
-            Effect::Failed { suppress: Some(Reason::HardBounce), .. } => "bounced",
+            Effect::Failed {
+                suppress: Some(Reason::HardBounce),
+                ..
+            } => "bounced",
             Effect::Failed { .. } => "failed",
             Effect::Suppress(Reason::Complaint) => "complained",
             Effect::Suppress(Reason::Unsubscribe) => "unsubscribed",
@@ -189,7 +210,10 @@ pub(crate) enum Rejection {
     Invalid(&'static str),
     /// Correctly signed, but the signed timestamp is further from our clock than the tolerance
     /// (`age_secs` < 0: signed ahead of our clock).
-    Stale { age_secs: i64, tolerance_secs: u32 },
+    Stale {
+        age_secs: i64,
+        tolerance_secs: u32,
+    },
     /// Authentic but unreadable.
     Malformed(String),
     /// Our own configuration is unusable (e.g. a bad SendGrid key).
@@ -215,10 +239,21 @@ impl Rejection {
             Rejection::NotConfigured => "no credentials configured".into(),
             Rejection::Missing(what) => format!("missing {what}"),
             Rejection::Invalid(what) => format!("invalid {what}"),
-            Rejection::Stale { age_secs, tolerance_secs } if *age_secs < 0 => {
-                format!("stale signature timestamp: {} s ahead of our clock (tolerance {tolerance_secs} s)", -age_secs)
+            Rejection::Stale {
+                age_secs,
+                tolerance_secs,
+            } if *age_secs < 0 => {
+                format!(
+                    "stale signature timestamp: {} s ahead of our clock (tolerance {tolerance_secs} s)",
+                    -age_secs
+                )
             }
-            Rejection::Stale { age_secs, tolerance_secs } => format!("stale signature timestamp: signed {age_secs} s ago (tolerance {tolerance_secs} s)"),
+            Rejection::Stale {
+                age_secs,
+                tolerance_secs,
+            } => format!(
+                "stale signature timestamp: signed {age_secs} s ago (tolerance {tolerance_secs} s)"
+            ),
             Rejection::Malformed(why) => format!("malformed payload: {why}"),
             Rejection::Misconfigured(why) => (*why).into(),
         }
@@ -228,17 +263,27 @@ impl Rejection {
         let unauthorized = |text: String| {
             let mut r = plain(StatusCode::UNAUTHORIZED, text);
             if provider == "postmark" {
-                r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"retentiond webhooks\""));
+                r.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Basic realm=\"retentiond webhooks\""),
+                );
             }
             r
         };
         match self {
-            Rejection::NotConfigured => plain(StatusCode::NOT_FOUND, format!("{provider} webhook not configured")),
+            Rejection::NotConfigured => plain(
+                StatusCode::NOT_FOUND,
+                format!("{provider} webhook not configured"),
+            ),
             // Missing and wrong credentials alike: 401, the request is not authenticated.
             Rejection::Missing(what) => unauthorized(format!("missing {what}")),
             Rejection::Invalid(what) => unauthorized(format!("invalid {what}")),
-            Rejection::Stale { tolerance_secs, .. } => unauthorized(format!("stale signature timestamp (more than {tolerance_secs} s from our clock)")),
-            Rejection::Malformed(why) => plain(StatusCode::BAD_REQUEST, format!("malformed payload: {why}")),
+            Rejection::Stale { tolerance_secs, .. } => unauthorized(format!(
+                "stale signature timestamp (more than {tolerance_secs} s from our clock)"
+            )),
+            Rejection::Malformed(why) => {
+                plain(StatusCode::BAD_REQUEST, format!("malformed payload: {why}"))
+            }
             Rejection::Misconfigured(why) => {
                 tracing::error!(provider, "webhook misconfigured: {why}");
                 plain(StatusCode::INTERNAL_SERVER_ERROR, "webhook misconfigured")
@@ -258,7 +303,10 @@ pub(crate) struct Parsed {
 
 impl From<Vec<Event>> for Parsed {
     fn from(events: Vec<Event>) -> Self {
-        Parsed { events, nonce: None }
+        Parsed {
+            events,
+            nonce: None,
+        }
     }
 }
 
@@ -272,27 +320,63 @@ pub(crate) struct Incoming<'a> {
 
 impl Incoming<'_> {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim).filter(|v| !v.is_empty())
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
     }
 }
 
 /// `POST /webhooks/{provider}`.
-pub(crate) async fn receive(State(s): State<Shared>, Path(provider): Path<String>, RawQuery(query): RawQuery, headers: HeaderMap, body: Bytes) -> Response {
+pub(crate) async fn receive(
+    State(s): State<Shared>,
+    Path(provider): Path<String>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
     let Some(provider) = PROVIDERS.iter().copied().find(|p| *p == provider) else {
         return plain(StatusCode::NOT_FOUND, "unknown provider");
     };
     let span = tracing::info_span!("webhook", provider);
     let _enter = span.enter();
-    let incoming = Incoming { headers: &headers, body: &body, query: query.as_deref(), public_base_url: &s.public_base_url };
+    let incoming = Incoming {
+        headers: &headers,
+        body: &body,
+        query: query.as_deref(),
+        public_base_url: &s.public_base_url,
+    };
     let w = &s.webhooks;
-    let window = Window { now: super::now(), tolerance_secs: w.tolerance_secs };
+    let window = Window {
+        now: super::now(),
+        tolerance_secs: w.tolerance_secs,
+    };
     let parsed = match provider {
-        "sendgrid" => w.sendgrid_public_key.as_deref().map(|k| sendgrid::parse(k, &incoming, window).map(Parsed::from)),
-        "postmark" => w.postmark_basic_auth.as_deref().map(|k| postmark::parse(k, &incoming).map(Parsed::from)),
-        "mailgun" => w.mailgun_signing_key.as_deref().map(|k| mailgun::parse(k, &incoming, window)),
-        "twilio" => w.twilio_auth_token.as_deref().map(|k| twilio::parse(k, &incoming).map(Parsed::from)),
-        "whatsapp" => w.whatsapp_app_secret.as_deref().map(|k| whatsapp::parse(k, &incoming).map(Parsed::from)),
-        "retentiond" => w.retentiond_secret.as_deref().map(|k| retentiond::parse(k, &incoming, window).map(Parsed::from)),
+        "sendgrid" => w
+            .sendgrid_public_key
+            .as_deref()
+            .map(|k| sendgrid::parse(k, &incoming, window).map(Parsed::from)),
+        "postmark" => w
+            .postmark_basic_auth
+            .as_deref()
+            .map(|k| postmark::parse(k, &incoming).map(Parsed::from)),
+        "mailgun" => w
+            .mailgun_signing_key
+            .as_deref()
+            .map(|k| mailgun::parse(k, &incoming, window)),
+        "twilio" => w
+            .twilio_auth_token
+            .as_deref()
+            .map(|k| twilio::parse(k, &incoming).map(Parsed::from)),
+        "whatsapp" => w
+            .whatsapp_app_secret
+            .as_deref()
+            .map(|k| whatsapp::parse(k, &incoming).map(Parsed::from)),
+        "retentiond" => w
+            .retentiond_secret
+            .as_deref()
+            .map(|k| retentiond::parse(k, &incoming, window).map(Parsed::from)),
         _ => unreachable!("PROVIDERS lists the arms"),
     }
     .unwrap_or(Err(Rejection::NotConfigured));
@@ -300,14 +384,24 @@ pub(crate) async fn receive(State(s): State<Shared>, Path(provider): Path<String
     let parsed = match parsed {
         Ok(parsed) => parsed,
         Err(r) => {
-            span.in_scope(|| tracing::warn!(outcome = r.label(), reason = %r.detail(), "webhook rejected"));
+            span.in_scope(
+                || tracing::warn!(outcome = r.label(), reason = %r.detail(), "webhook rejected"),
+            );
             ::metrics::counter!("retentiond_webhook_requests_total", "provider" => provider, "outcome" => r.label()).increment(1);
             return r.into_response(provider);
         }
     };
     match apply_all(&s.db, provider, &parsed).await {
         Ok(tally) => {
-            span.in_scope(|| tracing::info!(events = parsed.events.len(), applied = tally.applied, unmatched = tally.unmatched, duplicates = tally.duplicates, "webhook processed"));
+            span.in_scope(|| {
+                tracing::info!(
+                    events = parsed.events.len(),
+                    applied = tally.applied,
+                    unmatched = tally.unmatched,
+                    duplicates = tally.duplicates,
+                    "webhook processed"
+                )
+            });
             ::metrics::counter!("retentiond_webhook_requests_total", "provider" => provider, "outcome" => "ok").increment(1);
             for (kind, result, n) in tally.by_kind {
                 ::metrics::counter!("retentiond_webhook_events_total", "provider" => provider, "kind" => kind, "result" => result).increment(n);
@@ -317,13 +411,20 @@ pub(crate) async fn receive(State(s): State<Shared>, Path(provider): Path<String
         Err(e) => {
             span.in_scope(|| tracing::error!(error = %e, "webhook not applied (rolled back)"));
             ::metrics::counter!("retentiond_webhook_requests_total", "provider" => provider, "outcome" => "error").increment(1);
-            plain(StatusCode::INTERNAL_SERVER_ERROR, "internal error; retry later")
+            plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error; retry later",
+            )
         }
     }
 }
 
 /// `GET /webhooks/{provider}`: Meta's subscription handshake for WhatsApp.
-pub(crate) async fn verify_subscription(State(s): State<Shared>, Path(provider): Path<String>, Query(q): Query<HashMap<String, String>>) -> Response {
+pub(crate) async fn verify_subscription(
+    State(s): State<Shared>,
+    Path(provider): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
     match provider.as_str() {
         "whatsapp" => whatsapp::handshake(s.webhooks.whatsapp_verify_token.as_deref(), &q),
         p if PROVIDERS.contains(&p) => plain(StatusCode::METHOD_NOT_ALLOWED, "POST only"),
@@ -346,7 +447,11 @@ impl Tally {
             "unmatched" => self.unmatched += 1,
             _ => self.duplicates += 1,
         }
-        match self.by_kind.iter_mut().find(|(k, r, _)| *k == kind && *r == result) {
+        match self
+            .by_kind
+            .iter_mut()
+            .find(|(k, r, _)| *k == kind && *r == result)
+        {
             Some(e) => e.2 += 1,
             None => self.by_kind.push((kind, result, 1)),
         }
@@ -380,21 +485,38 @@ async fn apply_all(db: &Db, provider: &'static str, parsed: &Parsed) -> sqlx::Re
 
 /// Applies one event; "duplicate" when it was seen before (nothing changes), "unmatched"
 /// when it names no known message or customer (recorded, nothing else changes).
-async fn apply(tx: &mut Tx, provider: &'static str, ev: &Event, now: i64) -> sqlx::Result<&'static str> {
+async fn apply(
+    tx: &mut Tx,
+    provider: &'static str,
+    ev: &Event,
+    now: i64,
+) -> sqlx::Result<&'static str> {
     let payload = serde_json::to_string(&ev.payload).unwrap_or_default();
     if !store::record_event(tx, &ev.key, provider, ev.effect.kind(), &payload, now).await? {
         return Ok("duplicate");
     }
     let msg = find_message(tx, provider, &ev.refs).await?;
-    let channel = msg.as_ref().and_then(|m| m.channel.clone()).unwrap_or_else(|| ev.refs.channel.to_string());
+    let channel = msg
+        .as_ref()
+        .and_then(|m| m.channel.clone())
+        .unwrap_or_else(|| ev.refs.channel.to_string());
     let customers = match &msg {
         Some(m) => vec![m.customer_id.clone()],
         None => find_customers(tx, &ev.refs, &channel).await?,
     };
-    let address = ev.refs.email.as_deref().or(ev.refs.phone.as_deref()).or(msg.as_ref().and_then(|m| m.recipient.as_deref()));
+    let address = ev
+        .refs
+        .email
+        .as_deref()
+        .or(ev.refs.phone.as_deref())
+        .or(msg.as_ref().and_then(|m| m.recipient.as_deref()));
     let suppress = |reason: Reason| NewSuppression {
         customer_id: "",
-        channel: if reason == Reason::Complaint { None } else { Some(channel.as_str()) },
+        channel: if reason == Reason::Complaint {
+            None
+        } else {
+            Some(channel.as_str())
+        },
         address,
         reason: reason.as_str(),
         source: provider,
@@ -405,24 +527,53 @@ async fn apply(tx: &mut Tx, provider: &'static str, ev: &Event, now: i64) -> sql
                 store::mark_delivered(tx, m.message_id, ev.at.unwrap_or(now), now).await?;
             }
         }
-        Effect::Failed { error, suppress: reason } => {
+        Effect::Failed {
+            error,
+            suppress: reason,
+        } => {
             if let Some(m) = &msg {
                 store::mark_failed(tx, m.message_id, error, reason.is_some(), now).await?;
             }
             if let Some(reason) = reason {
                 for c in &customers {
-                    store::add_suppression(tx, &NewSuppression { customer_id: c, ..suppress(*reason) }, now).await?;
+                    store::add_suppression(
+                        tx,
+                        &NewSuppression {
+                            customer_id: c,
+                            ..suppress(*reason)
+                        },
+                        now,
+                    )
+                    .await?;
                 }
             }
         }
         Effect::Suppress(reason) => {
             for c in &customers {
-                store::add_suppression(tx, &NewSuppression { customer_id: c, ..suppress(*reason) }, now).await?;
+                store::add_suppression(
+                    tx,
+                    &NewSuppression {
+                        customer_id: c,
+                        ..suppress(*reason)
+                    },
+                    now,
+                )
+                .await?;
             }
         }
     }
-    store::link_event(tx, &ev.key, msg.as_ref().map(|m| m.message_id), customers.first().map(String::as_str)).await?;
-    Ok(if msg.is_some() || !customers.is_empty() { "applied" } else { "unmatched" })
+    store::link_event(
+        tx,
+        &ev.key,
+        msg.as_ref().map(|m| m.message_id),
+        customers.first().map(String::as_str),
+    )
+    .await?;
+    Ok(if msg.is_some() || !customers.is_empty() {
+        "applied"
+    } else {
+        "unmatched"
+    })
 }
 
 async fn find_message(tx: &mut Tx, provider: &str, refs: &Refs) -> sqlx::Result<Option<OutboxRow>> {
@@ -466,7 +617,10 @@ async fn find_customers(tx: &mut Tx, refs: &Refs, channel: &str) -> sqlx::Result
 /// `provider/sha256:…` of the canonical JSON of `value`, for events without an id.
 pub(crate) fn digest_key(provider: &str, value: &Value) -> String {
     let canonical = serde_json::to_string(value).unwrap_or_default();
-    format!("{provider}/sha256:{}", hex(&Sha256::digest(canonical.as_bytes())))
+    format!(
+        "{provider}/sha256:{}",
+        hex(&Sha256::digest(canonical.as_bytes()))
+    )
 }
 
 pub(crate) fn hex(bytes: &[u8]) -> String {
@@ -484,7 +638,10 @@ pub(crate) fn unhex(s: &str) -> Option<Vec<u8>> {
         return None;
     }
     let val = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
-    s.as_bytes().chunks(2).map(|p| Some(val(p[0])? << 4 | val(p[1])?)).collect()
+    s.as_bytes()
+        .chunks(2)
+        .map(|p| Some(val(p[0])? << 4 | val(p[1])?))
+        .collect()
 }
 
 /// A JSON string or number as text (providers are loose about which they send).
@@ -520,7 +677,16 @@ mod tests {
 
     #[test]
     fn stop_keywords() {
-        for yes in ["STOP", " stop ", "Stop\n", "stopall", "UNSUBSCRIBE", "cancel", "End", "quit"] {
+        for yes in [
+            "STOP",
+            " stop ",
+            "Stop\n",
+            "stopall",
+            "UNSUBSCRIBE",
+            "cancel",
+            "End",
+            "quit",
+        ] {
             assert!(is_stop(yes), "{yes:?}");
         }
         for no in ["", "stop please", "STOPP", "start", "don't stop", "S T O P"] {
@@ -530,26 +696,86 @@ mod tests {
 
     #[test]
     fn signed_timestamps_must_be_unix_seconds_within_the_window() {
-        let w = Window { now: 1_767_000_000, tolerance_secs: 300 };
+        let w = Window {
+            now: 1_767_000_000,
+            tolerance_secs: 300,
+        };
         assert_eq!(w.check("1767000000"), Ok(()));
         assert_eq!(w.check("1766999700"), Ok(()), "exactly the tolerance old");
         assert_eq!(w.check("1767000300"), Ok(()), "exactly the tolerance ahead");
-        assert_eq!(w.check("1766999699"), Err(Rejection::Stale { age_secs: 301, tolerance_secs: 300 }));
-        assert_eq!(w.check("1767000301"), Err(Rejection::Stale { age_secs: -301, tolerance_secs: 300 }));
-        assert_eq!(w.check("1420070400"), Err(Rejection::Stale { age_secs: 346_929_600, tolerance_secs: 300 }), "2015");
-        assert_eq!(w.check("0"), Err(Rejection::Stale { age_secs: 1_767_000_000, tolerance_secs: 300 }));
-        for bad in ["", "soon", "1767000000.5", "+1767000000", "-5", " 1767000000", "1e9", "0x69", "１７６７０００００００", "9999999999999"] {
-            assert!(matches!(w.check(bad), Err(Rejection::Invalid(_))), "{bad:?}");
+        assert_eq!(
+            w.check("1766999699"),
+            Err(Rejection::Stale {
+                age_secs: 301,
+                tolerance_secs: 300
+            })
+        );
+        assert_eq!(
+            w.check("1767000301"),
+            Err(Rejection::Stale {
+                age_secs: -301,
+                tolerance_secs: 300
+            })
+        );
+        assert_eq!(
+            w.check("1420070400"),
+            Err(Rejection::Stale {
+                age_secs: 346_929_600,
+                tolerance_secs: 300
+            }),
+            "2015"
+        );
+        assert_eq!(
+            w.check("0"),
+            Err(Rejection::Stale {
+                age_secs: 1_767_000_000,
+                tolerance_secs: 300
+            })
+        );
+        for bad in [
+            "",
+            "soon",
+            "1767000000.5",
+            "+1767000000",
+            "-5",
+            " 1767000000",
+            "1e9",
+            "0x69",
+            "１７６７０００００００",
+            "9999999999999",
+        ] {
+            assert!(
+                matches!(w.check(bad), Err(Rejection::Invalid(_))),
+                "{bad:?}"
+            );
         }
-        let narrow = Window { tolerance_secs: 60, ..w };
-        assert!(matches!(narrow.check("1766999939"), Err(Rejection::Stale { .. })));
+        let narrow = Window {
+            tolerance_secs: 60,
+            ..w
+        };
+        assert!(matches!(
+            narrow.check("1766999939"),
+            Err(Rejection::Stale { .. })
+        ));
         assert_eq!(narrow.check("1766999940"), Ok(()));
         // Logged and answered as stale, with a 401.
         let stale = w.check("1420070400").unwrap_err();
         assert_eq!(stale.label(), "stale_timestamp");
-        assert!(stale.detail().contains("346929600 s ago (tolerance 300 s)"), "{}", stale.detail());
-        assert!(w.check("1767003600").unwrap_err().detail().contains("3600 s ahead"));
-        assert_eq!(stale.into_response("mailgun").status(), StatusCode::UNAUTHORIZED);
+        assert!(
+            stale.detail().contains("346929600 s ago (tolerance 300 s)"),
+            "{}",
+            stale.detail()
+        );
+        assert!(
+            w.check("1767003600")
+                .unwrap_err()
+                .detail()
+                .contains("3600 s ahead")
+        );
+        assert_eq!(
+            stale.into_response("mailgun").status(),
+            StatusCode::UNAUTHORIZED
+        );
     }
 
     #[test]

@@ -15,20 +15,31 @@ use subtle::ConstantTimeEq as _;
 use super::{Effect, Event, Incoming, Reason, Refs, Rejection, digest_key, int_of, text_of};
 
 fn verify(expected: &str, req: &Incoming<'_>) -> Result<(), Rejection> {
-    let auth = req.header("authorization").ok_or(Rejection::Missing("credentials"))?;
-    let (scheme, encoded) = auth.split_once(' ').ok_or(Rejection::Invalid("credentials"))?;
+    let auth = req
+        .header("authorization")
+        .ok_or(Rejection::Missing("credentials"))?;
+    let (scheme, encoded) = auth
+        .split_once(' ')
+        .ok_or(Rejection::Invalid("credentials"))?;
     if !scheme.eq_ignore_ascii_case("basic") {
         return Err(Rejection::Invalid("credentials"));
     }
-    let given = STANDARD.decode(encoded.trim()).map_err(|_| Rejection::Invalid("credentials"))?;
+    let given = STANDARD
+        .decode(encoded.trim())
+        .map_err(|_| Rejection::Invalid("credentials"))?;
     // Digests first: equal lengths, so the comparison leaks nothing about the length either.
     let (a, b) = (Sha256::digest(&given), Sha256::digest(expected.as_bytes()));
-    if bool::from(a.as_slice().ct_eq(b.as_slice())) { Ok(()) } else { Err(Rejection::Invalid("credentials")) }
+    if bool::from(a.as_slice().ct_eq(b.as_slice())) {
+        Ok(())
+    } else {
+        Err(Rejection::Invalid("credentials"))
+    }
 }
 
 pub(crate) fn parse(credentials: &str, req: &Incoming<'_>) -> Result<Vec<Event>, Rejection> {
     verify(credentials, req)?;
-    let body: Value = serde_json::from_slice(req.body).map_err(|e| Rejection::Malformed(format!("not JSON: {e}")))?;
+    let body: Value = serde_json::from_slice(req.body)
+        .map_err(|e| Rejection::Malformed(format!("not JSON: {e}")))?;
     if !body.is_object() {
         return Err(Rejection::Malformed("expected a JSON object".into()));
     }
@@ -41,9 +52,14 @@ fn event(e: Value) -> Option<Event> {
         "Delivery" => Effect::Delivered,
         "Bounce" => match e.get("Type").and_then(Value::as_str) {
             Some("HardBounce" | "BadEmailAddress") => {
-                let what = text_of(e.get("Description")).or_else(|| text_of(e.get("Details"))).unwrap_or_default();
+                let what = text_of(e.get("Description"))
+                    .or_else(|| text_of(e.get("Details")))
+                    .unwrap_or_default();
                 let ty = text_of(e.get("Type")).unwrap_or_default();
-                Effect::Failed { error: format!("postmark {ty}: {what}").trim().to_string(), suppress: Some(Reason::HardBounce) }
+                Effect::Failed {
+                    error: format!("postmark {ty}: {what}").trim().to_string(),
+                    suppress: Some(Reason::HardBounce),
+                }
             }
             _ => return None, // soft bounces, transient failures, auto-responders…
         },
@@ -78,7 +94,13 @@ fn event(e: Value) -> Option<Event> {
         .find_map(|k| e.get(*k).and_then(Value::as_str))
         .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok())
         .map(|t| t.timestamp());
-    Some(Event { key, effect, refs, at, payload: e })
+    Some(Event {
+        key,
+        effect,
+        refs,
+        at,
+        payload: e,
+    })
 }
 
 #[cfg(test)]
@@ -89,12 +111,35 @@ mod tests {
     #[test]
     fn record_types() {
         let ev = |v: Value| event(v).map(|e| e.effect);
-        assert_eq!(ev(json!({"RecordType": "Delivery"})), Some(Effect::Delivered));
-        assert!(matches!(ev(json!({"RecordType": "Bounce", "Type": "HardBounce"})), Some(Effect::Failed { suppress: Some(Reason::HardBounce), .. })));
-        assert_eq!(ev(json!({"RecordType": "Bounce", "Type": "SoftBounce"})), None);
-        assert_eq!(ev(json!({"RecordType": "SpamComplaint"})), Some(Effect::Suppress(Reason::Complaint)));
-        assert_eq!(ev(json!({"RecordType": "SubscriptionChange", "SuppressSending": true, "SuppressionReason": "ManualSuppression"})), Some(Effect::Suppress(Reason::Unsubscribe)));
-        assert_eq!(ev(json!({"RecordType": "SubscriptionChange", "SuppressSending": false})), None);
+        assert_eq!(
+            ev(json!({"RecordType": "Delivery"})),
+            Some(Effect::Delivered)
+        );
+        assert!(matches!(
+            ev(json!({"RecordType": "Bounce", "Type": "HardBounce"})),
+            Some(Effect::Failed {
+                suppress: Some(Reason::HardBounce),
+                ..
+            })
+        ));
+        assert_eq!(
+            ev(json!({"RecordType": "Bounce", "Type": "SoftBounce"})),
+            None
+        );
+        assert_eq!(
+            ev(json!({"RecordType": "SpamComplaint"})),
+            Some(Effect::Suppress(Reason::Complaint))
+        );
+        assert_eq!(
+            ev(
+                json!({"RecordType": "SubscriptionChange", "SuppressSending": true, "SuppressionReason": "ManualSuppression"})
+            ),
+            Some(Effect::Suppress(Reason::Unsubscribe))
+        );
+        assert_eq!(
+            ev(json!({"RecordType": "SubscriptionChange", "SuppressSending": false})),
+            None
+        );
         assert_eq!(ev(json!({"RecordType": "Open"})), None);
     }
 
@@ -105,7 +150,8 @@ mod tests {
         assert_eq!(e.refs.message_id, Some(7));
         assert_eq!(e.refs.provider_message_ids, vec!["pm-1"]);
         assert_eq!(e.at, Some(1_767_323_045));
-        let d = event(json!({"RecordType": "Delivery", "MessageID": "pm-1", "Recipient": "x@y.z"})).unwrap();
+        let d = event(json!({"RecordType": "Delivery", "MessageID": "pm-1", "Recipient": "x@y.z"}))
+            .unwrap();
         assert!(d.key.starts_with("postmark/sha256:"));
         assert_eq!(d.refs.email.as_deref(), Some("x@y.z"));
     }
