@@ -30,9 +30,11 @@ pub struct Cli {
     /// Database URL (sqlite://PATH or postgres://…); overrides `database.url` in the config.
     #[arg(long, global = true, env = DATABASE_URL_ENV, value_name = "URL", hide_env_values = true)]
     pub database: Option<String>,
-    /// Log filter for stderr, e.g. `info` or `retentiond=debug` (also RUST_LOG).
-    #[arg(long, global = true, default_value = "info", value_name = "FILTER")]
-    pub log: String,
+    /// Log filter for stderr, e.g. `info` or `retentiond=debug` (also RUST_LOG). Default: `info`
+    /// for the long-running `run`, `serve` and `dispatch`; `warn` for one-shot commands, which
+    /// print their own lines to stdout.
+    #[arg(long, global = true, value_name = "FILTER")]
+    pub log: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -226,6 +228,20 @@ pub struct SelectionArgs {
     pub at: Option<chrono::DateTime<chrono::FixedOffset>>,
 }
 
+impl Cli {
+    /// The log filter: `--log` as given, else the command's default.
+    pub fn log_filter(&self) -> String {
+        if let Some(f) = &self.log {
+            return f.clone();
+        }
+        let long_running = matches!(
+            self.command,
+            Command::Serve | Command::Run { once: false } | Command::Dispatch { once: false }
+        );
+        (if long_running { "info" } else { "warn" }).to_string()
+    }
+}
+
 /// Runs the parsed command; returns the process exit code.
 pub async fn run(cli: Cli) -> ExitCode {
     if let Command::DefaultConfig = cli.command {
@@ -296,8 +312,9 @@ pub async fn run(cli: Cli) -> ExitCode {
             }
             ExitCode::from(2)
         }
+        // Printed once, as the cause chain on one line: no log line repeating it, and no
+        // backtrace (anyhow's `Debug` adds one when RUST_BACKTRACE is set).
         Err(e) => {
-            tracing::error!(error.cause_chain = ?e, "command failed");
             eprintln!("error: {}", crate::redact::redact(&format!("{e:#}")));
             ExitCode::from(1)
         }
@@ -353,15 +370,81 @@ fn check_config(settings: &Settings, config: &std::path::Path) -> ExitCode {
     }
 }
 
+/// Rows as left-aligned columns, each as wide as its widest cell (counted in characters, so
+/// `≥` is one), two spaces apart; no trailing spaces.
+fn text_table<const N: usize>(rows: &[[String; N]]) -> String {
+    let mut width = [0usize; N];
+    for row in rows {
+        for (w, cell) in width.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for row in rows {
+        let mut line = String::new();
+        for (i, cell) in row.iter().enumerate() {
+            line.push_str(cell);
+            if i + 1 < N {
+                line.extend(std::iter::repeat_n(
+                    ' ',
+                    width[i] - cell.chars().count() + 2,
+                ));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// `Some(exit 2)` after printing every missing or weak secret and provider credential at once
+/// (as `check-config` does) when the secrets `secrets` holds are not enough to start.
+pub(crate) fn refuse_without_secrets(
+    settings: &Settings,
+    config: &std::path::Path,
+    secrets: &Secrets,
+    needs_code: bool,
+) -> Option<ExitCode> {
+    let e = secrets.check(&settings.campaigns, needs_code).err()?;
+    let file = config.display().to_string();
+    let mut issues =
+        crate::secrets::check(settings, &file, needs_code, &|k| std::env::var(k).ok()).errors;
+    if let Err(p) = settings.providers(&file) {
+        issues.extend(p.issues);
+    }
+    if issues.is_empty() {
+        eprintln!("error: {e}");
+        return Some(ExitCode::from(2));
+    }
+    Some(config_failure(&ConfigError { issues }))
+}
+
 pub(crate) fn config_failure(e: &ConfigError) -> ExitCode {
     eprint!("{e}");
     ExitCode::from(2)
 }
 
 pub(crate) async fn connect(settings: &Settings) -> anyhow::Result<Db> {
-    Db::connect_and_migrate(&settings.database)
-        .await
-        .context("Failed to open the database")
+    match Db::connect_and_migrate(&settings.database).await {
+        Ok(db) => Ok(db),
+        // A fresh PostgreSQL server has no database of the product's name yet: say how to make one.
+        Err(e)
+            if format!("{e:#}").contains("does not exist")
+                && settings.database.url.starts_with("postgres") =>
+        {
+            let name = settings
+                .database
+                .url
+                .rsplit('/')
+                .next()
+                .unwrap_or("")
+                .split('?')
+                .next()
+                .unwrap_or("");
+            Err(anyhow::Error::new(e).context(format!("Failed to open the database: create it first, e.g. `createdb {name}` (or `CREATE DATABASE {name}` in psql)")))
+        }
+        Err(e) => Err(anyhow::Error::new(e).context("Failed to open the database")),
+    }
 }
 
 async fn report(
@@ -605,9 +688,8 @@ pub(crate) fn http_state(
 
 async fn serve(settings: &Settings, config: &std::path::Path) -> anyhow::Result<ExitCode> {
     let secrets = Secrets::from_env(&settings.campaigns);
-    if let Err(e) = secrets.check(&settings.campaigns, false) {
-        eprintln!("error: {e}");
-        return Ok(ExitCode::from(2));
+    if let Some(code) = refuse_without_secrets(settings, config, &secrets, false) {
+        return Ok(code);
     }
     let auth_token =
         match crate::secrets::http_auth_token(settings, &config.display().to_string(), &|k| {
@@ -716,24 +798,22 @@ async fn campaigns(
             if set.campaigns.is_empty() {
                 println!("no campaigns in {}", settings.campaigns.dir.display());
             }
-            println!(
-                "{:<16} {:<8} {:>8}  {:<24} {:<40} file",
-                "name", "state", "priority", "channels", "rule"
-            );
             let today = settings.today();
+            let mut rows =
+                vec![["name", "state", "priority", "channels", "rule", "file"].map(String::from)];
             for c in &set.campaigns {
                 let t = &c.trigger;
-                println!(
-                    "{:<16} {:<8} {:>8}  {:<24} {:<40} {}",
-                    c.name,
-                    if c.active_on(today) {
+                rows.push([
+                    c.name.clone(),
+                    (if c.active_on(today) {
                         "active"
                     } else if c.enabled {
                         "dated"
                     } else {
                         "disabled"
-                    },
-                    c.priority,
+                    })
+                    .to_string(),
+                    c.priority.to_string(),
                     c.channels
                         .iter()
                         .map(|ch| ch.as_str())
@@ -743,9 +823,10 @@ async fn campaigns(
                         "lead {}d, risk ≥ {}, alive ≥ {}, skip > {}",
                         t.lead_days, t.min_lapse_risk, t.min_p_alive, t.skip_if_p_return_above
                     ),
-                    c.file.display()
-                );
+                    c.file.display().to_string(),
+                ]);
             }
+            print!("{}", text_table(&rows));
             return Ok(ExitCode::SUCCESS);
         }
         CampaignsAction::Plan {
@@ -918,4 +999,35 @@ async fn score(settings: &Settings, as_of: Option<chrono::NaiveDate>) -> anyhow:
         s.customers, s.as_of_date, s.model_version_id, s.model_kind, s.seconds, s.mean_p_return
     );
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_table_fits_the_widest_cell() {
+        let rows = [
+            ["name", "rule"].map(String::from),
+            ["a-very-long-campaign-name", "risk ≥ 0.5"].map(String::from),
+            ["x", "y"].map(String::from),
+        ];
+        let t = text_table(&rows);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines[0], "name                       rule");
+        assert_eq!(lines[1], "a-very-long-campaign-name  risk ≥ 0.5");
+        assert_eq!(lines[2], "x                          y");
+    }
+
+    #[test]
+    fn one_shot_commands_log_warnings_only_by_default() {
+        let cli = Cli::parse_from(["retentiond", "demo"]);
+        assert_eq!(cli.log_filter(), "warn");
+        let cli = Cli::parse_from(["retentiond", "run"]);
+        assert_eq!(cli.log_filter(), "info");
+        let cli = Cli::parse_from(["retentiond", "run", "--once"]);
+        assert_eq!(cli.log_filter(), "warn");
+        let cli = Cli::parse_from(["retentiond", "--log", "debug", "demo"]);
+        assert_eq!(cli.log_filter(), "debug");
+    }
 }

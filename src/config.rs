@@ -487,7 +487,15 @@ impl Settings {
                 if e.kind() == std::io::ErrorKind::NotFound
                     && path == Path::new(DEFAULT_CONFIG_PATH) =>
             {
-                tracing::info!(path = %file, "no config file; using built-in defaults");
+                // Said on stderr whatever the log level: run outside the repository, a command
+                // would otherwise silently use UTC and create `data/` in this folder.
+                eprintln!(
+                    "warning: no config file at {file} (run from the folder that holds `config/`, or pass --config); using built-in defaults: brand.timezone UTC, database {}",
+                    database_override.map_or(
+                        "sqlite://data/retentiond.db (created in this folder)".to_string(),
+                        redact_url
+                    )
+                );
                 None
             }
             Err(e) => {

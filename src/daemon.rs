@@ -23,11 +23,10 @@ fn campaigns_and_secrets(
     let set = crate::selection::preflight::load(settings, &config.display().to_string())
         .map_err(|e| config_failure(&e))?;
     let needs_code = set.campaigns.iter().any(|c| c.needs_code_secret());
-    if let Err(e) = secrets.check(&settings.campaigns, needs_code) {
-        eprintln!("error: {e}");
-        return Err(ExitCode::from(2));
+    match crate::cli::refuse_without_secrets(settings, config, secrets, needs_code) {
+        Some(code) => Err(code),
+        None => Ok(set),
     }
-    Ok(set)
 }
 
 fn print_report(r: &RunReport) {

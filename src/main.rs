@@ -19,7 +19,7 @@ fn main() -> ExitCode {
         unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) };
     }
     let cli = Cli::parse();
-    retentiond::telemetry::init(&cli.log);
+    retentiond::telemetry::init(&cli.log_filter());
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

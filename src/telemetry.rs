@@ -6,7 +6,11 @@ use std::io::Write;
 use tracing_subscriber::EnvFilter;
 
 pub fn init(filter: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(filter));
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .filter(|f| !f.trim().is_empty())
+        .unwrap_or_else(|| filter.to_string());
+    let filter = EnvFilter::new(quiet_scheduler(&filter));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(|| RedactingStderr)
@@ -27,5 +31,30 @@ impl Write for RedactingStderr {
 
     fn flush(&mut self) -> std::io::Result<()> {
         std::io::stderr().flush()
+    }
+}
+
+/// The scheduler crate logs "Uninited" and "Job creator created" at INFO once per job at start:
+/// noise for an operator. It is kept at `warn` unless the filter names it.
+fn quiet_scheduler(filter: &str) -> String {
+    if filter.contains("tokio_cron_scheduler") {
+        filter.to_string()
+    } else {
+        format!("{filter},tokio_cron_scheduler=warn")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_scheduler_crate_is_quiet_unless_named() {
+        assert_eq!(
+            super::quiet_scheduler("info"),
+            "info,tokio_cron_scheduler=warn"
+        );
+        assert_eq!(
+            super::quiet_scheduler("tokio_cron_scheduler=debug"),
+            "tokio_cron_scheduler=debug"
+        );
     }
 }

@@ -2567,9 +2567,8 @@ mod tests {
                 "postgres://postgres@127.0.0.1:5432/test".into()
             }
             Err(_) => {
-                eprintln!(
-                    "SKIPPED: set RETENTIOND_TEST_POSTGRES_URL to round-trip COPY text through PostgreSQL"
-                );
+                // Straight to stderr: `eprintln!` is captured by the test harness and never shown.
+                let _ = std::io::Write::write_all(&mut std::io::stderr(), b"SKIPPED: set RETENTIOND_TEST_POSTGRES_URL to round-trip COPY text through PostgreSQL\n");
                 return;
             }
         };

@@ -19,11 +19,16 @@ pub struct Artifact {
     pub evaluation: ModelBundle,
 }
 
+/// Instants are epoch seconds in memory and RFC 3339 (UTC) in JSON (`models --json`), which a
+/// person or a script reads without converting.
 #[derive(Debug, Clone, Serialize)]
 pub struct ModelVersion {
     pub model_version_id: i64,
+    #[serde(serialize_with = "rfc3339")]
     pub trained_at: i64,
+    #[serde(serialize_with = "rfc3339")]
     pub as_of: i64,
+    #[serde(serialize_with = "rfc3339_opt")]
     pub evaluated_as_of: Option<i64>,
     pub horizon_days: i64,
     pub kind: String,
@@ -31,6 +36,20 @@ pub struct ModelVersion {
     pub metrics: serde_json::Value,
     pub status: String,
     pub reason: String,
+}
+
+fn rfc3339<S: serde::Serializer>(t: &i64, s: S) -> Result<S::Ok, S::Error> {
+    match chrono::DateTime::from_timestamp(*t, 0) {
+        Some(t) => s.serialize_str(&t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        None => s.serialize_i64(*t),
+    }
+}
+
+fn rfc3339_opt<S: serde::Serializer>(t: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => rfc3339(t, s),
+        None => s.serialize_none(),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

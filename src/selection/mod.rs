@@ -229,11 +229,26 @@ impl Step {
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Funnel {
     pub scored: u64,
+    /// In JSON (`plan --json`, `campaign_runs.funnel`): `[{"step": "held_out", "count": 3}, …]`.
+    #[serde(serialize_with = "step_counts")]
     pub counts: Vec<(Step, u64)>,
     /// Among the selected: queued for the next send slot rather than now.
     pub waiting_for_send_hours: u64,
     /// Among the selected: reached on a later channel than their first choice.
     pub channel_fallbacks: u64,
+}
+
+fn step_counts<S: serde::Serializer>(counts: &[(Step, u64)], s: S) -> Result<S::Ok, S::Error> {
+    #[derive(Serialize)]
+    struct StepCount {
+        step: Step,
+        count: u64,
+    }
+    s.collect_seq(
+        counts
+            .iter()
+            .map(|&(step, count)| StepCount { step, count }),
+    )
 }
 
 impl Funnel {

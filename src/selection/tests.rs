@@ -604,3 +604,18 @@ fn inactive_campaigns_select_nobody() {
         .is_empty()
     );
 }
+
+#[test]
+fn funnel_json_names_each_step() {
+    let mut f = Funnel::new(3);
+    f.add(Step::HeldOut);
+    let v = serde_json::to_value(&f).unwrap();
+    let counts = v["counts"].as_array().unwrap();
+    assert_eq!(counts.len(), Step::ALL.len());
+    assert!(
+        counts
+            .iter()
+            .any(|c| c["step"] == "held_out" && c["count"] == 1),
+        "{v}"
+    );
+}

@@ -567,6 +567,15 @@ fn demo_runs_the_main_job_and_models_lists_the_champion() {
     assert!(models.status.success());
     let v: serde_json::Value = serde_json::from_slice(&models.stdout).unwrap();
     assert_eq!(v[0]["status"], "champion");
+    for key in ["trained_at", "as_of"] {
+        let t = v[0][key]
+            .as_str()
+            .unwrap_or_else(|| panic!("{key} is an RFC 3339 string: {}", v[0][key]));
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(t).is_ok(),
+            "{key}: {t}"
+        );
+    }
     assert!(
         v[0]["metrics"]["evaluation"]["return"]["auc"]
             .as_f64()
@@ -790,3 +799,89 @@ on_both_backends!(
     config_exit_codes_postgres,
     config_problems_exit_2_in_every_command
 );
+
+/// A failure is printed once (no log line repeating it) and without a backtrace even when
+/// `RUST_BACKTRACE` asks for one; a one-shot command logs no INFO lines by default.
+#[test]
+fn a_failure_is_printed_once_without_a_backtrace() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("empty.db").display());
+    let out = bin()
+        .args(["--database", &url, "score"])
+        .env_remove("RUST_LOG")
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        err.matches("run `retentiond train` first").count(),
+        1,
+        "{err}"
+    );
+    assert!(
+        !err.to_lowercase().contains("backtrace") && !err.contains("INFO"),
+        "{err}"
+    );
+}
+
+/// `run` refused for missing secrets names all of them at once, not one per attempt.
+#[test]
+fn run_names_every_missing_secret_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("r.db").display());
+    let out = bin()
+        .args(["--database", &url, "run", "--once"])
+        .env_remove("RETENTIOND_UNSUBSCRIBE_SECRET")
+        .env_remove("RETENTIOND_CODE_SECRET")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("RETENTIOND_UNSUBSCRIBE_SECRET is not set")
+            && err.contains("RETENTIOND_CODE_SECRET is not set"),
+        "{err}"
+    );
+}
+
+/// Run outside the repository (no config at the default path), a command says which built-in
+/// defaults it uses instead of silently using UTC and a database in the current folder.
+#[test]
+fn a_command_without_a_config_file_says_it_uses_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_retentiond"))
+        .current_dir(dir.path())
+        .env_remove("RETENTIOND_DATABASE_URL")
+        .env_remove("RUST_LOG")
+        .args(["models"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("no config file at config/retentiond.toml")
+            && err.contains("brand.timezone UTC")
+            && err.contains("created in this folder"),
+        "{err}"
+    );
+}
+
+/// On a PostgreSQL server without the named database, the error says how to create it.
+#[tokio::test]
+async fn a_missing_postgres_database_says_how_to_create_it() {
+    let Some(t) = crate::helpers::postgres().await else {
+        return;
+    };
+    let absent = format!("{}_absent", t.url);
+    let out = bin()
+        .args(["--database", &absent, "migrate"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("create it first") && err.contains("createdb"),
+        "{err}"
+    );
+}

@@ -429,6 +429,11 @@ async fn daemon_end_to_end(t: TestDb) {
     assert!(status.success(), "{status:?}\n{}", log_text(&log));
     let l = log_text(&log);
     assert!(l.contains("stopped"), "{l}");
+    // Even at `--log info`, the scheduler crate's start-up chatter stays out of the log.
+    assert!(
+        !l.contains("Uninited") && !l.contains("Job creator created"),
+        "{l}"
+    );
     assert_eq!(
         count(
             &t.db,
@@ -733,7 +738,10 @@ async fn job_dependencies(t: TestDb) {
     .await;
     let versions = count(&t.db, "SELECT COUNT(*) FROM model_versions").await;
 
-    // Another replica cannot lead while the lease is held, and runs nothing.
+    // Another replica cannot lead while the lease is held, and runs nothing. The lease is
+    // renewed first: with no renewal loop in this test, a catch-up slowed by a loaded machine
+    // could outlast it (this assertion failed that way once).
+    assert!(d1.try_lead().await);
     let other = daemon(&t.db, good.clone());
     assert!(!other.try_lead().await);
     let before = count(&t.db, "SELECT COUNT(*) FROM job_runs").await;

@@ -84,9 +84,9 @@ pub async fn postgres() -> Option<TestDb> {
                     "CI is set, so PostgreSQL tests are required, but {admin} is unreachable: {e}"
                 );
             }
-            eprintln!(
-                "SKIPPED: PostgreSQL test: cannot connect to {admin} ({e}); set RETENTIOND_TEST_POSTGRES_URL or start PostgreSQL"
-            );
+            skipped(&format!(
+                "PostgreSQL test: cannot connect to {admin} ({e}); set RETENTIOND_TEST_POSTGRES_URL or start PostgreSQL"
+            ));
             return None;
         }
     };
@@ -149,19 +149,33 @@ pub fn write_dir(files: &[(&str, &str)]) -> tempfile::TempDir {
     dir
 }
 
+/// Says that a test skipped and why, on the process's stderr: `eprintln!` would be swallowed by
+/// the test harness's output capture, so a skipped test would look like a passed one.
+pub fn skipped(why: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "SKIPPED: {why}");
+}
+
+/// A folder of the shared reference data (`../shared/data` beside the repository, or
+/// `RETENTIOND_SHARED_DATA`), or `None` with a visible `SKIPPED:` line; with `CI` set it must
+/// be there, so a real-data test cannot pass without its data.
 pub fn shared_data(rel: &str) -> Option<PathBuf> {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/data")
-        .join(rel);
+    let root = std::env::var_os("RETENTIOND_SHARED_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
+    let p = root.join(rel);
     if p.exists() {
-        Some(p)
-    } else {
-        eprintln!(
-            "SKIPPED: {} not found (the shared reference data sits beside the repo)",
-            p.display()
-        );
-        None
+        return Some(p);
     }
+    let why = format!(
+        "{} not found (the shared reference data sits beside the repository, or set RETENTIOND_SHARED_DATA)",
+        p.display()
+    );
+    if std::env::var_os("CI").is_some() {
+        panic!("CI is set, so the real-data tests are required, but {why}");
+    }
+    skipped(&why);
+    None
 }
 
 /// Row counts of every raw table, to show a failed import changed nothing.

@@ -336,7 +336,7 @@ fn chromium() -> Option<PathBuf> {
     if std::env::var_os("CI").is_some() {
         panic!("CI is set, so the browser test is required, but {why}");
     }
-    eprintln!("SKIPPED: the report in a real browser: {why}");
+    crate::helpers::skipped(&format!("the report in a real browser: {why}"));
     None
 }
 

@@ -68,9 +68,9 @@ impl Sink {
                     "CI is set, so the SMTP tests are required, but {why}; it needs python3 with aiosmtpd (`python3 -m pip install aiosmtpd`)"
                 );
             }
-            eprintln!(
-                "SKIPPED: SMTP test against a real server: {why}; it needs python3 with aiosmtpd (`python3 -m pip install aiosmtpd`)"
-            );
+            crate::helpers::skipped(&format!(
+                "SMTP test against a real server: {why}; it needs python3 with aiosmtpd (`python3 -m pip install aiosmtpd`)"
+            ));
             return None;
         }
         let dir = tempfile::tempdir().unwrap();
