@@ -397,6 +397,16 @@ impl PlanReport {
             if let Some(n) = c.inserted {
                 let _ = writeln!(out, "  {:<48} {:>9}", "new outbox rows", n);
             }
+            // Right after a run (the demo's, the daemon's) every count below the first step is
+            // zero: say why, so an empty plan does not read as "nobody qualifies".
+            let queued = c.funnel.get(Step::AlreadyInOutbox);
+            if queued > 0 && c.selected + c.held_out == 0 {
+                let _ = writeln!(
+                    out,
+                    "  note: today's run already wrote these {queued} customers to the outbox, so a re-run adds none; \
+                     `retentiond status` shows the queue, `--as-of` plans another day"
+                );
+            }
             for (shown, p) in self
                 .planned
                 .iter()

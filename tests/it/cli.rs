@@ -545,6 +545,10 @@ fn demo_runs_the_main_job_and_models_lists_the_champion() {
             && text.contains("dry run: nothing was written"),
         "{text}"
     );
+    assert!(
+        text.contains("note: today's run already wrote these"),
+        "a plan right after a run says why it selects nobody: {text}"
+    );
     let rows = std::fs::read_to_string(&csv).unwrap();
     assert!(
         rows.starts_with("campaign,customer_id,group,channel"),
