@@ -407,6 +407,7 @@ fn import_options(
         progress: !quiet,
         follow_symlinks: settings.import.follow_symlinks,
         max_future_days: settings.import.max_future_days,
+        country: settings.brand.country.clone(),
     }
 }
 
