@@ -490,6 +490,7 @@ fn import_options(
         progress: !quiet,
         follow_symlinks: settings.import.follow_symlinks,
         max_future_days: settings.import.max_future_days,
+        country: settings.brand.country.clone(),
     }
 }
 

@@ -87,6 +87,10 @@ pub struct BrandSettings {
     pub timezone: String,
     /// Currency assumed when an order has none. Default "INR".
     pub currency: String,
+    /// ISO 3166 alpha-2 code: imports read national phone numbers (no `+`) of customers
+    /// without their own `country` in it, to store them in E.164. Default none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
 }
 
 impl Default for BrandSettings {
@@ -95,6 +99,7 @@ impl Default for BrandSettings {
             name: "Veda Roots".into(),
             timezone: "UTC".into(),
             currency: "INR".into(),
+            country: None,
         }
     }
 }
@@ -600,6 +605,15 @@ impl Settings {
                 "use three capital letters such as \"INR\"",
             );
         }
+        if let Some(c) = &self.brand.country
+            && crate::ingest::phone::country(c).is_none()
+        {
+            sink.push(
+                "brand.country",
+                format!("{c:?} is not an ISO 3166 country code"),
+                "use two letters such as \"IN\", or remove the key",
+            );
+        }
         if self.import.max_errors == 0 {
             sink.push(
                 "import.max_errors",
@@ -880,6 +894,18 @@ mod tests {
         let issues = issues_of("[model]\nhorizon_days = 0\nwindow_coverage = 1.5\n");
         assert_eq!(issues.len(), 2, "{issues:?}");
         assert!(issues[0].fix.contains("1..=730"));
+    }
+
+    #[test]
+    fn brand_country_is_an_iso_code() {
+        assert!(issues_of("[brand]\ncountry = \"IN\"\n").is_empty());
+        let issues = issues_of("[brand]\ncountry = \"India\"\n");
+        assert_eq!(
+            issues.iter().map(|i| i.key.as_str()).collect::<Vec<_>>(),
+            ["brand.country"],
+            "{issues:?}"
+        );
+        assert!(issues[0].fix.contains("\"IN\""), "{}", issues[0].fix);
     }
 
     #[test]

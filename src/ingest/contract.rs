@@ -6,6 +6,7 @@
 use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeZone};
 use chrono_tz::Tz;
 
+pub use super::phone::Country;
 use crate::db::Val;
 
 /// A field longer than this is rejected (it is almost certainly a broken export).
@@ -72,6 +73,15 @@ pub struct Column {
     pub kind: Kind,
     /// Must name an existing row of another table.
     pub refers: Option<Ref>,
+}
+
+impl Column {
+    /// An invalid value of this column is dropped from its row (stored as NULL, with a
+    /// warning) instead of rejecting the row: optional contact details, whose loss costs only
+    /// that detail (a bad email must not cost the customer's phone, consent and attributes).
+    pub fn drops_when_invalid(&self) -> bool {
+        !self.required && matches!(self.kind, Kind::Email | Kind::Phone | Kind::Timezone)
+    }
 }
 
 const fn col(name: &'static str, required: bool, kind: Kind) -> Column {
@@ -229,6 +239,27 @@ pub const MAX_ATTRIBUTE_KEY_LEN: usize = 64;
 /// An attribute value is at most this many characters.
 pub const MAX_ATTRIBUTE_CHARS: usize = 1000;
 
+/// A header as the contract names columns: trimmed (a UTF-8 byte order mark too), lower case,
+/// and each run of spaces and hyphens one `_` (`Loyalty Tier` and `loyalty-tier` are
+/// `loyalty_tier`).
+pub fn normalize_header(name: &str) -> String {
+    let name = name.trim_start_matches('\u{feff}').trim();
+    let mut out = String::with_capacity(name.len());
+    let mut gap = false;
+    for c in name.chars() {
+        if c.is_whitespace() || c == '-' {
+            gap = true;
+            continue;
+        }
+        if gap {
+            out.push('_');
+            gap = false;
+        }
+        out.extend(c.to_lowercase());
+    }
+    out
+}
+
 /// Whether a header can name an attribute: 1 to 64 ASCII letters, digits, `_` or `-`.
 pub fn is_attribute_key(name: &str) -> bool {
     (1..=MAX_ATTRIBUTE_KEY_LEN).contains(&name.len())
@@ -276,6 +307,9 @@ pub struct ParseContext {
     pub earliest: i64,
     pub latest: i64,
     pub max_future_days: u32,
+    /// `brand.country`: national phone numbers of customers without a usable `country` are
+    /// read in it.
+    pub country: Option<Country>,
 }
 
 impl ParseContext {
@@ -287,12 +321,24 @@ impl ParseContext {
             earliest: 0,
             latest: now.saturating_add(i64::from(max_future_days) * 86_400),
             max_future_days,
+            country: None,
         }
     }
 }
 
 /// Parses one non-empty-or-empty field into its value, or the reason it is invalid.
 pub fn parse_field(kind: Kind, raw: &str, ctx: &ParseContext) -> Result<Val, String> {
+    parse_field_in(kind, raw, ctx, None)
+}
+
+/// [`parse_field`] for a row whose `country` column holds `row_country` (phone numbers are
+/// read in it).
+pub fn parse_field_in(
+    kind: Kind,
+    raw: &str,
+    ctx: &ParseContext,
+    row_country: Option<&str>,
+) -> Result<Val, String> {
     // SQLite would store it and PostgreSQL refuses it in text: neither is a value anyone meant.
     if raw.contains('\0') {
         return Err(NUL_BYTE.into());
@@ -437,22 +483,7 @@ pub fn parse_field(kind: Kind, raw: &str, ctx: &ParseContext) -> Result<Val, Str
             if s.is_empty() {
                 return Ok(Val::Text(None));
             }
-            // Keep digits and a leading +; separators are common in exports.
-            let mut out = String::with_capacity(s.len());
-            for (i, c) in s.chars().enumerate() {
-                match c {
-                    '+' if i == 0 => out.push(c),
-                    '0'..='9' => out.push(c),
-                    ' ' | '-' | '(' | ')' | '.' => {}
-                    _ => return Err("not a phone number".into()),
-                }
-            }
-            let digits = out.trim_start_matches('+').len();
-            if (7..=15).contains(&digits) {
-                Ok(Val::Text(Some(out)))
-            } else {
-                Err("not a phone number (7 to 15 digits)".into())
-            }
+            super::phone::to_e164(s, row_country, ctx.country).map(|p| Val::Text(Some(p)))
         }
     }
 }
@@ -603,6 +634,20 @@ mod tests {
                 .unwrap_err()
                 .contains("gap")
         );
+    }
+
+    #[test]
+    fn headers_are_normalized() {
+        for (raw, key) in [
+            (" Loyalty Tier ", "loyalty_tier"),
+            ("\u{feff}Customer-ID", "customer_id"),
+            ("WhatsApp Opt-In", "whatsapp_opt_in"),
+            ("a -  b", "a_b"),
+            ("email", "email"),
+        ] {
+            assert_eq!(normalize_header(raw), key, "{raw:?}");
+        }
+        assert!(is_attribute_key(&normalize_header("Skin Type")));
     }
 
     #[test]

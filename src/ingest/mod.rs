@@ -7,16 +7,19 @@
 //! rows are written, with their reasons, under `rejected/` beside the report.
 //! Rows are upserted by primary key and only rewritten when a value changed, so re-importing
 //! the same export changes nothing and a newer export updates rows in place.
-//! Columns outside the contract are ignored with a warning, except in `customers.csv`, where
-//! they are kept per customer as one JSON object in `customers.attributes`.
+//! Headers are matched after normalization (`Loyalty Tier` is `loyalty_tier`). Columns
+//! outside the contract are ignored with a warning, except in `customers.csv`, where they are
+//! kept per customer as one JSON object in `customers.attributes`. An invalid optional contact
+//! detail (email, phone, time zone) is dropped from its row with a warning, not the row.
 
 pub mod contract;
 mod keyset;
+pub mod phone;
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::hash::{BuildHasher, Hash, Hasher};
-use std::io::BufReader;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -29,7 +32,7 @@ use sqlx::AssertSqlSafe;
 use crate::db::{Backend, Db, Tx, Val};
 use contract::{
     ATTRIBUTES_COLUMN, FILES, FileSpec, MAX_ATTRIBUTE_CHARS, MAX_ATTRIBUTE_COLUMNS,
-    MAX_FIELD_BYTES, NUL_BYTE, ParseContext, Ref, parse_field,
+    MAX_FIELD_BYTES, NUL_BYTE, ParseContext, Ref, parse_field_in,
 };
 use keyset::{Dedup, First, HashIds};
 
@@ -50,6 +53,9 @@ pub struct ImportOptions {
     pub follow_symlinks: bool,
     /// Timestamps may be at most this many days after the import's start.
     pub max_future_days: u32,
+    /// `brand.country` (ISO 3166 alpha-2): national phone numbers of rows without a usable
+    /// `country` are read in it.
+    pub country: Option<String>,
 }
 
 /// One problem in the input.
@@ -88,6 +94,8 @@ pub struct FileStats {
     /// Exact repeats of an earlier row in the same file (kept once).
     pub duplicates: u64,
     pub rows_rejected: u64,
+    /// Invalid optional values (email, phone, timezone) dropped from rows that were kept.
+    pub fields_dropped: u64,
     /// Columns outside the contract, ignored: how many, and the first names (clipped).
     pub unknown_column_count: u64,
     pub unknown_columns: Vec<String>,
@@ -108,6 +116,9 @@ pub struct ImportReport {
     /// The first `max_errors` problems.
     pub errors: Vec<RowError>,
     pub error_count: u64,
+    /// The first `max_errors` invalid optional values dropped from rows that were kept.
+    pub dropped: Vec<RowError>,
+    pub dropped_count: u64,
     pub warnings: Vec<String>,
     /// What the import did beyond the contract (extra columns kept as attributes).
     pub notes: Vec<String>,
@@ -168,6 +179,21 @@ impl ImportReport {
         for w in &self.warnings {
             let _ = writeln!(s, "warning: {w}");
         }
+        if self.dropped_count > 0 {
+            let shown = if self.dropped_count as usize > self.dropped.len() {
+                format!(", first {} shown", self.dropped.len())
+            } else {
+                String::new()
+            };
+            let _ = writeln!(
+                s,
+                "{} invalid optional value(s) dropped, their rows kept without them{shown}:",
+                self.dropped_count
+            );
+            for e in &self.dropped {
+                let _ = writeln!(s, "  {e}");
+            }
+        }
         if self.error_count > 0 {
             let _ = writeln!(
                 s,
@@ -187,7 +213,12 @@ impl ImportReport {
             let _ = writeln!(s, "report: {}", p.display());
         }
         if let Some(p) = &self.rejected_dir {
-            let _ = writeln!(s, "rejected rows: {}", p.display());
+            let what = if self.dropped_count > 0 {
+                "rejected rows and dropped values"
+            } else {
+                "rejected rows"
+            };
+            let _ = writeln!(s, "{what}: {}", p.display());
         }
         s
     }
@@ -270,6 +301,8 @@ struct State<'a> {
     hasher: ahash::RandomState,
     errors: Vec<RowError>,
     error_count: u64,
+    dropped: Vec<RowError>,
+    dropped_count: u64,
     /// Hashes of ids that are valid in this import, by referenced table.
     known_orders: HashIds,
     known_products: HashIds,
@@ -302,6 +335,20 @@ impl State<'_> {
                 column: clip(column),
                 value: clip(value),
                 reason: reason.into(),
+            });
+        }
+    }
+
+    /// An invalid optional value dropped from a row that is kept: a warning, not a problem.
+    fn dropped(&mut self, file: &str, line: u64, column: &str, value: &str, reason: &str) {
+        self.dropped_count += 1;
+        if self.dropped.len() < self.opts.max_errors {
+            self.dropped.push(RowError {
+                file: file.to_string(),
+                line,
+                column: clip(column),
+                value: clip(value),
+                reason: reason.to_string(),
             });
         }
     }
@@ -352,6 +399,8 @@ async fn record_failure(
         customers_created: 0,
         errors: Vec::new(),
         error_count: 1,
+        dropped: Vec::new(),
+        dropped_count: 0,
         warnings: Vec::new(),
         notes: Vec::new(),
         report_path: None,
@@ -457,6 +506,8 @@ async fn import_attempt(
         hasher: hasher(),
         errors: Vec::new(),
         error_count: 0,
+        dropped: Vec::new(),
+        dropped_count: 0,
         known_orders: HashIds::default(),
         known_products: HashIds::default(),
         customers_created: 0,
@@ -494,13 +545,11 @@ async fn import_attempt(
     }
     // Every contract file is checked before the database is touched.
     let mut inputs = Vec::new();
+    let mut missing_required = Vec::new();
     for spec in FILES {
         match open_input(&opts.dir.join(spec.file), opts.follow_symlinks) {
             Ok(Some(file)) => inputs.push((spec, file)),
-            Ok(None) if spec.required => {
-                state.fatal = true;
-                state.error(spec.file, 0, "", "", "required file is missing");
-            }
+            Ok(None) if spec.required => missing_required.push(spec),
             Ok(None) => {}
             Err(reason) => {
                 state.fatal = true;
@@ -518,6 +567,39 @@ async fn import_attempt(
         _ => None,
     };
     let mut tx = own.as_ref().unwrap_or(db).begin().await?;
+    // A required file (orders.csv) is required for a first load only: an update of
+    // customers or products alone goes into a database that has its orders already.
+    for spec in missing_required {
+        if tx
+            .fetch_i64(
+                &format!(
+                    "SELECT COUNT(*) FROM (SELECT 1 FROM {} LIMIT 1) AS t",
+                    spec.table
+                ),
+                &[],
+            )
+            .await?
+            == 0
+        {
+            state.fatal = true;
+            state.error(spec.file, 0, "", "", format!("required file is missing: the database has no {} yet, so the first import must include it", spec.table));
+        }
+    }
+    if inputs.is_empty() && !state.fatal {
+        let names: Vec<&str> = FILES.iter().map(|f| f.file).collect();
+        warnings.push(format!(
+            "{}: no contract file found (expected one of {}), nothing imported",
+            clip(&opts.dir.display().to_string()),
+            names.join(", ")
+        ));
+    }
+    if let Some(c) = opts
+        .country
+        .as_deref()
+        .filter(|c| phone::country(c).is_none())
+    {
+        warnings.push(format!("brand.country {:?} is not an ISO 3166 country code: national phone numbers are read only with a row's own `country`", clip(c)));
+    }
     let tuning = SqliteTuning::apply(&mut tx).await;
     let result: Result<(), ImportError> = async {
         for (spec, file) in inputs {
@@ -575,6 +657,8 @@ async fn import_attempt(
         customers_created: state.customers_created,
         errors: std::mem::take(&mut state.errors),
         error_count: state.error_count,
+        dropped: std::mem::take(&mut state.dropped),
+        dropped_count: state.dropped_count,
         warnings,
         notes,
         report_path: None,
@@ -599,6 +683,11 @@ async fn import_attempt(
         tx.commit().await?;
     } else {
         tx.rollback().await?;
+        // Rolled back: what was written before the first problem is gone again.
+        for f in &mut report.files {
+            f.rows_written = 0;
+        }
+        report.customers_created = 0;
     }
     if let (Some(Some(j)), Some(Db::Sqlite(own))) = (&journal, &own) {
         j.restore(own).await;
@@ -658,7 +747,7 @@ async fn record_import(
     report: &ImportReport,
     started_at: i64,
 ) -> Result<i64, sqlx::Error> {
-    let mut details = serde_json::json!({ "files": report.files, "customers_created": report.customers_created, "warnings": report.warnings, "notes": report.notes });
+    let mut details = serde_json::json!({ "files": report.files, "customers_created": report.customers_created, "fields_dropped": report.dropped_count, "warnings": report.warnings, "notes": report.notes });
     if let Some(failure) = &report.failure {
         details["failure"] = failure.as_str().into();
     }
@@ -724,7 +813,7 @@ async fn import_file(
         .has_headers(false)
         .flexible(true)
         .buffer_capacity(1 << 20)
-        .from_reader(BufReader::with_capacity(1 << 20, file));
+        .from_reader(LineEnds::new(file));
     let mut stats = FileStats {
         file: spec.file.to_string(),
         ..Default::default()
@@ -755,7 +844,7 @@ async fn import_file(
     let mut header_ok = true;
     for (idx, raw) in header.iter().enumerate() {
         let name = match std::str::from_utf8(raw) {
-            Ok(n) => n.trim().trim_start_matches('\u{feff}').to_string(),
+            Ok(n) => n.trim().trim_start_matches('\u{feff}').trim().to_string(),
             Err(_) => {
                 state.error(
                     spec.file,
@@ -768,11 +857,9 @@ async fn import_file(
                 continue;
             }
         };
-        match spec
-            .columns
-            .iter()
-            .position(|c| c.name.eq_ignore_ascii_case(&name))
-        {
+        // `Loyalty Tier`, `loyalty-tier` and `LOYALTY_TIER` all name `loyalty_tier`.
+        let key = contract::normalize_header(&name);
+        match spec.columns.iter().position(|c| c.name == key) {
             Some(ci) if positions[ci].is_some() => {
                 state.error(
                     spec.file,
@@ -790,12 +877,11 @@ async fn import_file(
                 if extra_count > MAX_ATTRIBUTE_COLUMNS {
                     continue;
                 }
-                let key = name.to_ascii_lowercase();
-                if !contract::is_attribute_key(&name) {
+                if !contract::is_attribute_key(&key) {
                     let reason = if name.is_empty() {
                         "extra column without a name (it would be kept as an attribute)"
                     } else {
-                        "not a valid attribute name (1 to 64 letters, digits, `_` or `-`)"
+                        "not a valid attribute name (1 to 64 letters, digits, spaces, `_` or `-`)"
                     };
                     state.error(spec.file, 1, &name, &name, reason);
                     header_ok = false;
@@ -911,15 +997,23 @@ async fn import_file(
         None => Vec::new(),
     };
 
+    let country_pos = spec
+        .columns
+        .iter()
+        .position(|c| c.name == "country")
+        .and_then(|ci| positions[ci]);
     let parser = Parser {
         spec,
         rdr,
-        ctx: ParseContext::new(
-            state.opts.tz,
-            state.opts.currency.clone(),
-            state.now,
-            state.opts.max_future_days,
-        ),
+        ctx: ParseContext {
+            country: state.opts.country.as_deref().and_then(phone::country),
+            ..ParseContext::new(
+                state.opts.tz,
+                state.opts.currency.clone(),
+                state.now,
+                state.opts.max_future_days,
+            )
+        },
         hasher: state.hasher.clone(),
         skip_invalid: state.opts.skip_invalid,
         positions,
@@ -933,6 +1027,7 @@ async fn import_file(
         interners: (0..db_cols.len()).map(|_| Interner::default()).collect(),
         db_cols: db_cols.clone(),
         customer_idx,
+        country_pos,
         backend: tx.backend(),
         sql_cache: SqlCache::new(),
         copy_row_bytes: 64,
@@ -948,6 +1043,8 @@ async fn import_file(
     let parsing = tokio::task::spawn_blocking(move || parser.run(sender));
 
     let mut rejected = RejectedWriter::new(spec.file, &header);
+    let mut dropped_by_column: std::collections::BTreeMap<String, u64> =
+        std::collections::BTreeMap::new();
     while let Some(chunk) = chunks.recv().await {
         stats.rows_read += chunk.read;
         stats.rows_valid += chunk.valid;
@@ -977,6 +1074,21 @@ async fn import_file(
                     state.error(spec.file, line, "", "", reason);
                     state.fatal = true;
                 }
+                Note::Dropped { line, fields, raw } => {
+                    for (col, value, reason) in fields {
+                        state.dropped(spec.file, line, &col, &value, &reason);
+                        rejected.note(
+                            &format!("dropped, the row was kept without it: {reason}"),
+                            &col,
+                        );
+                        stats.fields_dropped += 1;
+                        *dropped_by_column.entry(col).or_insert(0u64) += 1;
+                    }
+                    rejected
+                        .write(&state.rejected_dir, line, &raw)
+                        .map_err(io_err)?;
+                    state.rejected_any = true;
+                }
             }
         }
         flush(
@@ -1004,6 +1116,18 @@ async fn import_file(
     state.known_orders = known_orders;
     state.known_products = known_products;
     bar.finish_and_clear();
+    if stats.fields_dropped > 0 {
+        let by: Vec<String> = dropped_by_column
+            .iter()
+            .map(|(c, n)| format!("`{c}` {n}"))
+            .collect();
+        warnings.push(format!(
+            "{}: {} invalid optional value(s) dropped ({}), their rows kept without them",
+            spec.file,
+            stats.fields_dropped,
+            by.join(", ")
+        ));
+    }
     let loaded = started.elapsed().as_secs_f64();
     if let Some(t) = tuning.filter(|_| !dropped.is_empty()) {
         t.recreate_indexes(tx, &dropped).await?;
@@ -1043,6 +1167,13 @@ enum Note {
     },
     /// The file cannot be read further: fails the import.
     Fatal { line: u64, reason: String },
+    /// A row kept without its invalid optional values: (column, value, reason) per value,
+    /// and the row's fields.
+    Dropped {
+        line: u64,
+        fields: Vec<(String, String, String)>,
+        raw: csv::ByteRecord,
+    },
 }
 
 /// Rows parsed ahead of the duplicate check: each row's slot in the duplicate table is
@@ -1056,6 +1187,8 @@ struct Parsed {
     vals: Vec<Val>,
     unresolved: Vec<(Ref, String, &'static str)>,
     problems: Vec<(String, String, String)>,
+    /// Invalid optional values set to NULL: (column, value, reason).
+    dropped: Vec<(String, String, String)>,
     /// Key hash and 32-bit content digest; `None` for a row that already has problems.
     key: Option<(u64, u32)>,
     record: csv::ByteRecord,
@@ -1081,7 +1214,9 @@ fn key_order<'v>(a: &[Val], b: impl Iterator<Item = &'v Val>) -> Option<std::cmp
 /// Parses and validates one file's rows on a thread of its own.
 struct Parser {
     spec: &'static FileSpec,
-    rdr: csv::Reader<BufReader<File>>,
+    rdr: csv::Reader<LineEnds<File>>,
+    /// Index in the record of the `country` column (customers), for phone numbers.
+    country_pos: Option<usize>,
     ctx: ParseContext,
     hasher: ahash::RandomState,
     skip_invalid: bool,
@@ -1147,7 +1282,12 @@ impl Parser {
                     break;
                 }
             }
-            let line = record.position().map(|p| p.line()).unwrap_or(0);
+            // The reader has just read the record's final `\n` (line ends are all `\n`, see
+            // `LineEnds`): its first line is that line less the line breaks inside its quoted
+            // fields. (The record's own position is where the read began, before any blank
+            // lines skipped.)
+            let breaks = record.as_slice().iter().filter(|&&b| b == b'\n').count() as u64;
+            let line = self.rdr.position().line().saturating_sub(1 + breaks);
             records += 1;
             if records.is_multiple_of(65_536) {
                 self.bar
@@ -1165,26 +1305,52 @@ impl Parser {
                 continue;
             }
             chunk.read += 1;
-            if record.len() != self.n_header {
-                row_errors.push((
-                    "-".into(),
-                    String::new(),
-                    format!(
-                        "row has {} fields, header has {}",
-                        record.len(),
-                        self.n_header
-                    ),
-                ));
-            }
             let mut vals: Vec<Val> = Vec::with_capacity(self.db_cols.len());
             let mut unresolved = Vec::new();
+            let mut dropped = Vec::new();
+            if record.len() != self.n_header {
+                // Its fields are not where the header says: none of them is read.
+                row_errors.push((
+                    String::new(),
+                    String::new(),
+                    field_count_reason(record.len(), self.n_header),
+                ));
+                vals.resize(self.db_cols.len(), Val::Text(None));
+                waiting.push_back(Parsed {
+                    line,
+                    vals,
+                    unresolved,
+                    problems: std::mem::take(&mut row_errors),
+                    dropped,
+                    key: None,
+                    record,
+                });
+                if waiting.len() > PREFETCH_ROWS {
+                    let row = waiting.pop_front().expect("a row waits");
+                    if !self.finish_row(row, &mut seen, &mut chunk, &out, &mut spare) {
+                        stopped = true;
+                        break;
+                    }
+                }
+                continue;
+            }
+            let row_country = self
+                .country_pos
+                .and_then(|p| record.get(p))
+                .and_then(|b| std::str::from_utf8(b).ok());
             for &ci in &self.present {
                 let col = &spec.columns[ci];
                 let raw: &[u8] = self.positions[ci]
                     .and_then(|p| record.get(p))
                     .unwrap_or(b"");
+                // An invalid optional contact detail is dropped from the row, not the row.
+                let problems = if col.drops_when_invalid() {
+                    &mut dropped
+                } else {
+                    &mut row_errors
+                };
                 if raw.len() > MAX_FIELD_BYTES {
-                    row_errors.push((
+                    problems.push((
                         col.name.into(),
                         String::from_utf8_lossy(&raw[..64]).into_owned(),
                         format!("field is {} bytes, over the 64 KiB limit", raw.len()),
@@ -1195,7 +1361,7 @@ impl Parser {
                 let text = match std::str::from_utf8(raw) {
                     Ok(t) => t,
                     Err(_) => {
-                        row_errors.push((
+                        problems.push((
                             col.name.into(),
                             String::from_utf8_lossy(raw).into_owned(),
                             "not valid UTF-8".into(),
@@ -1209,7 +1375,7 @@ impl Parser {
                     vals.push(Val::Text(None));
                     continue;
                 }
-                match parse_field(col.kind, text, &self.ctx) {
+                match parse_field_in(col.kind, text, &self.ctx, row_country) {
                     Ok(v) => {
                         if let (Some(r), Val::Text(Some(id))) = (col.refers, &v) {
                             let h = self.hasher.hash_one(id.as_str());
@@ -1224,7 +1390,7 @@ impl Parser {
                         vals.push(v);
                     }
                     Err(reason) => {
-                        row_errors.push((col.name.into(), text.to_string(), reason));
+                        problems.push((col.name.into(), text.to_string(), reason));
                         vals.push(Val::Text(None));
                     }
                 }
@@ -1254,6 +1420,7 @@ impl Parser {
                 vals,
                 unresolved,
                 problems: std::mem::take(&mut row_errors),
+                dropped,
                 key,
                 record,
             });
@@ -1294,6 +1461,7 @@ impl Parser {
             vals,
             unresolved,
             problems: mut row_errors,
+            dropped,
             key,
             record,
         } = row;
@@ -1370,6 +1538,8 @@ impl Parser {
             }
         }
         if !row_errors.is_empty() {
+            // Rejected anyway: its invalid optional values are among its problems.
+            row_errors.extend(dropped);
             chunk.rejected += 1;
             let raw = if self.skip_invalid {
                 Some(record)
@@ -1385,6 +1555,14 @@ impl Parser {
             return chunk.notes.len() < NOTES_PER_CHUNK || self.send(out, chunk);
         }
         chunk.valid += 1;
+        if !dropped.is_empty() {
+            // The original fields go to the rejected-row file, whatever the mode.
+            chunk.notes.push(Note::Dropped {
+                line,
+                fields: dropped,
+                raw: record.clone(),
+            });
+        }
         let raw = if self.skip_invalid && !unresolved.is_empty() {
             Some(record)
         } else {
@@ -1644,7 +1822,9 @@ async fn flush(
                     if r == Ref::Order { "order" } else { "product" }
                 );
                 state.error(spec.file, row.line, col, id, reason.clone());
-                rejected.note(&reason, col);
+                if row.raw.is_some() {
+                    rejected.note(&reason, col);
+                }
             }
             if let Some(raw) = &row.raw {
                 rejected
@@ -2390,6 +2570,90 @@ fn push_param(sql: &mut String, backend: Backend, i: usize) {
     }
 }
 
+/// Why a row with `got` fields, under a header of `header`, is rejected.
+fn field_count_reason(got: usize, header: usize) -> String {
+    if got > header {
+        format!(
+            "{got} fields, header has {header} — an unquoted comma? (quote values that contain commas)"
+        )
+    } else {
+        format!("{got} fields, header has {header} — a missing field?")
+    }
+}
+
+/// Reads `inner` with every line end as `\n`: `\r\n` (Excel and Windows exports) and a lone
+/// `\r` (old Mac exports) become `\n`, and input that does not end with one gets one. The csv
+/// reader ends a CRLF record at its `\r` and counts the `\n` into the next record, so every
+/// line number after the header was one too low; with `\n` alone, and a final one, the
+/// reader's line after each record is exact. Inside quoted values a CRLF becomes `\n` too.
+struct LineEnds<R> {
+    inner: R,
+    /// The last byte read was a `\r`: a `\n` first in the next read belongs to it.
+    after_cr: bool,
+    /// The last byte handed out.
+    last: Option<u8>,
+    eof: bool,
+}
+
+impl<R: Read> LineEnds<R> {
+    fn new(inner: R) -> Self {
+        Self {
+            inner,
+            after_cr: false,
+            last: None,
+            eof: false,
+        }
+    }
+}
+
+impl<R: Read> Read for LineEnds<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            if self.eof {
+                return Ok(0);
+            }
+            let n = self.inner.read(buf)?;
+            if n == 0 {
+                self.eof = true;
+                if self.last.is_some_and(|b| b != b'\n') {
+                    buf[0] = b'\n';
+                    return Ok(1);
+                }
+                return Ok(0);
+            }
+            // Compacted in place: bytes only ever move towards the front.
+            let (mut r, mut w) = (0, 0);
+            if std::mem::take(&mut self.after_cr) && buf[0] == b'\n' {
+                r = 1;
+            }
+            while r < n {
+                let Some(i) = memchr::memchr(b'\r', &buf[r..n]) else {
+                    buf.copy_within(r..n, w);
+                    w += n - r;
+                    break;
+                };
+                buf.copy_within(r..r + i, w);
+                w += i;
+                buf[w] = b'\n';
+                w += 1;
+                r += i + 1;
+                if r == n {
+                    self.after_cr = true;
+                } else if buf[r] == b'\n' {
+                    r += 1;
+                }
+            }
+            if w > 0 {
+                self.last = Some(buf[w - 1]);
+                return Ok(w);
+            }
+        }
+    }
+}
+
 /// Writes rejected rows (original fields, plus line and reasons) to `rejected/<file>`.
 struct RejectedWriter {
     file: &'static str,
@@ -2409,7 +2673,11 @@ impl RejectedWriter {
     }
 
     fn note(&mut self, reason: &str, column: &str) {
-        self.reasons.push(format!("{column}: {reason}"));
+        self.reasons.push(if column.is_empty() {
+            reason.to_string()
+        } else {
+            format!("{column}: {reason}")
+        });
     }
 
     fn write(&mut self, dir: &Path, line: u64, record: &csv::ByteRecord) -> std::io::Result<()> {
@@ -2424,7 +2692,29 @@ impl RejectedWriter {
             self.writer = Some(w);
         }
         let w = self.writer.as_mut().expect("just created");
+        // One cell per header column, whatever the row had (the csv writer refuses a row
+        // longer or shorter than the header): a short row is padded, and the fields past the
+        // header's last column go into it, joined by commas as they were in the input.
+        let n = self.header.len();
         let mut out = crate::csv_safe::neutralize_record(record);
+        if out.len() > n {
+            let mut last = Vec::new();
+            for (i, f) in record.iter().enumerate().skip(n.saturating_sub(1)) {
+                if i >= n {
+                    last.push(b',');
+                }
+                last.extend_from_slice(f);
+            }
+            let mut fitted = csv::ByteRecord::new();
+            for f in out.iter().take(n.saturating_sub(1)) {
+                fitted.push_field(f);
+            }
+            fitted.push_field(&crate::csv_safe::neutralize_bytes(&last));
+            out = fitted;
+        }
+        while out.len() < n {
+            out.push_field(b"");
+        }
         out.push_field(line.to_string().as_bytes());
         out.push_field(&crate::csv_safe::neutralize_bytes(
             self.reasons.join("; ").as_bytes(),
@@ -2438,6 +2728,71 @@ impl RejectedWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Everything `LineEnds` hands out for `input` read `chunk` bytes at a time.
+    fn line_ends(input: &[u8], chunk: usize) -> Vec<u8> {
+        struct Chunked<'a>(&'a [u8], usize);
+        impl Read for Chunked<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                let n = self.0.len().min(self.1).min(buf.len());
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let mut out = Vec::new();
+        LineEnds::new(Chunked(input, chunk))
+            .read_to_end(&mut out)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn line_ends_become_lf_across_read_boundaries() {
+        for chunk in [1, 2, 3, 7, 1024] {
+            assert_eq!(
+                line_ends(b"a,b\r\nc,\"d\r\ne\"\r\n", chunk),
+                b"a,b\nc,\"d\ne\"\n",
+                "{chunk}"
+            );
+            assert_eq!(line_ends(b"a\rb\r\rc", chunk), b"a\nb\n\nc\n", "{chunk}");
+            assert_eq!(line_ends(b"a\nb\n", chunk), b"a\nb\n", "{chunk}");
+            assert_eq!(line_ends(b"a\r\n\r\nb", chunk), b"a\n\nb\n", "{chunk}");
+            assert_eq!(line_ends(b"", chunk), b"");
+        }
+    }
+
+    /// Line numbers of rows (the first line of each), as the parser computes them, for LF,
+    /// CRLF and CR files, with blank lines and quoted line breaks.
+    #[test]
+    fn record_lines_are_exact_for_every_line_end() {
+        let lf = "h1,h2\nA,1\n\nB,\"two\nlines\"\nC,3\nD,\"x\n\ny\"\nE,5";
+        for text in [
+            lf.to_string(),
+            lf.replace('\n', "\r\n"),
+            lf.replace('\n', "\r"),
+        ] {
+            let mut rdr = csv::ReaderBuilder::new()
+                .has_headers(false)
+                .flexible(true)
+                .from_reader(LineEnds::new(text.as_bytes()));
+            let mut record = csv::ByteRecord::new();
+            let mut lines = Vec::new();
+            while rdr.read_byte_record(&mut record).unwrap() {
+                let breaks = record.as_slice().iter().filter(|&&b| b == b'\n').count() as u64;
+                lines.push((
+                    String::from_utf8_lossy(&record[0]).into_owned(),
+                    rdr.position().line() - 1 - breaks,
+                ));
+            }
+            let expected: Vec<(String, u64)> =
+                [("h1", 1), ("A", 2), ("B", 4), ("C", 6), ("D", 7), ("E", 10)]
+                    .iter()
+                    .map(|(k, l)| (k.to_string(), *l))
+                    .collect();
+            assert_eq!(lines, expected, "{text:?}");
+        }
+    }
 
     #[test]
     fn event_digest_is_stable_and_discriminating() {

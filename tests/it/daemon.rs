@@ -80,6 +80,7 @@ async fn brand_today(db: &Db, customers: u64) -> tempfile::TempDir {
         progress: false,
         follow_symlinks: false,
         max_future_days: 1,
+        country: None,
     };
     retentiond::ingest::import_dir(db, &opts).await.unwrap();
     dir
