@@ -8,6 +8,7 @@ mod delivery;
 mod helpers;
 mod http;
 mod import;
+mod isolation;
 mod measurement;
 mod models;
 mod ops;
