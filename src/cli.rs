@@ -253,7 +253,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Err(e) => return config_failure(&e),
     };
     let result = match cli.command {
-        Command::CheckConfig => return check_config(&settings, &cli.config),
+        Command::CheckConfig => return check_config(&settings, &cli.config).await,
         Command::Campaigns { action } => campaigns(&settings, &cli.config, action).await,
         Command::Dispatch { once } => dispatch(&settings, &cli.config, once).await,
         Command::Serve => serve(&settings, &cli.config).await,
@@ -334,8 +334,10 @@ fn is_config_problem(e: &anyhow::Error) -> bool {
 
 /// `check-config`: the settings (already loaded), the campaign files, the providers' credentials
 /// and every secret the config names, all problems at once. What `run` or `serve` would refuse
-/// is an error (exit 2); a weak secret they accept (a short provider key) is a warning.
-fn check_config(settings: &Settings, config: &std::path::Path) -> ExitCode {
+/// is an error (exit 2); a weak secret they accept (a short provider key) is a warning. When the
+/// database is reachable, the categories and customer attributes the campaigns name are checked
+/// against the imported data (see [`crate::campaigns::data_check`]).
+async fn check_config(settings: &Settings, config: &std::path::Path) -> ExitCode {
     let file = config.display().to_string();
     let mut issues = Vec::new();
     let set = match crate::selection::preflight::load(settings, &file) {
@@ -353,13 +355,24 @@ fn check_config(settings: &Settings, config: &std::path::Path) -> ExitCode {
         .is_some_and(|s| s.campaigns.iter().any(|c| c.needs_code_secret()));
     let secrets = crate::secrets::check(settings, &file, needs_code, &|k| std::env::var(k).ok());
     issues.extend(secrets.errors);
-    for w in &secrets.warnings {
+    let mut warnings = secrets.warnings;
+    if let Some(set) = &set {
+        let (errors, more) = check_campaigns_against_data(settings, set).await;
+        issues.extend(errors);
+        warnings.extend(more);
+    }
+    for w in &warnings {
         eprintln!("warning: {w}");
     }
     match set {
         Some(set) if issues.is_empty() => {
+            let warned = if warnings.is_empty() {
+                String::new()
+            } else {
+                format!("; {} warning(s) above", warnings.len())
+            };
             println!(
-                "configuration OK: {} and {} campaign(s) in {}",
+                "configuration OK: {} and {} campaign(s) in {}{warned}",
                 config.display(),
                 set.campaigns.len(),
                 settings.campaigns.dir.display()
@@ -417,6 +430,69 @@ pub(crate) fn refuse_without_secrets(
         return Some(ExitCode::from(2));
     }
     Some(config_failure(&ConfigError { issues }))
+}
+
+/// `check-config`'s campaign checks beyond the files: an empty folder and disabled campaigns
+/// (warnings), then categories and attributes against the database when it holds data (one
+/// line on stdout says whether it was checked).
+async fn check_campaigns_against_data(
+    settings: &Settings,
+    set: &CampaignSet,
+) -> (
+    Vec<crate::config::ConfigIssue>,
+    Vec<crate::config::ConfigIssue>,
+) {
+    use crate::campaigns::data_check::{self, Probe};
+    use crate::config::ConfigIssue;
+    let dir = settings.campaigns.dir.display().to_string();
+    let mut warnings = Vec::new();
+    if set.campaigns.is_empty() {
+        let why = if settings.campaigns.dir.is_dir() {
+            "has no campaign files (*.toml)"
+        } else {
+            "does not exist"
+        };
+        warnings.push(ConfigIssue {
+            file: dir.clone(),
+            key: "campaigns.dir".into(),
+            message: format!("the campaigns folder {why}: no campaign will select anyone"),
+            fix: "point campaigns.dir at the folder of campaign files, or add one (see the README's Campaigns section)".into(),
+        });
+    }
+    for c in set.campaigns.iter().filter(|c| !c.enabled) {
+        warnings.push(ConfigIssue {
+            file: c.file.display().to_string(),
+            key: "enabled".into(),
+            message: format!("campaign {:?} is disabled: it selects nobody", c.name),
+            fix: "set `enabled = true` to run it".into(),
+        });
+    }
+    if set.campaigns.is_empty() {
+        return (Vec::new(), warnings);
+    }
+    let attributes = set
+        .campaigns
+        .iter()
+        .any(|c| !c.audience.attributes.is_empty());
+    match data_check::probe(&settings.database, attributes).await {
+        Probe::Skipped(why) => {
+            println!(
+                "database: {why}: campaign categories and attributes not checked against imported data"
+            );
+            (Vec::new(), warnings)
+        }
+        Probe::Data(known) => {
+            println!(
+                "database: campaign categories and attributes checked against {} ({} product categories, {} customer attribute(s))",
+                crate::config::redact_url(&settings.database.url),
+                known.categories.len(),
+                known.attributes.len()
+            );
+            let (errors, more) = data_check::check(set, &known);
+            warnings.extend(more);
+            (errors, warnings)
+        }
+    }
 }
 
 pub(crate) fn config_failure(e: &ConfigError) -> ExitCode {
@@ -868,7 +944,18 @@ async fn campaigns(
         }
         None => print!("{}", report.table(3, tz)),
     }
-    Ok(ExitCode::SUCCESS)
+    // A failed campaign was skipped and the others ran (or were planned): say which and why.
+    for f in &report.failed {
+        eprintln!(
+            "error: campaign {} failed and was skipped: {}",
+            f.campaign, f.reason
+        );
+    }
+    Ok(if report.failed.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 async fn backtest(

@@ -323,11 +323,24 @@ impl IssueSink<'_> {
         value: Option<&toml::Value>,
         example: &T,
     ) -> T {
+        self.section_documented(prefix, value, example, MAIN_CONFIG_DOC)
+    }
+
+    /// Like [`IssueSink::section_with_example`]; `doc` tells where the keys are documented
+    /// (the fix of a type error points there).
+    pub fn section_documented<T: DeserializeOwned + Default + Serialize>(
+        &mut self,
+        prefix: &str,
+        value: Option<&toml::Value>,
+        example: &T,
+        doc: &str,
+    ) -> T {
         let Some(value) = value else {
             return T::default();
         };
         let mut value = value.clone();
         let example = toml::Value::try_from(example).ok();
+        let defaults = toml::Value::try_from(T::default()).ok();
         for _ in 0..64 {
             let mut unknown = Vec::new();
             let mut record = |path: serde_ignored::Path<'_>| unknown.push(path.to_string());
@@ -346,10 +359,11 @@ impl IssueSink<'_> {
                     let key = join_key(prefix, if path == "." { "" } else { &path });
                     let message = e.inner().to_string();
                     let message = message.lines().next().unwrap_or_default().to_string();
+                    let default = value_at(defaults.as_ref(), if path == "." { "" } else { &path });
                     self.push(
-                        key,
-                        message,
-                        "use a value of the documented type (see `retentiond default-config`)",
+                        key.clone(),
+                        type_error_in_words(&message, &key, default),
+                        format!("write a value of that type ({doc})"),
                     );
                     // Set the offending key aside (only it: removing its whole table would
                     // report its siblings as missing) and read the rest again.
@@ -380,6 +394,103 @@ impl IssueSink<'_> {
         };
         self.push(key, "unknown key", fix);
     }
+}
+
+/// Where the main config's keys are documented, for the fix of a type error.
+pub const MAIN_CONFIG_DOC: &str = "`retentiond default-config` prints every key with its default";
+/// Where campaign file keys are documented (`default-config` has none of them).
+pub const CAMPAIGN_KEYS_DOC: &str = "see the \"Campaign file keys\" table in the README";
+
+/// The value at a serde path (`offer.products`, `channels[1]`) of a defaults value, if any.
+fn value_at<'a>(root: Option<&'a toml::Value>, path: &str) -> Option<&'a toml::Value> {
+    let mut node = root?;
+    for seg in path.split('.').filter(|s| !s.is_empty()) {
+        let name = seg.split('[').next().unwrap_or(seg);
+        node = node.as_table()?.get(name)?;
+    }
+    Some(node)
+}
+
+/// A serde type error (`invalid type: string "x", expected f64`) in words, with an example:
+/// `expected a number, e.g. 0.5, found text "x"`. The example is the key's default when it
+/// has a telling one. Messages of another shape are kept as they are.
+pub fn type_error_in_words(raw: &str, key: &str, default: Option<&toml::Value>) -> String {
+    let Some((head, expected)) = raw.rsplit_once(", expected ") else {
+        return raw.to_string();
+    };
+    let Some(found) = head
+        .strip_prefix("invalid type: ")
+        .or_else(|| head.strip_prefix("invalid value: "))
+    else {
+        return raw.to_string();
+    };
+    let found = match found.split_once(' ') {
+        Some(("string", v)) => format!("text {v}"),
+        Some(("integer" | "floating", v)) => format!(
+            "the number {}",
+            v.trim_start_matches("point ").trim_matches('`')
+        ),
+        Some(("boolean", v)) => v.trim_matches('`').to_string(),
+        None if found == "sequence" => "a list".into(),
+        None if found == "map" => "a table".into(),
+        _ => found.to_string(),
+    };
+    let leaf = key
+        .rsplit('.')
+        .next()
+        .unwrap_or(key)
+        .split('[')
+        .next()
+        .unwrap_or(key);
+    let int = |fallback: &str| match default {
+        Some(toml::Value::Integer(n)) if *n != 0 => n.to_string(),
+        _ => fallback.to_string(),
+    };
+    let want = match expected.trim() {
+        "f64" | "f32" => format!(
+            "a number, e.g. {}",
+            match default {
+                Some(toml::Value::Float(f)) if *f != 0.0 => f.to_string(),
+                Some(toml::Value::Integer(n)) if *n != 0 => n.to_string(),
+                _ => "0.15".into(),
+            }
+        ),
+        "u8" | "u16" | "u32" | "u64" | "usize" => {
+            format!("a whole number (0 or more), e.g. {}", int("3"))
+        }
+        "i8" | "i16" | "i32" | "i64" | "isize" => format!("a whole number, e.g. {}", int("10")),
+        "a boolean" => "true or false (without quotes)".into(),
+        "a string" => format!(
+            "text in double quotes, e.g. {}",
+            match default {
+                Some(toml::Value::String(s)) if !s.is_empty() => format!("{s:?}"),
+                _ if leaf == "name" => "\"due-soon\"".into(),
+                _ if leaf == "channels" => "\"email\"".into(),
+                _ => "\"some text\"".into(),
+            }
+        ),
+        "a sequence" => format!(
+            "a list in brackets, e.g. {}",
+            match leaf {
+                "channels" => r#"["email", "sms"]"#.to_string(),
+                "countries" => r#"["IN", "AE"]"#.to_string(),
+                "categories_bought" | "categories_never_bought" =>
+                    r#"["skin care", "hair care"]"#.to_string(),
+                "params" => r#"["{first_name}", "{category}"]"#.to_string(),
+                _ if key.contains("attributes.") => r#"["gold", "silver"]"#.to_string(),
+                _ => match default {
+                    Some(v @ toml::Value::Array(a)) if !a.is_empty() => v.to_string(),
+                    _ => r#"["a", "b"]"#.to_string(),
+                },
+            }
+        ),
+        e if e == "a map" || e.starts_with("struct ") => {
+            format!("a table: a [{key}] header with its keys on the lines below")
+        }
+        e if e.contains("date") => "a date, e.g. 2026-12-31".into(),
+        _ => return raw.to_string(),
+    };
+    format!("expected {want}, found {found}")
 }
 
 /// Removes the value at a serde path such as `offer.discount_percent` or `channels[1]` (a

@@ -29,6 +29,17 @@ fn campaigns_and_secrets(
     }
 }
 
+/// Campaigns the run skipped because they failed (from the campaigns job's stats).
+fn failed_campaigns(r: &RunReport) -> usize {
+    if r.job != JobKind::Campaigns {
+        return 0;
+    }
+    serde_json::from_str::<serde_json::Value>(&r.detail)
+        .ok()
+        .and_then(|v| v["failed"].as_array().map(Vec::len))
+        .unwrap_or(0)
+}
+
 fn print_report(r: &RunReport) {
     println!(
         "   {:<12} {:<9} {:>6.1} s  {}",
@@ -72,14 +83,18 @@ fn summarize(r: &RunReport) -> String {
                 .as_array()
                 .map(|cs| {
                     cs.iter()
-                        .map(|c| {
-                            format!(
+                        .map(|c| match c["error"].as_str() {
+                            Some(why) => format!(
+                                "{}: FAILED, skipped ({why})",
+                                c["campaign"].as_str().unwrap_or("")
+                            ),
+                            None => format!(
                                 "{}: {} selected, {} held out, {} new outbox rows",
                                 c["campaign"].as_str().unwrap_or(""),
                                 c["selected"],
                                 c["held_out"],
                                 c["queued"]
-                            )
+                            ),
                         })
                         .collect()
                 })
@@ -138,7 +153,7 @@ pub async fn run(settings: &Settings, config: &Path, once: bool) -> anyhow::Resu
         if daemon.try_lead().await {
             println!("catching up ({})", daemon.id());
             for r in daemon.catch_up(Trigger::Once).await {
-                failed |= r.outcome == Outcome::Failed;
+                failed |= r.outcome == Outcome::Failed || failed_campaigns(&r) > 0;
                 print_report(&r);
             }
             daemon.resign().await;
@@ -314,7 +329,7 @@ pub async fn demo_cycle(settings: &Settings, config: &Path) -> anyhow::Result<Ex
     }
     let mut failed = false;
     for r in daemon.catch_up(Trigger::Once).await {
-        failed |= r.outcome == Outcome::Failed;
+        failed |= r.outcome == Outcome::Failed || failed_campaigns(&r) > 0;
         print_report(&r);
     }
     daemon.resign().await;
@@ -404,12 +419,14 @@ pub async fn status(settings: &Settings, json: bool) -> anyhow::Result<ExitCode>
         .collect();
     let queue = crate::outbox::counts_by_status(&db).await?;
     let suppressions = db.count("suppressions").await?;
+    let campaign_failures = crate::selection::run::latest_failures(&db).await?;
     db.close().await;
     if json {
         println!(
             "{}",
             serde_json::to_string_pretty(&serde_json::json!({
-                "champion": champion, "leader": leader.map(|l| l.0), "jobs": jobs, "queue": queue, "suppressions": suppressions
+                "champion": champion, "leader": leader.map(|l| l.0), "jobs": jobs, "queue": queue, "suppressions": suppressions,
+                "campaign_failures": campaign_failures
             }))?
         );
         return Ok(ExitCode::SUCCESS);
@@ -472,6 +489,15 @@ pub async fn status(settings: &Settings, json: bool) -> anyhow::Result<ExitCode>
             .filter(|_| j.last.as_ref().is_some_and(|r| r.outcome == "failed"))
         {
             println!("              error: {err}");
+        }
+    }
+    if !campaign_failures.is_empty() {
+        println!(
+            "\ncampaigns that failed on {} (skipped; the others ran):",
+            campaign_failures[0].day
+        );
+        for f in &campaign_failures {
+            println!("  {:<16} {}", f.campaign, f.reason);
         }
     }
     println!("\nqueue by status:");

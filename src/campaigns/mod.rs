@@ -5,6 +5,8 @@
 //! config, loading never stops at the first mistake: every problem in every file is collected
 //! with its file, key path and a fix, so `check-config` can list them all before the daemon runs.
 
+pub mod data_check;
+
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
@@ -444,22 +446,32 @@ pub fn parse_campaign(text: &str, path: &Path, issues: &mut Vec<ConfigIssue>) ->
         issues,
     };
     let table = parse_toml(text, &mut sink)?;
-    let raw: CampaignFile = sink.section_with_example(
+    let raw: CampaignFile = sink.section_documented(
         "",
         Some(&toml::Value::Table(table)),
         &CampaignFile::example(),
+        crate::config::CAMPAIGN_KEYS_DOC,
     );
     // A key with a type error was read as its default: its validation would add a second,
-    // false problem for the same key.
+    // false problem for the same key, for a key inside it (a whole `[offer]` set aside
+    // leaves `offer.landing_url` empty) or for its list (`channels[1]` sets `channels` aside).
     let typed = sink.issues.len();
     let campaign = validate(raw, path, &mut sink);
     let bad_keys: HashSet<String> = sink.issues[before..typed]
         .iter()
-        .map(|i| i.key.clone())
+        .map(|i| i.key.split('[').next().unwrap_or(&i.key).to_string())
         .collect();
+    let covered = |key: &str| {
+        bad_keys.iter().any(|b| {
+            key == b
+                || key
+                    .strip_prefix(b.as_str())
+                    .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
+        })
+    };
     let mut i = typed;
     while i < sink.issues.len() {
-        if bad_keys.contains(&sink.issues[i].key) {
+        if covered(&sink.issues[i].key) {
             sink.issues.remove(i);
         } else {
             i += 1;

@@ -17,6 +17,9 @@
 //! - `retentiond_model_realized{metric}` / `retentiond_model_promised{metric}`: AUC, Brier score,
 //!   window coverage and category hit@3 of the latest scoring day whose horizon has passed,
 //!   beside what the model promised at training (promised has no Brier score);
+//! - `retentiond_campaign_failures_total{campaign}`: campaign runs that failed and were skipped
+//!   (`campaign_runs.error`); `retentiond_campaign_last_run_failed{campaign}`: 1 when the
+//!   campaign's run on the latest campaign day failed;
 //! - `retentiond_database_up`: 1 when the queries above worked.
 
 use std::fmt::Write as _;
@@ -225,6 +228,36 @@ async fn database_gauges(db: &Db, out: &mut String) {
         }
         Ok(_) => {}
         Err(e) => tracing::debug!(error = %e, "metrics: no job_runs gauges"),
+    }
+    match crate::selection::run::failure_counts(db).await {
+        Ok(rows) if !rows.is_empty() => {
+            let _ = writeln!(
+                out,
+                "# HELP retentiond_campaign_failures_total Campaign runs that failed and were skipped (the other campaigns ran).\n# TYPE retentiond_campaign_failures_total counter"
+            );
+            for (c, n, _) in &rows {
+                let _ = writeln!(
+                    out,
+                    "retentiond_campaign_failures_total{{campaign=\"{}\"}} {n}",
+                    label(c)
+                );
+            }
+            head(
+                out,
+                "retentiond_campaign_last_run_failed",
+                "1 when the campaign's run on the latest campaign day failed and was skipped.",
+            );
+            for (c, _, failed) in &rows {
+                let _ = writeln!(
+                    out,
+                    "retentiond_campaign_last_run_failed{{campaign=\"{}\"}} {}",
+                    label(c),
+                    u8::from(*failed)
+                );
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::debug!(error = %e, "metrics: no campaign failure gauges"),
     }
     monitoring_gauges(db, out).await;
     head(

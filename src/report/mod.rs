@@ -52,6 +52,8 @@ struct Page<'a> {
     drift: Vec<(String, String, bool)>,
     drift_day: String,
     realized: Vec<Vec<String>>,
+    /// (day, campaign, reason) of campaign runs that failed and were skipped.
+    skipped: Vec<(String, String, String)>,
 }
 
 fn pct(x: f64) -> String {
@@ -109,6 +111,8 @@ pub struct ReportInput {
     pub drift_day: Option<String>,
     /// Matured scoring days checked against what happened, oldest first.
     pub evaluations: Vec<ScoreEvaluation>,
+    /// Campaign days of the period whose run failed and was skipped, newest first.
+    pub campaign_failures: Vec<crate::selection::run::RecordedFailure>,
 }
 
 /// Attributes conversions, then gathers the period's uplift and the models' history.
@@ -136,12 +140,15 @@ pub async fn gather(
         None => (None, Vec::new()),
     };
     let evaluations = monitoring::evaluations(db).await?;
+    let campaign_failures =
+        crate::selection::run::failures_between(db, &from.to_string(), &to.to_string()).await?;
     Ok(ReportInput {
         uplift,
         versions,
         drift,
         drift_day,
         evaluations,
+        campaign_failures,
     })
 }
 
@@ -533,6 +540,15 @@ pub fn render(settings: &Settings, input: &ReportInput) -> anyhow::Result<String
             f(&e["category"]["hit_at_3"])
         )
     });
+    if !input.campaign_failures.is_empty() {
+        warnings.push(format!("{} campaign run(s) in this period failed and were skipped (the other campaigns ran): see “Skipped campaigns”.", input.campaign_failures.len()));
+    }
+    let skipped = input
+        .campaign_failures
+        .iter()
+        .take(30)
+        .map(|f| (f.day.clone(), f.campaign.clone(), f.reason.clone()))
+        .collect();
     let mut uplift: Vec<UpliftRow> = u.campaigns.iter().map(row).collect();
     uplift.push(row(&u.overall));
     let page = Page {
@@ -551,6 +567,7 @@ pub fn render(settings: &Settings, input: &ReportInput) -> anyhow::Result<String
         drift,
         drift_day: input.drift_day.clone().unwrap_or_default(),
         realized,
+        skipped,
     };
     Ok(page.render()?)
 }

@@ -111,10 +111,12 @@ pub async fn run(
             let per: Vec<Value> = r
                 .campaigns
                 .iter()
-                .map(|c| json!({ "campaign": c.campaign, "active": c.active, "selected": c.selected, "held_out": c.held_out, "queued": c.inserted }))
+                .map(|c| json!({ "campaign": c.campaign, "active": c.active, "selected": c.selected, "held_out": c.held_out, "queued": c.inserted, "error": c.failure }))
                 .collect();
+            // A failed campaign was skipped and recorded (`campaign_runs.error`); the others
+            // ran, so the job is `ok` and its stats name the failures.
             Ok(Done::Ok(
-                json!({ "day": d, "customers_scored": r.customers_scored, "campaigns": per, "seconds": r.seconds }),
+                json!({ "day": d, "customers_scored": r.customers_scored, "campaigns": per, "failed": r.failed, "seconds": r.seconds }),
             ))
         }
         JobKind::Housekeeping => Ok(Done::Ok(

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use anyhow::Context as _;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 
@@ -10,7 +11,7 @@ use super::offer::{
     Catalog, MessageEnv, Offer, Rendered, Secrets, bought_products, build_offer, render,
 };
 use super::{CampaignSelection, Funnel, RunParams, Score, Step, load::load, select};
-use crate::campaigns::{CampaignSet, OfferCategory};
+use crate::campaigns::{Campaign, CampaignSet, OfferCategory};
 use crate::config::Settings;
 use crate::db::{Db, Val};
 use crate::outbox::{self, NewMessage, Status};
@@ -42,6 +43,17 @@ pub struct CampaignReport {
     pub held_out: u64,
     /// Rows newly written (run only).
     pub inserted: Option<u64>,
+    /// Why the campaign failed at run time and was skipped (its customers stay available to
+    /// the campaigns after it); `None` when it ran.
+    pub failure: Option<String>,
+}
+
+/// A campaign that failed at run time: skipped, while the others run.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CampaignFailure {
+    pub campaign: String,
+    pub file: String,
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -51,6 +63,8 @@ pub struct PlanReport {
     pub customers_scored: usize,
     pub campaigns: Vec<CampaignReport>,
     pub planned: Vec<Planned>,
+    /// Campaigns that failed and were skipped, with the reason.
+    pub failed: Vec<CampaignFailure>,
     pub seconds: f64,
 }
 
@@ -62,14 +76,15 @@ pub enum PlanError {
         dir: String,
         known: String,
     },
+}
+
+/// Why one campaign cannot run today; the run skips it and records this.
+#[derive(Debug, thiserror::Error)]
+pub enum CampaignError {
     #[error(
-        "{file}: `offer.category`: {category:?} is not a product category in the database (fix: use one of: {known}, or \"recommended\")"
+        "`offer.category`: {category:?} is not a product category in the database (fix: {fix}, or \"recommended\")"
     )]
-    UnknownCategory {
-        file: String,
-        category: String,
-        known: String,
-    },
+    UnknownCategory { category: String, fix: String },
 }
 
 /// Selects, builds offers and renders messages for `day` as of the clock `now`.
@@ -116,19 +131,35 @@ pub async fn plan(
     )
     .await?;
     tracing::info!(secs = started.elapsed().as_secs_f32(), "catalog ranked");
-    for c in &set.campaigns {
+    // A campaign that cannot run today fails alone: it is skipped with its reason and the
+    // others run (one typo must not stop every campaign).
+    let mut failed: Vec<CampaignFailure> = Vec::new();
+    for c in set
+        .campaigns
+        .iter()
+        .filter(|c| only.is_none_or(|n| n == c.name) && c.active_on(day))
+    {
         if let OfferCategory::Fixed(k) = &c.offer.category
             && !catalog.categories.is_empty()
             && !catalog.categories.contains(k)
         {
-            let mut known: Vec<&str> = catalog.categories.iter().map(String::as_str).collect();
+            let mut known: Vec<&str> = catalog
+                .categories
+                .iter()
+                .map(String::as_str)
+                .filter(|k| !k.is_empty())
+                .collect();
             known.sort_unstable();
-            return Err(PlanError::UnknownCategory {
-                file: c.file.display().to_string(),
-                category: k.clone(),
-                known: known.join(", "),
-            }
-            .into());
+            let fix = crate::campaigns::data_check::category_fix(k, known.iter().copied());
+            fail(
+                &mut failed,
+                c,
+                &CampaignError::UnknownCategory {
+                    category: k.clone(),
+                    fix,
+                }
+                .into(),
+            );
         }
     }
 
@@ -140,33 +171,6 @@ pub async fn plan(
         frequency_cap: cs.frequency_cap,
         frequency_window_days: cs.frequency_window_days,
     };
-    let selections = select(set, only, &inputs, &params);
-    tracing::info!(secs = started.elapsed().as_secs_f32(), "selected");
-
-    // Product history only for the customers who get a message with product picks.
-    let mut ids: Vec<&str> = Vec::new();
-    for s in &selections {
-        let c = set
-            .get(&s.campaign)
-            .expect("selected campaigns come from the set");
-        if c.offer.products > 0 {
-            ids.extend(
-                s.picks
-                    .iter()
-                    .filter(|p| p.category.is_some())
-                    .map(|p| inputs.customers[p.customer].customer_id.as_str()),
-            );
-        }
-    }
-    ids.sort_unstable();
-    ids.dedup();
-    let bought = bought_products(db, &ids).await?;
-    tracing::info!(
-        customers = ids.len(),
-        secs = started.elapsed().as_secs_f32(),
-        "purchase history read"
-    );
-
     let env = MessageEnv {
         brand_name: &settings.brand.name,
         currency: &settings.brand.currency,
@@ -174,42 +178,80 @@ pub async fn plan(
         secrets,
         now: now.timestamp(),
     };
-    let mut planned = Vec::new();
-    let mut campaigns = Vec::new();
-    for s in &selections {
-        let c = set
-            .get(&s.campaign)
-            .expect("selected campaigns come from the set");
-        for p in &s.picks {
-            let cust = &inputs.customers[p.customer];
-            let offer = build_offer(c, cust, p, &catalog, bought.get(&cust.customer_id), &env);
-            let message = if p.held_out {
-                None
-            } else {
-                Some(render(c, cust, p.channels[0], &offer, &env)?)
-            };
-            planned.push(Planned {
-                campaign: c.name.clone(),
-                customer_id: cust.customer_id.clone(),
-                held_out: p.held_out,
-                channel: (!p.held_out).then(|| p.channels[0].as_str().to_string()),
-                fallback_channels: p
-                    .channels
-                    .iter()
-                    .skip(1)
-                    .map(|c| c.as_str().to_string())
-                    .collect(),
-                channel_reason: p.channel_reason.clone(),
-                not_before: p.not_before,
-                expires_at: p.expires_at,
-                holdout_draw: p.holdout_draw,
-                score: cust.score.clone(),
-                offer,
-                message,
-                why: explain(c, &cust.score, p.held_out),
-            });
+    // Each pass selects with the campaigns not failed so far; a campaign failing while its
+    // messages are built is dropped and the selection runs again, so the customers it had
+    // taken go to the campaigns after it. Every pass fails one more campaign or is the last.
+    let (selections, planned) = loop {
+        let runnable = CampaignSet {
+            dir: set.dir.clone(),
+            campaigns: set
+                .campaigns
+                .iter()
+                .filter(|c| !failed.iter().any(|f| f.campaign == c.name))
+                .cloned()
+                .collect(),
+        };
+        let selections = select(&runnable, only, &inputs, &params);
+        tracing::info!(secs = started.elapsed().as_secs_f32(), "selected");
+
+        // Product history only for the customers who get a message with product picks.
+        let mut ids: Vec<&str> = Vec::new();
+        for s in &selections {
+            let c = set
+                .get(&s.campaign)
+                .expect("selected campaigns come from the set");
+            if c.offer.products > 0 {
+                ids.extend(
+                    s.picks
+                        .iter()
+                        .filter(|p| p.category.is_some())
+                        .map(|p| inputs.customers[p.customer].customer_id.as_str()),
+                );
+            }
         }
-        campaigns.push(report_of(s));
+        ids.sort_unstable();
+        ids.dedup();
+        let bought = bought_products(db, &ids).await?;
+        tracing::info!(
+            customers = ids.len(),
+            secs = started.elapsed().as_secs_f32(),
+            "purchase history read"
+        );
+
+        let mut planned = Vec::new();
+        let before = failed.len();
+        for s in &selections {
+            let c = set
+                .get(&s.campaign)
+                .expect("selected campaigns come from the set");
+            match plan_campaign(c, s, &inputs, &catalog, &bought, &env) {
+                Ok(rows) => planned.extend(rows),
+                Err(e) => fail(&mut failed, c, &e),
+            }
+        }
+        if failed.len() == before {
+            break (selections, planned);
+        }
+    };
+    let mut campaigns = Vec::new();
+    for c in set
+        .campaigns
+        .iter()
+        .filter(|c| only.is_none_or(|n| n == c.name))
+    {
+        if let Some(f) = failed.iter().find(|f| f.campaign == c.name) {
+            campaigns.push(CampaignReport {
+                campaign: c.name.clone(),
+                active: true,
+                funnel: Funnel::default(),
+                selected: 0,
+                held_out: 0,
+                inserted: None,
+                failure: Some(f.reason.clone()),
+            });
+        } else if let Some(s) = selections.iter().find(|s| s.campaign == c.name) {
+            campaigns.push(report_of(s));
+        }
     }
     tracing::info!(
         rows = planned.len(),
@@ -222,8 +264,67 @@ pub async fn plan(
         customers_scored: inputs.customers.len(),
         campaigns,
         planned,
+        failed,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+/// Records a campaign's failure (logged: the run goes on without it).
+fn fail(failed: &mut Vec<CampaignFailure>, c: &Campaign, e: &anyhow::Error) {
+    let reason = format!("{}: {e:#}", c.file.display());
+    tracing::error!(campaign = %c.name, file = %c.file.display(), reason = %reason, "campaign failed: skipped, the other campaigns run");
+    failed.push(CampaignFailure {
+        campaign: c.name.clone(),
+        file: c.file.display().to_string(),
+        reason,
+    });
+}
+
+/// The outbox rows of one campaign's picks: offers built, messages rendered. Any error fails
+/// the whole campaign (never half of its customers).
+fn plan_campaign(
+    c: &Campaign,
+    s: &CampaignSelection,
+    inputs: &super::Inputs,
+    catalog: &Catalog,
+    bought: &HashMap<String, std::collections::HashSet<String>>,
+    env: &MessageEnv<'_>,
+) -> anyhow::Result<Vec<Planned>> {
+    let mut planned = Vec::with_capacity(s.picks.len());
+    for p in &s.picks {
+        let cust = &inputs.customers[p.customer];
+        let offer = build_offer(c, cust, p, catalog, bought.get(&cust.customer_id), env);
+        let message = if p.held_out {
+            None
+        } else {
+            Some(
+                render(c, cust, p.channels[0], &offer, env).with_context(|| {
+                    format!("rendering the message for customer {}", cust.customer_id)
+                })?,
+            )
+        };
+        planned.push(Planned {
+            campaign: c.name.clone(),
+            customer_id: cust.customer_id.clone(),
+            held_out: p.held_out,
+            channel: (!p.held_out).then(|| p.channels[0].as_str().to_string()),
+            fallback_channels: p
+                .channels
+                .iter()
+                .skip(1)
+                .map(|c| c.as_str().to_string())
+                .collect(),
+            channel_reason: p.channel_reason.clone(),
+            not_before: p.not_before,
+            expires_at: p.expires_at,
+            holdout_draw: p.holdout_draw,
+            score: cust.score.clone(),
+            offer,
+            message,
+            why: explain(c, &cust.score, p.held_out),
+        });
+    }
+    Ok(planned)
 }
 
 fn report_of(s: &CampaignSelection) -> CampaignReport {
@@ -234,6 +335,7 @@ fn report_of(s: &CampaignSelection) -> CampaignReport {
         held_out: s.funnel.get(Step::HeldOut),
         funnel: s.funnel.clone(),
         inserted: None,
+        failure: None,
     }
 }
 
@@ -291,6 +393,15 @@ pub async fn run(
         by_campaign.entry(r.campaign.clone()).or_default().push(r);
     }
     for cr in &mut report.campaigns {
+        if let Some(reason) = &cr.failure {
+            // Recorded for `status`, `/metrics` and the report; nothing else is written for it.
+            tx.execute(
+                "INSERT INTO campaign_runs (campaign, day, run_at, selected, held_out, inserted, funnel, error) VALUES ($1, $2, $3, 0, 0, 0, '{}', $4)",
+                &[Val::Text(Some(cr.campaign.clone())), Val::Text(Some(day_s.clone())), Val::Int(Some(ts)), Val::Text(Some(reason.clone()))],
+            )
+            .await?;
+            continue;
+        }
         let rows = by_campaign.remove(&cr.campaign).unwrap_or_default();
         let inserted = outbox::insert(&mut tx, &rows, ts).await?;
         cr.inserted = Some(inserted);
@@ -347,6 +458,82 @@ fn to_row(p: &Planned, day: &str) -> NewMessage {
     }
 }
 
+/// A failed campaign run as recorded in `campaign_runs`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct RecordedFailure {
+    pub campaign: String,
+    pub day: String,
+    pub run_at: i64,
+    pub reason: String,
+}
+
+type FailureRow = (String, String, i64, String);
+
+/// The campaigns whose latest run on the latest day campaigns ran failed (`status`).
+pub async fn latest_failures(db: &Db) -> sqlx::Result<Vec<RecordedFailure>> {
+    let sql = "SELECT r.campaign, r.day, r.run_at, r.error FROM campaign_runs r \
+               WHERE r.day = (SELECT MAX(day) FROM campaign_runs) AND r.error IS NOT NULL \
+               AND r.run_id = (SELECT MAX(x.run_id) FROM campaign_runs x WHERE x.campaign = r.campaign AND x.day = r.day) \
+               ORDER BY r.campaign";
+    let rows: Vec<FailureRow> = crate::with_pool!(db, p => sqlx::query_as(sql).fetch_all(p).await)?;
+    Ok(rows
+        .into_iter()
+        .map(|r| RecordedFailure {
+            campaign: r.0,
+            day: r.1,
+            run_at: r.2,
+            reason: r.3,
+        })
+        .collect())
+}
+
+/// Campaign days in `[from, to]` whose latest run failed, newest first (the report).
+pub async fn failures_between(db: &Db, from: &str, to: &str) -> sqlx::Result<Vec<RecordedFailure>> {
+    let sql = "SELECT r.campaign, r.day, r.run_at, r.error FROM campaign_runs r \
+               WHERE r.day >= $1 AND r.day <= $2 AND r.error IS NOT NULL \
+               AND r.run_id = (SELECT MAX(x.run_id) FROM campaign_runs x WHERE x.campaign = r.campaign AND x.day = r.day) \
+               ORDER BY r.day DESC, r.campaign";
+    let rows: Vec<FailureRow> =
+        crate::with_pool!(db, p => sqlx::query_as(sql).bind(from).bind(to).fetch_all(p).await)?;
+    Ok(rows
+        .into_iter()
+        .map(|r| RecordedFailure {
+            campaign: r.0,
+            day: r.1,
+            run_at: r.2,
+            reason: r.3,
+        })
+        .collect())
+}
+
+/// Per campaign: failed runs in all, and whether its run on the latest campaign day failed
+/// (`/metrics`).
+pub async fn failure_counts(db: &Db) -> sqlx::Result<Vec<(String, i64, bool)>> {
+    let totals: Vec<(String, i64)> = crate::with_pool!(db, p => {
+        sqlx::query_as("SELECT campaign, COUNT(*) FROM campaign_runs WHERE error IS NOT NULL GROUP BY campaign ORDER BY campaign").fetch_all(p).await
+    })?;
+    let latest: Vec<(String, i64)> = crate::with_pool!(db, p => {
+        sqlx::query_as(
+            "SELECT r.campaign, CAST(CASE WHEN r.error IS NULL THEN 0 ELSE 1 END AS BIGINT) FROM campaign_runs r \
+             WHERE r.day = (SELECT MAX(day) FROM campaign_runs) \
+             AND r.run_id = (SELECT MAX(x.run_id) FROM campaign_runs x WHERE x.campaign = r.campaign AND x.day = r.day) \
+             ORDER BY r.campaign",
+        )
+        .fetch_all(p)
+        .await
+    })?;
+    let mut out: Vec<(String, i64, bool)> =
+        totals.into_iter().map(|(c, n)| (c, n, false)).collect();
+    for (c, failed) in latest {
+        match out.iter_mut().find(|x| x.0 == c) {
+            Some(x) => x.2 = failed == 1,
+            None => out.push((c, 0, failed == 1)),
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
 impl PlanReport {
     /// The readable summary `campaigns plan` prints: the funnel of every campaign, then a
     /// sample of who gets what.
@@ -361,6 +548,14 @@ impl PlanReport {
             self.now.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z")
         );
         for c in &self.campaigns {
+            if let Some(reason) = &c.failure {
+                let _ = writeln!(
+                    out,
+                    "\n== {} (FAILED, skipped: the other campaigns ran without it)\n  {reason}",
+                    c.campaign
+                );
+                continue;
+            }
             let _ = writeln!(
                 out,
                 "\n== {}{}",

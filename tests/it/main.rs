@@ -9,6 +9,7 @@ mod helpers;
 mod http;
 mod import;
 mod import_lenient;
+mod isolation;
 mod measurement;
 mod models;
 mod ops;
