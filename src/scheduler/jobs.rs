@@ -108,6 +108,9 @@ pub async fn run(
             let set = ctx.campaigns.current();
             let r =
                 crate::selection::run::run(&ctx.db, s, &set, None, day, now, &ctx.secrets).await?;
+            for f in &r.failed {
+                tracing::error!(campaign = %f.campaign, reason = %f.reason, "campaign failed: skipped, the other campaigns ran");
+            }
             let per: Vec<Value> = r
                 .campaigns
                 .iter()

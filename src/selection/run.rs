@@ -269,10 +269,10 @@ pub async fn plan(
     })
 }
 
-/// Records a campaign's failure (logged: the run goes on without it).
+/// Records a campaign's failure (the run goes on without it). Whoever called the run says it:
+/// the CLI prints it once, the daemon's campaigns job logs it.
 fn fail(failed: &mut Vec<CampaignFailure>, c: &Campaign, e: &anyhow::Error) {
     let reason = format!("{}: {e:#}", c.file.display());
-    tracing::error!(campaign = %c.name, file = %c.file.display(), reason = %reason, "campaign failed: skipped, the other campaigns run");
     failed.push(CampaignFailure {
         campaign: c.name.clone(),
         file: c.file.display().to_string(),
