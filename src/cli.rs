@@ -173,8 +173,10 @@ pub enum Command {
     /// `http.bind` and dispatch queued messages, until SIGTERM/SIGINT.
     Serve,
     /// The quick-start job: generate a synthetic brand, import it into the configured database
-    /// (the embedded SQLite default unless told otherwise), and run one full daemon cycle:
-    /// train, score, campaigns, dispatch to the local file sink.
+    /// (the embedded SQLite default unless told otherwise), rehearse the daemon's cycle two
+    /// weeks back (train, score, campaigns) with simulated sends and responses of a known
+    /// effect, then run today's cycle (score, campaigns, dispatch to the local file sink) and
+    /// write the report, whose uplift is labelled as simulated.
     Demo {
         /// Number of customers to generate.
         #[arg(long, default_value_t = 20_000)]
@@ -570,7 +572,7 @@ fn import_options(
     }
 }
 
-async fn import(
+pub(crate) async fn import(
     settings: &Settings,
     dir: PathBuf,
     skip_invalid: bool,
@@ -598,7 +600,7 @@ async fn import(
     }
 }
 
-fn gen_brand(
+pub(crate) fn gen_brand(
     customers: u64,
     seed: u64,
     out: &std::path::Path,
@@ -638,25 +640,20 @@ async fn demo(
     seed: u64,
     out: PathBuf,
 ) -> anyhow::Result<ExitCode> {
-    // The synthetic history ends today (UTC); the cycle trains and scores as of the brand's today.
-    println!("== 1/3 generate a synthetic brand ({customers} customers, seed {seed})");
-    gen_brand(customers, seed, &out, None, 3)?;
-    println!(
-        "== 2/3 import it into {}",
-        crate::config::redact_url(&settings.database.url)
-    );
-    let code = import(settings, out, false, None, false).await?;
-    if code != ExitCode::SUCCESS {
-        return Ok(code);
-    }
-    println!(
-        "== 3/3 one daemon cycle, as `retentiond run` does at start: train, score, campaigns, dispatch"
-    );
-    crate::daemon::demo_cycle(settings, config).await
+    let opts = crate::demo::DemoOptions::new(customers, seed, out);
+    Ok(crate::demo::run(
+        settings,
+        config,
+        &opts,
+        Secrets::from_env(&settings.campaigns),
+    )
+    .await?
+    .code)
 }
 
 /// The demo runs on a fresh machine without secrets in the environment: it uses random ones
-/// for this process only (so its unsubscribe links stop verifying after it exits) and says so.
+/// for this process only and says so (its messages still queued at the end are cancelled:
+/// see `crate::demo`).
 pub(crate) fn demo_secrets(secrets: &mut Secrets, c: &crate::config::CampaignSettings) {
     use rand::RngCore;
     let fill = |slot: &mut Option<Vec<u8>>, var: &str| {

@@ -1,4 +1,4 @@
-//! `retentiond run`, `status` and the demo's cycle: the glue that assembles the scheduler,
+//! `retentiond run` and `status`: the glue that assembles the scheduler,
 //! the dispatcher and the HTTP server around one database.
 
 use std::path::Path;
@@ -15,7 +15,7 @@ use crate::scheduler::{Daemon, JobContext, JobKind, Outcome, RunReport, Trigger,
 use crate::selection::offer::Secrets;
 
 /// Loads the campaigns and checks the secrets they need; `Err(exit code)` after printing why.
-fn campaigns_and_secrets(
+pub(crate) fn campaigns_and_secrets(
     settings: &Settings,
     config: &Path,
     secrets: &Secrets,
@@ -30,7 +30,7 @@ fn campaigns_and_secrets(
 }
 
 /// Campaigns the run skipped because they failed (from the campaigns job's stats).
-fn failed_campaigns(r: &RunReport) -> usize {
+pub(crate) fn failed_campaigns(r: &RunReport) -> usize {
     if r.job != JobKind::Campaigns {
         return 0;
     }
@@ -40,7 +40,7 @@ fn failed_campaigns(r: &RunReport) -> usize {
         .unwrap_or(0)
 }
 
-fn print_report(r: &RunReport) {
+pub(crate) fn print_report(r: &RunReport) {
     println!(
         "   {:<12} {:<9} {:>6.1} s  {}",
         r.job.as_str(),
@@ -294,91 +294,6 @@ async fn reload_on_sighup(
     }
     #[cfg(not(unix))]
     let _ = (dir, config, campaigns, shutdown.wait_for(|s| *s).await);
-}
-
-/// The demo's cycle: catch up as a daemon does at start, then dispatch what is due now.
-pub async fn demo_cycle(settings: &Settings, config: &Path) -> anyhow::Result<ExitCode> {
-    let mut secrets = Secrets::from_env(&settings.campaigns);
-    crate::cli::demo_secrets(&mut secrets, &settings.campaigns);
-    let set = match campaigns_and_secrets(settings, config, &secrets) {
-        Ok(s) => s,
-        Err(code) => return Ok(code),
-    };
-    let db = connect(settings).await?;
-    let campaigns = SharedCampaigns::new(set);
-    let dispatcher = match build_dispatcher(
-        settings,
-        config,
-        &db,
-        secrets.clone(),
-        Some(campaigns.clone()),
-    ) {
-        Ok(d) => d,
-        Err(e) => return Ok(config_failure(&e)),
-    };
-    let daemon = Daemon::new(JobContext {
-        db: db.clone(),
-        settings: settings.clone(),
-        campaigns: campaigns.clone(),
-        secrets,
-    });
-    if !daemon.try_lead().await {
-        anyhow::bail!(
-            "another retentiond daemon leads on this database: stop it before running the demo"
-        );
-    }
-    let mut failed = false;
-    for r in daemon.catch_up(Trigger::Once).await {
-        failed |= r.outcome == Outcome::Failed || failed_campaigns(&r) > 0;
-        print_report(&r);
-    }
-    daemon.resign().await;
-    let stats = dispatcher.drain().await?;
-    let waiting = crate::delivery::dispatcher::queue_depth(&db).await?;
-    // The report as `retentiond report` writes it; the outreach just went out, so its uplift
-    // says "too early" until the attribution windows close.
-    let report_path = Path::new("data/report.html");
-    let report =
-        crate::report::write(&db, settings, &campaigns.current(), report_path, None, None).await;
-    db.close().await;
-    println!(
-        "   {:<12} sent {} message(s), {} suppressed, {} failed; {} wait in the outbox for their customers' send hours (`retentiond run` sends them)",
-        "dispatch",
-        stats.sent,
-        stats.suppressed,
-        stats.failed + stats.dead,
-        waiting
-    );
-    if [
-        &settings.delivery.email,
-        &settings.delivery.sms,
-        &settings.delivery.whatsapp,
-    ]
-    .iter()
-    .any(|p| p.as_str() == "file")
-    {
-        println!(
-            "messages written to {}/ (one JSON file per message, named after its campaign, customer and day)",
-            settings.delivery.file.dir.display()
-        );
-    }
-    match report {
-        Ok(line) => println!(
-            "{line}\nopen {} in a browser (the daemon serves the same page at http://{}/)",
-            report_path.display(),
-            settings.http.bind
-        ),
-        Err(e) => {
-            failed = true;
-            eprintln!("error: the report failed: {e:#}");
-        }
-    }
-    println!("every step is recorded in the job ledger: `retentiond status`");
-    Ok(if failed {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
 }
 
 #[derive(serde::Serialize)]

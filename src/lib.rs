@@ -13,6 +13,7 @@ pub mod daemon;
 pub mod datasets;
 pub mod db;
 pub mod delivery;
+pub mod demo;
 pub mod features;
 pub mod generate;
 pub mod http;

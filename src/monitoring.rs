@@ -78,6 +78,7 @@ impl FeatureReference {
                         edges.push(q);
                     }
                 }
+                edges = around_atoms(&col, edges);
             }
             let mut counts = vec![0usize; edges.len() + 1];
             for &v in &col {
@@ -122,6 +123,66 @@ impl FeatureReference {
             })
             .collect()
     }
+}
+
+/// Values held by at least this share of rows are atoms (see [`around_atoms`]).
+const ATOM_SHARE: f64 = 0.5 / BINS as f64;
+
+/// Moves cut points off atoms. A feature can give many customers the very same value, derived
+/// from the whole population: `gap_mean_log` of a one-order customer is the brand's mean gap
+/// between orders, for a third or more of the customers. A decile cut point then sits exactly
+/// on that value, and the next day's mean gap, a hair lower, moves the whole atom into the bin
+/// below: a PSI of 0.7 for a population that did not change. Each atom instead gets a bin of
+/// its own reaching halfway to the neighbouring cut points (or values), so it can drift a
+/// little without changing bin. `col` is sorted and finite; `edges` ascending.
+fn around_atoms(col: &[f64], edges: Vec<f64>) -> Vec<f64> {
+    let min_count = ((col.len() as f64 * ATOM_SHARE).ceil() as usize).max(2);
+    let mut atoms = Vec::new();
+    let mut i = 0;
+    while i < col.len() {
+        let j = col.partition_point(|&v| v <= col[i]);
+        if j - i >= min_count {
+            atoms.push(col[i]);
+        }
+        i = j;
+    }
+    if atoms.is_empty() {
+        return edges;
+    }
+    let (lo, hi) = (col[0], col[col.len() - 1]);
+    let mut out: Vec<f64> = edges
+        .iter()
+        .copied()
+        .filter(|e| !atoms.contains(e))
+        .collect();
+    // Neighbours: the other cut points and atoms.
+    let points: Vec<f64> = out.iter().chain(&atoms).copied().collect();
+    for &a in &atoms {
+        // The nearest neighbour (or the extreme value) on each side.
+        let below = points
+            .iter()
+            .copied()
+            .filter(|&e| e < a)
+            .fold(f64::NAN, f64::max);
+        let below = if below.is_nan() && lo < a { lo } else { below };
+        let above = points
+            .iter()
+            .copied()
+            .filter(|&e| e > a)
+            .fold(f64::NAN, f64::min);
+        let above = if above.is_nan() && hi > a { hi } else { above };
+        if below.is_finite() {
+            out.push((below + a) / 2.0);
+        }
+        if above.is_finite() {
+            out.push((a + above) / 2.0);
+        }
+    }
+    out.sort_unstable_by(f64::total_cmp);
+    out.dedup();
+    // A cut point at or below the minimum would leave an empty first bin.
+    out.retain(|&e| e > lo);
+    out
 }
 
 /// Population stability index of `actual` shares against `expected` shares (same bins):
@@ -482,6 +543,44 @@ mod tests {
         let zs: Vec<f32> = z.iter().step_by(7).copied().collect();
         let s = r.psi(&matrix(&[sample, zs]));
         assert!(s.iter().all(|(_, p)| *p < 0.05), "{s:?}");
+    }
+
+    /// `gap_mean_log` in miniature: 40% of the customers (one order each) share the brand's
+    /// mean gap; the others spread around it. The next day the brand's mean gap is a hair
+    /// lower: the population did not change, and PSI must not say it did (it said 0.7+ when a
+    /// decile cut point sat on the atom).
+    #[test]
+    fn an_atom_that_moves_a_hair_is_not_drift() {
+        let prior = 4.1f32;
+        let col = |atom: f32| -> Vec<f32> {
+            (0..20_000)
+                .map(|i| {
+                    if i % 5 < 2 {
+                        atom
+                    } else {
+                        3.0 + ((i * 7919) % 20_000) as f32 / 20_000.0 * 2.5
+                    }
+                })
+                .collect()
+        };
+        let r = FeatureReference::build(0, &["gap_mean_log".into()], &col(prior));
+        for atom in [
+            prior - 0.01,
+            prior - 0.001,
+            prior,
+            prior + 0.001,
+            prior + 0.01,
+        ] {
+            let p = r.psi(&col(atom))[0].1;
+            assert!(
+                p < 0.01,
+                "atom at {atom} (trained at {prior}): PSI {p}; bins {:?}",
+                r.features[0]
+            );
+        }
+        // A real move of the atom (the mean gap doubling) is still drift.
+        let p = r.psi(&col(prior + 0.7))[0].1;
+        assert!(p > PSI_WARN, "{p}");
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Simulated responses to outreach with a known effect: the ground truth that measurement is
-//! tested against (and a way to rehearse the report on a synthetic brand).
+//! tested against, and what `retentiond demo` uses to show measured uplift on a synthetic brand
+//! (with [`send_in_simulation`] for the outreach it rehearses in the past). The report labels
+//! whatever [`footprint`] finds as simulated.
 //!
 //! For every outbox row of the given days, the customer orders within the row's attribution
 //! window with probability `p` = their scored chance of returning within the horizon, scaled
@@ -77,7 +79,7 @@ pub async fn simulate_responses(
             let at = e.start + rng.random_range(0..(e.window_end - e.start).max(1));
             let amount = (rng.random_range(400.0..2500.0f64) * 100.0).round() / 100.0;
             rows.push(vec![
-                Val::Text(Some(format!("SIM-{}", e.message_id))),
+                Val::Text(Some(format!("{SIMULATED_ORDER_PREFIX}{}", e.message_id))),
                 Val::Text(Some(e.customer_id.clone())),
                 Val::Int(Some(at)),
                 Val::Real(Some(amount)),
@@ -110,4 +112,94 @@ pub async fn simulate_responses(
     }
     tx.commit().await?;
     Ok(out)
+}
+
+/// `outbox.provider` of the messages [`send_in_simulation`] marks sent: no provider saw them.
+pub const SIMULATED_PROVIDER: &str = "simulation";
+/// Order ids of simulated responses start with this.
+pub const SIMULATED_ORDER_PREFIX: &str = "SIM-";
+
+/// Marks the day's queued messages sent at their first allowed send instant, without any
+/// provider (`provider = 'simulation'`): what `retentiond demo` does to the outreach it
+/// rehearses in the past, whose send slots are long gone. Returns how many.
+pub async fn send_in_simulation(db: &Db, day: chrono::NaiveDate) -> anyhow::Result<u64> {
+    let mut tx = db.begin().await?;
+    let n = tx
+        .execute(
+            "UPDATE outbox SET status = 'sent', provider = $1, sent_at = not_before, attempts = 1, updated_at = $2 WHERE day = $3 AND status = 'queued'",
+            &[Val::Text(Some(SIMULATED_PROVIDER.into())), Val::Int(Some(chrono::Utc::now().timestamp())), Val::Text(Some(day.to_string()))],
+        )
+        .await?;
+    tx.commit().await?;
+    Ok(n)
+}
+
+/// What in the database was simulated, for the report's label.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct SimulationFootprint {
+    /// Messages marked sent by [`send_in_simulation`], and the first and last of their days.
+    pub sends: u64,
+    pub first_day: Option<String>,
+    pub last_day: Option<String>,
+    /// Orders whose id starts with [`SIMULATED_ORDER_PREFIX`].
+    pub orders: u64,
+}
+
+impl SimulationFootprint {
+    pub fn is_empty(&self) -> bool {
+        self.sends == 0 && self.orders == 0
+    }
+
+    /// Sentences for the report (none when nothing was simulated).
+    pub fn describe(&self) -> Vec<String> {
+        if self.is_empty() {
+            return Vec::new();
+        }
+        let days = match (&self.first_day, &self.last_day) {
+            (Some(a), Some(b)) if a != b => format!("of {a} to {b}"),
+            (Some(a), _) => format!("of {a}"),
+            _ => String::new(),
+        };
+        let mut out = Vec::new();
+        if self.sends > 0 {
+            out.push(format!("{} message(s) {days} were sent in simulation (provider \u{201c}{SIMULATED_PROVIDER}\u{201d}): no provider or customer saw them.", self.sends));
+        }
+        if self.orders > 0 {
+            out.push(format!(
+                "{} order(s) with ids {SIMULATED_ORDER_PREFIX}\u{2026} are simulated responses: customers order within the attribution window with their scored chance, messaged customers with a known effect added (`retentiond demo` prints it).",
+                self.orders
+            ));
+        }
+        out.push("The uplift, conversions and revenue of those days come from this simulation; the rest of the page is computed from the data as for any brand.".into());
+        out
+    }
+}
+
+/// Counts what [`send_in_simulation`] and [`simulate_responses`] left in the database.
+pub async fn footprint(db: &Db) -> anyhow::Result<SimulationFootprint> {
+    let mut f = SimulationFootprint::default();
+    scan_with(
+        db,
+        "SELECT COUNT(*), MIN(day), MAX(day) FROM outbox WHERE provider = $1",
+        &[Bind::Text(SIMULATED_PROVIDER)],
+        |r| {
+            f.sends = r.int(0)?.unwrap_or(0) as u64;
+            f.first_day = r.text(1)?.map(str::to_string);
+            f.last_day = r.text(2)?.map(str::to_string);
+            Ok(())
+        },
+    )
+    .await?;
+    let like = format!("{SIMULATED_ORDER_PREFIX}%");
+    scan_with(
+        db,
+        "SELECT COUNT(*) FROM orders WHERE order_id LIKE $1",
+        &[Bind::Text(&like)],
+        |r| {
+            f.orders = r.int(0)?.unwrap_or(0) as u64;
+            Ok(())
+        },
+    )
+    .await?;
+    Ok(f)
 }

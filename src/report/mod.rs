@@ -21,6 +21,8 @@ pub struct Plot {
     pub title: String,
     pub caption: String,
     pub svg: String,
+    /// The plot has no data yet (its note is drawn in it and repeated in the caption).
+    pub empty: bool,
 }
 
 /// A row of the uplift table, formatted.
@@ -43,6 +45,8 @@ struct Page<'a> {
     brand: &'a str,
     generated: String,
     period: String,
+    /// What on the page comes from `retentiond demo`'s simulation (empty: nothing).
+    simulation: Vec<String>,
     headline: Vec<(String, String)>,
     uplift: Vec<UpliftRow>,
     still_open: u64,
@@ -104,8 +108,8 @@ fn row(c: &Comparison) -> UpliftRow {
 /// Everything the page shows, gathered from the database.
 pub struct ReportInput {
     pub uplift: UpliftReport,
-    /// Model versions, oldest first: (training as-of instant, metrics JSON, status, id).
-    pub versions: Vec<(i64, Value, String, i64)>,
+    /// Model versions, oldest first.
+    pub versions: Vec<Version>,
     /// The latest scoring day's PSI per feature (largest first) and that day.
     pub drift: Vec<(String, f64)>,
     pub drift_day: Option<String>,
@@ -113,6 +117,19 @@ pub struct ReportInput {
     pub evaluations: Vec<ScoreEvaluation>,
     /// Campaign days of the period whose run failed and was skipped, newest first.
     pub campaign_failures: Vec<crate::selection::run::RecordedFailure>,
+    /// Sends and orders that `retentiond demo` simulated.
+    pub simulation: crate::simulate::SimulationFootprint,
+}
+
+/// A model version as the page shows it.
+pub struct Version {
+    /// The training as-of instant (Unix seconds).
+    pub as_of: i64,
+    pub metrics: Value,
+    pub status: String,
+    pub id: i64,
+    /// "model" or "rules" (the cold-start fallback).
+    pub kind: String,
 }
 
 /// Attributes conversions, then gathers the period's uplift and the models' history.
@@ -129,10 +146,16 @@ pub async fn gather(
         measurement::attribute(db, m, campaigns).await?;
     }
     let uplift = measurement::uplift(db, m, campaigns, from, to, measurement::now()).await?;
-    let mut versions: Vec<(i64, Value, String, i64)> = crate::models::registry::list(db)
+    let mut versions: Vec<Version> = crate::models::registry::list(db)
         .await?
         .into_iter()
-        .map(|v| (v.as_of, v.metrics, v.status, v.model_version_id))
+        .map(|v| Version {
+            as_of: v.as_of,
+            metrics: v.metrics,
+            status: v.status,
+            id: v.model_version_id,
+            kind: v.kind,
+        })
         .collect();
     versions.reverse();
     let (drift_day, drift) = match monitoring::latest_drift(db).await? {
@@ -142,6 +165,7 @@ pub async fn gather(
     let evaluations = monitoring::evaluations(db).await?;
     let campaign_failures =
         crate::selection::run::failures_between(db, &from.to_string(), &to.to_string()).await?;
+    let simulation = crate::simulate::footprint(db).await?;
     Ok(ReportInput {
         uplift,
         versions,
@@ -149,6 +173,7 @@ pub async fn gather(
         drift_day,
         evaluations,
         campaign_failures,
+        simulation,
     })
 }
 
@@ -212,91 +237,114 @@ pub async fn write(
     ))
 }
 
-fn day_label(tz: chrono_tz::Tz) -> impl Fn(&f64) -> String {
-    move |x: &f64| {
-        tz.timestamp_opt(*x as i64, 0)
-            .single()
-            .map(|t| t.format("%d %b %y").to_string())
-            .unwrap_or_default()
-    }
-}
-
 /// Renders the page.
 pub fn render(settings: &Settings, input: &ReportInput) -> anyhow::Result<String> {
+    use charts::{XAxis, YScale};
     let tz = settings.timezone();
     let u = &input.uplift;
     let mut warnings = Vec::new();
     let mut plots = Vec::new();
-    let champion = input.versions.iter().rev().find(|v| v.2 == "champion");
+    let champion = input.versions.iter().rev().find(|v| v.status == "champion");
     let eval = |v: &Value| v["evaluation"].clone();
+    let chart = |r: Result<String, String>| r.map_err(anyhow::Error::msg);
+    let measured = u.overall.treated.n + u.overall.holdout.n > 0;
+    let no_uplift_yet = if u.still_open > 0 {
+        format!(
+            "too early: {} selection(s) still inside their attribution window",
+            u.still_open
+        )
+    } else {
+        "no outreach in this period".to_string()
+    };
 
-    // 1. Uplift with intervals.
+    // 1. Uplift with intervals: only comparisons that have both groups (an empty one has no
+    // interval to draw).
+    let has_groups = |c: &Comparison| c.treated.n > 0 && c.holdout.n > 0;
+    let item = |name: &str, c: &Comparison| {
+        (
+            name.to_string(),
+            c.return_lift.absolute * 100.0,
+            c.return_lift.absolute_ci.0 * 100.0,
+            c.return_lift.absolute_ci.1 * 100.0,
+        )
+    };
     let mut items: Vec<(String, f64, f64, f64)> = u
         .campaigns
         .iter()
-        .map(|c| {
-            (
-                c.campaign.clone(),
-                c.return_lift.absolute * 100.0,
-                c.return_lift.absolute_ci.0 * 100.0,
-                c.return_lift.absolute_ci.1 * 100.0,
-            )
-        })
+        .filter(|c| has_groups(c))
+        .map(|c| item(&c.campaign, c))
         .collect();
-    items.push((
-        "all".into(),
-        u.overall.return_lift.absolute * 100.0,
-        u.overall.return_lift.absolute_ci.0 * 100.0,
-        u.overall.return_lift.absolute_ci.1 * 100.0,
-    ));
+    // With a single campaign, "all" would repeat it.
+    if items.len() > 1 && has_groups(&u.overall) {
+        items.push(item("all", &u.overall));
+    }
     plots.push(Plot {
         id: "uplift",
         title: "Uplift: return rate, treated minus holdout".into(),
-        caption: "Percentage points with 95% confidence intervals; green excludes zero.".into(),
-        svg: charts::intervals("Return-rate uplift (95% CI)", "percentage points", &items)
-            .map_err(anyhow::Error::msg)?,
+        caption: if items.is_empty() {
+            format!("Nothing to compare yet ({no_uplift_yet}).")
+        } else {
+            "Percentage points with 95% confidence intervals; green excludes zero.".into()
+        },
+        svg: chart(charts::intervals(
+            "Return-rate uplift (95% CI)",
+            "percentage points",
+            &items,
+            &no_uplift_yet,
+        ))?,
+        empty: items.is_empty(),
     });
-    // 2. Funnel.
-    let stages = ["selected", "held out", "sent", "delivered", "converted"]
+    // 2. Funnel, counted as `campaigns plan` does: "selected" are the customers messaged (not
+    // held out); the held-out control group is its own bar. One colour per campaign name.
+    let stages = ["held out", "selected", "sent", "delivered", "converted"]
         .map(String::from)
         .to_vec();
-    let series: Vec<(String, Vec<f64>)> = u
+    let colours = charts::campaign_colours(u.funnel.iter().map(|f| f.campaign.as_str()));
+    let series: Vec<(String, Vec<f64>, _)> = u
         .funnel
         .iter()
         .map(|f| {
+            let c = colours
+                .iter()
+                .find(|(n, _)| *n == f.campaign)
+                .map_or(charts::series_colour(0), |x| x.1);
+            let selected = f.selected.saturating_sub(f.held_out);
             (
                 f.campaign.clone(),
                 vec![
-                    f.selected as f64,
                     f.held_out as f64,
+                    selected as f64,
                     f.sent as f64,
                     f.delivered as f64,
                     f.converted as f64,
                 ],
+                c,
             )
         })
         .collect();
+    let funnel_empty = series.iter().all(|s| s.1.iter().all(|&v| v <= 0.0));
     plots.push(Plot {
         id: "funnel",
         title: "Campaign funnel".into(),
-        caption: "Selected → held out / sent → delivered (provider webhooks) → converted within the channel's window.".into(),
-        svg: charts::bars("Campaign funnel", "customers", &stages, &series, None).map_err(anyhow::Error::msg)?,
+        caption: "Held out (the random control group, never messaged) and selected (messaged), as `retentiond campaigns plan` counts them → sent → delivered (provider webhooks) → converted within the channel's window.".into(),
+        svg: chart(charts::bars("Campaign funnel", "customers", &stages, &series, YScale::Counts, "no outreach in this period yet"))?,
+        empty: funnel_empty,
     });
     // 3. Model metrics over time (backtests of every version; realized AUC when matured).
     let mut auc = Vec::new();
     let mut cidx = Vec::new();
     let mut hit = Vec::new();
-    for (t, m, _, _) in &input.versions {
-        let e = eval(m);
-        let x = *t as f64;
-        if let Some(v) = e["return"]["auc"].as_f64() {
-            auc.push((x, v));
+    for v in &input.versions {
+        let e = eval(&v.metrics);
+        let x = v.as_of as f64;
+        if let Some(m) = e["return"]["auc"].as_f64() {
+            auc.push((x, m));
         }
-        if let Some(v) = e["timing"]["c_index"].as_f64() {
-            cidx.push((x, v));
+        if let Some(m) = e["timing"]["c_index"].as_f64() {
+            cidx.push((x, m));
         }
-        if let Some(v) = e["category"]["hit_at_1"].as_f64() {
-            hit.push((x, v));
+        if let Some(m) = e["category"]["hit_at_1"].as_f64() {
+            hit.push((x, m));
         }
     }
     let mut series = vec![
@@ -325,15 +373,17 @@ pub fn render(settings: &Settings, input: &ReportInput) -> anyhow::Result<String
             series.push((name.to_string(), pts));
         }
     }
+    let metrics_empty = series.iter().all(|s| s.1.is_empty());
     plots.push(Plot {
         id: "metrics",
         title: "Model metrics over time".into(),
         caption: "Each model version's backtest on the latest complete horizon when it was trained; realized AUC of past scores once their horizon passed.".into(),
-        svg: charts::lines("Model metrics over time", "metric", &series, (0.0, 1.0), &day_label(tz), false).map_err(anyhow::Error::msg)?,
+        svg: chart(charts::lines("Model metrics over time", "metric", &series, (0.0, 1.0), XAxis::Days(tz), None, "no backtest metrics yet"))?,
+        empty: metrics_empty,
     });
-    let (bins, coverage, nominal, category) = match champion {
+    let (bins, coverage, nominal, category, timing_returners) = match champion {
         Some(c) => {
-            let e = eval(&c.1);
+            let e = eval(&c.metrics);
             (
                 e["return"]["calibration"]
                     .as_array()
@@ -342,14 +392,15 @@ pub fn render(settings: &Settings, input: &ReportInput) -> anyhow::Result<String
                 e["timing"]["window_coverage"].as_f64(),
                 e["timing"]["window_nominal"].as_f64(),
                 e["category"].clone(),
+                e["timing"]["returners"].as_u64().unwrap_or(0),
             )
         }
         None => {
             warnings.push("No champion model yet: the daemon trains one at start.".into());
-            (Vec::new(), None, None, Value::Null)
+            (Vec::new(), None, None, Value::Null, 0)
         }
     };
-    // 4. Calibration.
+    // 4. Calibration: probabilities on both axes, always 0 to 1.
     let cal: Vec<(f64, f64)> = bins
         .iter()
         .filter_map(|b| Some((b["mean_predicted"].as_f64()?, b["observed_rate"].as_f64()?)))
@@ -365,20 +416,25 @@ pub fn render(settings: &Settings, input: &ReportInput) -> anyhow::Result<String
                 .collect(),
         ));
     }
+    let one_decimal = |x: &f64| format!("{x:.1}");
+    let calibration_empty = series.iter().all(|s| s.1.is_empty());
     plots.push(Plot {
         id: "calibration",
         title: "Calibration of P(return)".into(),
         caption: "Predicted probability (deciles) against the observed return rate; on the diagonal is perfectly calibrated.".into(),
-        svg: charts::lines("Calibration", "observed return rate", &series, (0.0, 1.0), &|x| format!("{x:.1}"), true).map_err(anyhow::Error::msg)?,
+        svg: chart(charts::lines("Calibration", "observed return rate", &series, (0.0, 1.0), XAxis::Fixed((0.0, 1.0), &one_decimal), Some("perfectly calibrated"), "no backtest yet"))?,
+        empty: calibration_empty,
     });
-    // 5. Cumulative gain from the same deciles, highest predicted first.
-    let mut gain = vec![(0.0, 0.0)];
+    // 5. Cumulative gain from the same deciles, highest predicted first; the diagonal is what
+    // contacting customers at random finds.
+    let mut gain = Vec::new();
     let total_n: f64 = bins.iter().filter_map(|b| b["n"].as_f64()).sum();
     let total_pos: f64 = bins
         .iter()
         .filter_map(|b| Some(b["n"].as_f64()? * b["observed_rate"].as_f64()?))
         .sum();
     if total_n > 0.0 && total_pos > 0.0 {
+        gain.push((0.0, 0.0));
         let (mut cn, mut cp) = (0.0, 0.0);
         for b in bins.iter().rev() {
             let n = b["n"].as_f64().unwrap_or(0.0);
@@ -387,15 +443,22 @@ pub fn render(settings: &Settings, input: &ReportInput) -> anyhow::Result<String
             gain.push((cn / total_n, cp / total_pos));
         }
     }
+    let percent = |x: &f64| format!("{:.0}%", x * 100.0);
+    let gain_empty = gain.is_empty();
     plots.push(Plot {
         id: "gain",
         title: "Lift / cumulative gain".into(),
         caption: "Share of returners found when contacting the customers with the highest P(return) first (backtest); the diagonal is random targeting.".into(),
-        svg: charts::lines("Cumulative gain", "share of returners", &[("model".to_string(), gain)], (0.0, 1.0), &|x| format!("{:.0}%", x * 100.0), true).map_err(anyhow::Error::msg)?,
+        svg: chart(charts::lines("Cumulative gain", "share of returners", &[("model".to_string(), gain)], (0.0, 1.0), XAxis::Fixed((0.0, 1.0), &percent), Some("random targeting"), "no returners in the backtest window yet"))?,
+        empty: gain_empty,
     });
-    // 6. Predicted-window coverage.
-    let mut names = vec!["nominal".to_string(), "backtest".to_string()];
-    let mut vals = vec![nominal.unwrap_or(0.0), coverage.unwrap_or(0.0)];
+    // 6. Predicted-window coverage (a backtest without returners has none to show).
+    let mut names = vec!["nominal".to_string()];
+    let mut vals = vec![nominal.unwrap_or(settings.model.window_coverage)];
+    if let Some(c) = coverage.filter(|c| c.is_finite() && timing_returners > 0) {
+        names.push("backtest".to_string());
+        vals.push(c);
+    }
     if let Some(e) = latest_eval.filter(|e| e.window_coverage.is_finite()) {
         names.push(format!("realized ({})", e.as_of_date));
         vals.push(e.window_coverage);
@@ -404,7 +467,8 @@ pub fn render(settings: &Settings, input: &ReportInput) -> anyhow::Result<String
         id: "coverage",
         title: "Predicted-window coverage".into(),
         caption: "Share of returners whose next order fell inside their predicted window, against the window's nominal coverage.".into(),
-        svg: charts::bars("Predicted-window coverage", "share of returners", &names, &[("coverage".to_string(), vals)], Some(1.0)).map_err(anyhow::Error::msg)?,
+        svg: chart(charts::bars("Predicted-window coverage", "share of returners", &names, &[("coverage".to_string(), vals, charts::series_colour(0))], YScale::Share, "no returners yet"))?,
+        empty: false,
     });
     // 7. Category hit rates against the baselines.
     let cats = ["model", "popular", "most frequent", "last"]
@@ -421,6 +485,7 @@ pub fn render(settings: &Settings, input: &ReportInput) -> anyhow::Result<String
                 pick(&b["most_frequent"], "hit_at_1"),
                 pick(&b["last"], "hit_at_1"),
             ],
+            charts::series_colour(0),
         ),
         (
             "hit@3".to_string(),
@@ -430,16 +495,28 @@ pub fn render(settings: &Settings, input: &ReportInput) -> anyhow::Result<String
                 pick(&b["most_frequent"], "hit_at_3"),
                 pick(&b["last"], "hit_at_3"),
             ],
+            charts::series_colour(1),
         ),
     ];
+    let categories_empty = series.iter().all(|s| s.1.iter().all(|&v| v <= 0.0));
     plots.push(Plot {
         id: "categories",
         title: "Next-category hit rates".into(),
         caption: "Share of returners whose next category was the top (hit@1) or among the top three (hit@3) recommended, against simple baselines (backtest).".into(),
-        svg: charts::bars("Category hit rates", "share of returners", &cats, &series, Some(1.0)).map_err(anyhow::Error::msg)?,
+        svg: chart(charts::bars("Category hit rates", "share of returners", &cats, &series, YScale::Share, "no category model yet"))?,
+        empty: categories_empty,
     });
 
-    if u.overall.treated.n + u.overall.holdout.n == 0 && u.still_open > 0 {
+    let rules = champion.filter(|c| c.kind == crate::models::bundle::ModelKind::Rules.as_str());
+    if let Some(c) = rules {
+        let reason = eval(&c.metrics)["cold_start_reason"]
+            .as_str()
+            .map_or(String::new(), |r| format!(" ({r})"));
+        warnings.push(format!(
+            "The champion is the rule-based fallback, not a fitted model{reason}: its probabilities and windows are rules of thumb, and its backtest figures are thin. Fitted models replace it once the history allows (model.min_history_days, model.min_repeat_buyers)."
+        ));
+    }
+    if !measured && u.still_open > 0 {
         warnings.push(format!("Uplift: all {} selections of the period are still inside their attribution window; the comparison starts as their windows close.", u.still_open));
     } else if let Some(w) = &u.overall.warning {
         warnings.push(format!("Uplift: {w}."));
@@ -494,33 +571,34 @@ pub fn render(settings: &Settings, input: &ReportInput) -> anyhow::Result<String
             warnings.push(format!("Realized AUC of the {} scores is {:.3}, below the {:.3} promised at training: the model has degraded.", e.as_of_date, e.auc, p));
         }
     }
-    let headline = vec![
-        (
-            "Return-rate uplift".into(),
-            format!(
-                "{} ({})",
-                pts(u.overall.return_lift.absolute),
-                u.overall.warning.as_ref().map_or_else(
-                    || format!(
-                        "95% CI {} to {}",
-                        pts(u.overall.return_lift.absolute_ci.0),
-                        pts(u.overall.return_lift.absolute_ci.1)
-                    ),
-                    |_| "too early to tell".into()
-                )
-            ),
+    let o = &u.overall;
+    let uplift_value = match &o.warning {
+        None => format!(
+            "{} (95% CI {} to {})",
+            pts(o.return_lift.absolute),
+            pts(o.return_lift.absolute_ci.0),
+            pts(o.return_lift.absolute_ci.1)
         ),
+        Some(_) if !measured => "too early to tell".into(),
+        Some(_) => format!("{} (too little data to tell)", pts(o.return_lift.absolute)),
+    };
+    let headline = vec![
+        ("Return-rate uplift".into(), uplift_value),
         (
             "Conversion, treated vs holdout".into(),
-            format!(
-                "{} vs {}",
-                pct(u.overall.treated.rate()),
-                pct(u.overall.holdout.rate())
-            ),
+            if measured {
+                format!("{} vs {}", pct(o.treated.rate()), pct(o.holdout.rate()))
+            } else {
+                "-".into()
+            },
         ),
         (
             "Revenue per customer lift".into(),
-            format!("{:+.0}", u.overall.revenue_lift.absolute),
+            if measured {
+                format!("{:+.0}", o.revenue_lift.absolute)
+            } else {
+                "-".into()
+            },
         ),
         (
             "Customers reached".into(),
@@ -528,15 +606,18 @@ pub fn render(settings: &Settings, input: &ReportInput) -> anyhow::Result<String
         ),
     ];
     let champion = champion.map_or("none yet".to_string(), |c| {
-        let e = eval(&c.1);
+        let e = eval(&c.metrics);
         let f = |v: &Value| v.as_f64().map_or("-".into(), |x| format!("{x:.3}"));
+        let what = if rules.is_some() { " (rule-based fallback)" } else { "" };
+        // Without returners in the backtest window there is no coverage to speak of.
+        let coverage = if timing_returners > 0 { f(&e["timing"]["window_coverage"]) } else { "-".into() };
         format!(
-            "model version {} trained as of {}: backtest AUC {}, C-index {}, window coverage {}, hit@3 {}",
-            c.3,
-            tz.timestamp_opt(c.0, 0).single().map(|t| t.format("%Y-%m-%d").to_string()).unwrap_or_default(),
+            "model version {}{what} trained as of {}: backtest AUC {}, C-index {}, window coverage {}, hit@3 {}",
+            c.id,
+            tz.timestamp_opt(c.as_of, 0).single().map(|t| t.format("%Y-%m-%d").to_string()).unwrap_or_default(),
             f(&e["return"]["auc"]),
             f(&e["timing"]["c_index"]),
-            f(&e["timing"]["window_coverage"]),
+            coverage,
             f(&e["category"]["hit_at_3"])
         )
     });
@@ -558,6 +639,7 @@ pub fn render(settings: &Settings, input: &ReportInput) -> anyhow::Result<String
             .format("%Y-%m-%d %H:%M %Z")
             .to_string(),
         period: format!("{} to {}", u.from, u.to),
+        simulation: input.simulation.describe(),
         headline,
         uplift,
         still_open: u.still_open,

@@ -5,6 +5,7 @@ mod cli;
 mod csv_injection;
 mod daemon;
 mod delivery;
+mod demo;
 mod helpers;
 mod http;
 mod import;

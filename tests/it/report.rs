@@ -310,7 +310,7 @@ async fn report_sqlite_in_a_real_browser() {
     let dir = tempfile::tempdir().unwrap();
     let page = monitoring_and_report(&t, dir.path()).await;
     let Some(chromium) = chromium() else { return };
-    check_in_browser(&chromium, &page, dir.path());
+    check_in_browser(&chromium, &page, dir.path(), &[], "monitoring");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -322,7 +322,7 @@ async fn report_postgres() {
 }
 
 /// Debian's chromium (or RETENTIOND_TEST_CHROMIUM); required when CI is set.
-fn chromium() -> Option<PathBuf> {
+pub(crate) fn chromium() -> Option<PathBuf> {
     let candidates = std::env::var_os("RETENTIOND_TEST_CHROMIUM")
         .map(PathBuf::from)
         .into_iter()
@@ -366,6 +366,9 @@ fn headless(chromium: &Path, profile: &Path) -> std::process::Command {
 #[derive(serde::Deserialize, Debug)]
 struct Rect {
     id: String,
+    /// The page marks a plot with no data yet (it draws a note instead).
+    #[serde(default)]
+    empty: bool,
     x: i64,
     y: i64,
     w: i64,
@@ -381,7 +384,16 @@ fn attr<'a>(dom: &'a str, name: &str) -> &'a str {
     &dom[start..start + dom[start..].find('"').unwrap()]
 }
 
-fn check_in_browser(chromium: &Path, page: &Path, dir: &Path) {
+/// Opens the page in Chromium: no script errors, every plot laid out, and every plot either
+/// drawn in colour or (only those named in `may_be_empty`) marked empty with its note shown.
+/// The screenshot is kept as `report-screenshot-NAME.png`.
+pub(crate) fn check_in_browser(
+    chromium: &Path,
+    page: &Path,
+    dir: &Path,
+    may_be_empty: &[&str],
+    name: &str,
+) {
     let url = format!("file://{}", page.display());
     let out = headless(chromium, &dir.join("profile-dom"))
         .arg("--dump-dom")
@@ -450,24 +462,195 @@ fn check_in_browser(chromium: &Path, page: &Path, dir: &Path) {
         }
         let share = coloured as f64 / total as f64;
         eprintln!(
-            "plot {:<12} {}x{} at ({}, {}): {:.2}% coloured pixels",
+            "{name}: plot {:<12} {}x{} at ({}, {}): {:.2}% coloured pixels{}",
             r.id,
             r.w,
             r.h,
             r.x,
             r.y,
-            share * 100.0
+            share * 100.0,
+            if r.empty { " (marked empty)" } else { "" }
         );
+        if r.empty {
+            assert!(
+                may_be_empty.contains(&r.id.as_str()),
+                "{name}: plot {} has no data",
+                r.id
+            );
+            continue;
+        }
         // An empty plot (axes and text only) has next to none; a single data point has ~0.1%.
         assert!(
             share > 0.0005,
-            "plot {} looks empty on the screenshot ({coloured} coloured pixels)",
+            "{name}: plot {} looks empty on the screenshot ({coloured} coloured pixels)",
             r.id
         );
     }
     // Kept for a person to look at.
-    let keep = Path::new(env!("CARGO_TARGET_TMPDIR")).join("report-screenshot.png");
+    let keep = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("report-screenshot-{name}.png"));
     std::fs::copy(&shot, &keep).unwrap();
     std::fs::copy(page, keep.with_extension("html")).unwrap();
     eprintln!("screenshot: {}", keep.display());
+}
+
+/// The SVG of one plot of the page.
+fn plot_svg<'a>(html: &'a str, id: &str) -> &'a str {
+    let start = html
+        .find(&format!("data-plot=\"{id}\""))
+        .unwrap_or_else(|| panic!("plot {id} missing"));
+    let rest = &html[start..];
+    &rest[..rest.find("</figure>").unwrap()]
+}
+
+/// The text of every `<text>` element of an SVG.
+fn svg_texts(svg: &str) -> Vec<String> {
+    svg.split("<text")
+        .skip(1)
+        .filter_map(|t| {
+            Some(
+                t.split_once('>')?
+                    .1
+                    .split_once("</text>")?
+                    .0
+                    .trim()
+                    .to_string(),
+            )
+        })
+        .collect()
+}
+
+/// A small new brand: a year of orders from a few hundred customers, trained and scored five
+/// months in (so the champion is the rule-based fallback), before any outreach. What the page
+/// showed then: x axes at "01 Jan 70", "0.3 0.3 0.3", gain from -100%, an all-zero funnel axis,
+/// "window coverage 0.000" and no word of the fallback.
+async fn small_rules_fallback_brand(t: &TestDb, out_dir: &Path) -> PathBuf {
+    let brand = tempfile::tempdir().unwrap();
+    let end_day = NaiveDate::from_ymd_opt(2026, 11, 1).unwrap();
+    let mut params = retentiond::generate::GenerateParams::new(300, 5, end_day);
+    params.years = 1;
+    retentiond::generate::generate(&params, brand.path(), &|_| {}).unwrap();
+    import(&t.db, brand.path()).await;
+    // Five months after the first orders: too little history for fitted models.
+    let as_of_day = end_day - chrono::Days::new(365 - 150);
+    let (_, report) = training::train(
+        &t.db,
+        &ModelSettings::default(),
+        chrono_tz::UTC,
+        day_start(as_of_day),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        report.model_kind,
+        retentiond::models::bundle::ModelKind::Rules,
+        "{:?}",
+        report.cold_start_reason
+    );
+    retentiond::scoring::score(
+        &t.db,
+        day_start(as_of_day),
+        &as_of_day.to_string(),
+        200,
+        90.0,
+        90,
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("winback.toml"),
+        crate::measurement::CAMPAIGN,
+    )
+    .unwrap();
+    let set = CampaignSet::load(dir.path()).unwrap();
+    let mut s = Settings::default();
+    s.brand.timezone = "UTC".into();
+    s.campaigns.dir = dir.path().to_path_buf();
+    let out = out_dir.join("small.html");
+    retentiond::report::write(&t.db, &s, &set, &out, Some(as_of_day), Some(as_of_day))
+        .await
+        .unwrap();
+    let html = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        !html.contains(" 70<") && !html.contains(" 70\n"),
+        "an axis at 1970"
+    );
+    assert!(
+        html.contains("rule-based fallback") && html.contains("not a fitted model"),
+        "no word of the rules fallback"
+    );
+    assert!(
+        !html.contains("window coverage 0.000"),
+        "a coverage of nothing"
+    );
+    // Probability axes run 0 to 1, whatever the bins: no "0.3 0.3 0.3", no gain from -100%.
+    let calibration = svg_texts(plot_svg(&html, "calibration"));
+    assert!(
+        calibration.iter().filter(|t| *t == "0.3").count() <= 1
+            && calibration.iter().any(|t| t == "1.0"),
+        "{calibration:?}"
+    );
+    let gain = svg_texts(plot_svg(&html, "gain"));
+    assert!(
+        !gain.iter().any(|t| t.starts_with('-'))
+            && gain.iter().any(|t| t == "100%")
+            && gain.iter().any(|t| t == "random targeting"),
+        "{gain:?}"
+    );
+    assert!(
+        !gain.iter().any(|t| t == "perfect"),
+        "the gain chart's diagonal is random, not perfect: {gain:?}"
+    );
+    let funnel = svg_texts(plot_svg(&html, "funnel"));
+    assert!(
+        funnel.iter().any(|t| t == "no outreach in this period yet"),
+        "{funnel:?}"
+    );
+    assert_eq!(
+        funnel.iter().filter(|t| *t == "0").count(),
+        1,
+        "an all-zero funnel axis: {funnel:?}"
+    );
+    let uplift = svg_texts(plot_svg(&html, "uplift"));
+    assert!(
+        !uplift.iter().any(|t| t.contains("0.001")),
+        "a +-0.001 uplift axis: {uplift:?}"
+    );
+    assert!(
+        html.contains("data-plot=\"uplift\" data-empty=\"true\""),
+        "the empty uplift plot is not marked"
+    );
+    let metrics = svg_texts(plot_svg(&html, "metrics"));
+    assert!(!metrics.iter().any(|t| t.ends_with(" 70")), "{metrics:?}");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_rules_fallback_brand_report_in_a_real_browser() {
+    let t = crate::helpers::sqlite().await;
+    let dir = tempfile::tempdir().unwrap();
+    let page = small_rules_fallback_brand(&t, dir.path()).await;
+    let Some(chromium) = chromium() else { return };
+    check_in_browser(
+        &chromium,
+        &page,
+        dir.path(),
+        &[
+            "uplift",
+            "funnel",
+            "metrics",
+            "calibration",
+            "gain",
+            "categories",
+        ],
+        "small-rules-fallback",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_rules_fallback_brand_report_postgres() {
+    if let Some(t) = crate::helpers::postgres().await {
+        let dir = tempfile::tempdir().unwrap();
+        small_rules_fallback_brand(&t, dir.path()).await;
+    }
 }
