@@ -147,6 +147,11 @@ pub enum Command {
         #[arg(long)]
         once: bool,
     },
+    /// The suppression list: list, add, remove, import another tool's list, export.
+    Suppressions {
+        #[command(subcommand)]
+        action: crate::suppressions::Action,
+    },
     /// The champion model, every job's last and next run, the queue by status, suppressions.
     Status {
         /// Print as JSON.
@@ -214,6 +219,25 @@ pub enum CampaignsAction {
         #[command(flatten)]
         sel: SelectionArgs,
     },
+    /// One message of a campaign, rendered as `run` renders it: sent as a test to a seed
+    /// address through the configured provider (subject/SMS prefixed "[TEST] ", tagged test,
+    /// never written to the outbox or counted), and/or its email written as HTML.
+    Preview {
+        #[arg(long, value_name = "NAME")]
+        campaign: String,
+        /// Seed address: an email address (email) or a phone number (SMS, or --channel whatsapp).
+        #[arg(long, value_name = "ADDRESS|PHONE")]
+        to: Option<String>,
+        /// Channel for a phone number: sms (default) or whatsapp.
+        #[arg(long, value_parser = crate::suppressions::parse_channel, value_name = "CHANNEL")]
+        channel: Option<crate::campaigns::Channel>,
+        /// Render for this customer (default: a sample customer).
+        #[arg(long, value_name = "ID")]
+        customer: Option<String>,
+        /// Write the rendered email's HTML to this file (no send).
+        #[arg(long, value_name = "FILE.html")]
+        html: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -261,6 +285,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Serve => serve(&settings, &cli.config).await,
         Command::Run { once } => crate::daemon::run(&settings, &cli.config, once).await,
         Command::Status { json } => crate::daemon::status(&settings, json).await,
+        Command::Suppressions { action } => suppressions(&settings, action).await,
         Command::Report { out, from, to } => report(&settings, &out, from, to).await,
         Command::Migrate => migrate(&settings).await,
         Command::Import {
@@ -364,6 +389,13 @@ async fn check_config(settings: &Settings, config: &std::path::Path) -> ExitCode
         warnings.extend(more);
     }
     for w in &warnings {
+        eprintln!("warning: {w}");
+    }
+    for w in set
+        .as_ref()
+        .map(|s| crate::selection::preflight::warnings(s, settings))
+        .unwrap_or_default()
+    {
         eprintln!("warning: {w}");
     }
     match set {
@@ -541,6 +573,16 @@ async fn report(
     let r = r?;
     println!("{r}");
     Ok(ExitCode::SUCCESS)
+}
+
+async fn suppressions(
+    settings: &Settings,
+    action: crate::suppressions::Action,
+) -> anyhow::Result<ExitCode> {
+    let db = connect(settings).await?;
+    let r = crate::suppressions::run_cli(&db, action).await;
+    db.close().await;
+    r
 }
 
 async fn migrate(settings: &Settings) -> anyhow::Result<ExitCode> {
@@ -910,6 +952,25 @@ async fn campaigns(
             json,
         } => (sel, Some((csv, sample, json))),
         CampaignsAction::Run { sel } => (sel, None),
+        CampaignsAction::Preview {
+            campaign,
+            to,
+            channel,
+            customer,
+            html,
+        } => {
+            return crate::preview::run_cli(
+                settings,
+                config,
+                &set,
+                &campaign,
+                to.as_deref(),
+                channel,
+                customer.as_deref(),
+                html.as_deref(),
+            )
+            .await;
+        }
     };
     let day = sel.as_of.unwrap_or_else(|| settings.today());
     let now = sel

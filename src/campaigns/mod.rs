@@ -116,6 +116,8 @@ pub struct OfferFile {
     pub code: Option<String>,
     pub code_prefix: Option<String>,
     pub products: u32,
+    /// `not_bought` (best sellers new to the customer) or `bought_before` (a restock).
+    pub picks: String,
     /// Landing page; `{category}` and `{code}` are filled in, URL-encoded.
     pub landing_url: String,
 }
@@ -129,6 +131,7 @@ impl Default for OfferFile {
             code: None,
             code_prefix: None,
             products: 3,
+            picks: "not_bought".into(),
             landing_url: String::new(),
         }
     }
@@ -205,6 +208,16 @@ pub enum OfferCategory {
     None,
 }
 
+/// Which of the offered category's products are picked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum ProductPicks {
+    /// In-stock best sellers the customer has never bought (discovery).
+    NotBought,
+    /// In-stock products the customer bought before (a restock reminder), best sellers first;
+    /// the category's best sellers when they bought none of it.
+    BoughtBefore,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub enum Discount {
     Percent(f64),
@@ -274,6 +287,7 @@ pub struct Offer {
     pub discount: Option<Discount>,
     pub code: CodeRule,
     pub products: u32,
+    pub picks: ProductPicks,
     pub landing_url: String,
 }
 
@@ -716,6 +730,18 @@ fn validate(f: CampaignFile, path: &Path, sink: &mut IssueSink<'_>) -> Option<Ca
             "use 0..=12 product picks",
         );
     }
+    let picks = match o.picks.as_str() {
+        "not_bought" => ProductPicks::NotBought,
+        "bought_before" => ProductPicks::BoughtBefore,
+        other => {
+            sink.push(
+                "offer.picks",
+                format!("unknown value {other:?}"),
+                "use \"not_bought\" (new to the customer) or \"bought_before\" (a restock)",
+            );
+            ProductPicks::NotBought
+        }
+    };
     if let Err(why) = check_landing_url(&o.landing_url) {
         sink.push(
             "offer.landing_url",
@@ -868,6 +894,7 @@ fn validate(f: CampaignFile, path: &Path, sink: &mut IssueSink<'_>) -> Option<Ca
             discount,
             code,
             products: o.products,
+            picks,
             landing_url: o.landing_url.clone(),
         },
         copy: f.copy,

@@ -685,8 +685,10 @@ impl Dispatcher {
             let params: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
             let list = params.join(", ");
             let binds: Vec<Bind<'_>> = chunk.iter().map(|c| Bind::Text(c)).collect();
+            // Address suppressions (`suppressions add/import`) count for the customers holding the address.
             let sql = format!(
-                "SELECT customer_id, channel FROM suppressions WHERE customer_id IN ({list})"
+                "SELECT customer_id, channel FROM ({}) e WHERE customer_id IN ({list})",
+                crate::suppressions::EFFECTIVE_SQL
             );
             scan_with(&self.db, &sql, &binds, |r| {
                 let c = r.text(0)?.unwrap_or_default().to_owned();
@@ -767,6 +769,7 @@ impl Dispatcher {
             campaign: &m.campaign,
             customer_id: &m.customer_id,
             rendered,
+            test: false,
         };
         let t0 = Instant::now();
         let result = provider.send(&out).await;

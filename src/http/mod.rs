@@ -26,7 +26,7 @@
 mod auth;
 mod metrics;
 mod settings;
-mod store;
+pub(crate) mod store;
 mod unsubscribe;
 mod webhooks;
 

@@ -16,7 +16,7 @@ macro_rules! on_tx {
 /// Every suppression write on PostgreSQL takes this transaction-scoped advisory lock first, so
 /// the SELECT-then-INSERT below cannot race into duplicate rows. (SQLite has one writer, and
 /// the caller's first statement is always a write, so its transaction holds the write lock.)
-const SUPPRESSION_LOCK_KEY: i64 = 0x7265_7465_6e74_0001;
+pub(crate) const SUPPRESSION_LOCK_KEY: i64 = 0x7265_7465_6e74_0001;
 
 /// Statuses a provider's "delivered" may move a message out of; anything else (delivered,
 /// failed, dead, suppressed, held_out, queued) stays: webhook order never moves a row back.

@@ -55,6 +55,8 @@ pub enum Kind {
     Timezone,
     Email,
     Phone,
+    /// An absolute http(s) URL with a host (product page, product image); empty is NULL.
+    Url,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -135,6 +137,8 @@ pub static FILES: &[FileSpec] = &[
             col("name", false, Kind::Text),
             col("price", false, Kind::Money),
             col("in_stock", false, Kind::Bool(true)),
+            col("url", false, Kind::Url),
+            col("image_url", false, Kind::Url),
         ],
     },
     FileSpec {
@@ -485,6 +489,27 @@ pub fn parse_field_in(
             }
             super::phone::to_e164(s, row_country, ctx.country).map(|p| Val::Text(Some(p)))
         }
+        Kind::Url => {
+            if s.is_empty() {
+                return Ok(Val::Text(None));
+            }
+            // It goes into an email's href and src as it is.
+            if s.chars()
+                .any(|c| !c.is_ascii_graphic() || matches!(c, '"' | '\'' | '<' | '>' | '\\' | '`'))
+            {
+                return Err("not a usable URL (spaces, quotes, <>, backslashes or non-ASCII characters; percent-encode them)".into());
+            }
+            match url::Url::parse(s) {
+                Ok(u)
+                    if matches!(u.scheme(), "http" | "https")
+                        && u.host_str().is_some_and(|h| !h.is_empty()) =>
+                {
+                    Ok(Val::Text(Some(s.to_string())))
+                }
+                Ok(_) => Err("not an absolute http(s) URL".into()),
+                Err(e) => Err(format!("not an absolute http(s) URL ({e})")),
+            }
+        }
     }
 }
 
@@ -716,6 +741,21 @@ mod tests {
         );
         assert!(parse_field(Kind::Email, "not-an-email", &c).is_err());
         assert!(parse_field(Kind::Timezone, "Mars/Base", &c).is_err());
+        assert_eq!(
+            parse_field(Kind::Url, " https://shop.example/p/ashwa-1 ", &c),
+            Ok(Val::Text(Some("https://shop.example/p/ashwa-1".into())))
+        );
+        assert_eq!(parse_field(Kind::Url, "", &c), Ok(Val::Text(None)));
+        for bad in [
+            "shop.example/p/1",
+            "/p/1",
+            "javascript:alert(1)",
+            "ftp://shop.example/p",
+            "https://shop.example/a b",
+            "https://x.example/\"<",
+        ] {
+            assert!(parse_field(Kind::Url, bad, &c).is_err(), "{bad}");
+        }
     }
 
     #[test]

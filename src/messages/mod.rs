@@ -42,9 +42,13 @@ pub struct Product {
     /// Already formatted, e.g. "₹450".
     #[serde(default)]
     pub price: Option<String>,
-    /// Product page; only http(s) links are rendered, anything else shows the name unlinked.
+    /// Product page; only http(s) links are used. The HTML card links the landing page
+    /// (`cta_url`) instead when there is none.
     #[serde(default)]
     pub url: Option<String>,
+    /// Product image (http(s)), shown in the HTML card.
+    #[serde(default)]
+    pub image_url: Option<String>,
 }
 
 /// Everything about one recipient and the brand a message needs.
@@ -205,7 +209,11 @@ struct EmailView<'a> {
 struct ProductView<'a> {
     name: String,
     price: Option<String>,
+    /// The product's own page (the text part lists it).
     url: Option<&'a str>,
+    /// Where the HTML card links: the product's page, else the landing page.
+    link: &'a str,
+    image_url: Option<&'a str>,
 }
 
 #[derive(Template)]
@@ -275,6 +283,10 @@ pub fn render_email(
         .iter()
         .filter_map(|p| {
             let name = clean_value(&p.name);
+            let url = p
+                .url
+                .as_deref()
+                .filter(|u| check_url("product url", u, WEB_SCHEMES).is_ok());
             (!name.is_empty()).then(|| ProductView {
                 name,
                 price: p
@@ -282,10 +294,12 @@ pub fn render_email(
                     .as_deref()
                     .map(clean_value)
                     .filter(|s| !s.is_empty()),
-                url: p
-                    .url
+                url,
+                link: url.unwrap_or(ctx.cta_url),
+                image_url: p
+                    .image_url
                     .as_deref()
-                    .filter(|u| check_url("product url", u, &["https://", "http://"]).is_ok()),
+                    .filter(|u| check_url("product image", u, WEB_SCHEMES).is_ok()),
             })
         })
         .collect();
@@ -351,6 +365,9 @@ pub fn render_sms(copy: &MessageCopy, ctx: &Context) -> Result<RenderedSms, Rend
     };
     check_url("cta_url", ctx.cta_url, WEB_SCHEMES)?;
     let message = clean_sms(&message);
+    // The template starts every SMS with `Brand: `; copy that starts with the brand too would
+    // say it twice ("Veda Roots: Veda Roots: …") and often cost a second segment.
+    let message = strip_brand(&message, &values.brand);
     let text = SmsText {
         brand: &values.brand,
         message: &message,
@@ -510,6 +527,29 @@ fn preheader(text: String) -> String {
     format!("{}…", cut.trim_end_matches([',', '.', ';', ':', ' ']))
 }
 
+/// `text` without a leading `brand` (any case) and the `:`, `-` or `|` and spaces after it.
+pub fn strip_brand<'t>(text: &'t str, brand: &str) -> &'t str {
+    let brand = brand.trim();
+    if brand.is_empty() {
+        return text;
+    }
+    match text.get(..brand.len()) {
+        Some(head) if head.eq_ignore_ascii_case(brand) => {
+            let rest = &text[brand.len()..];
+            // Only the whole name: "Veda Rootsy" is not "Veda Roots".
+            if rest.chars().next().is_some_and(char::is_alphanumeric) {
+                return text;
+            }
+            let rest = rest
+                .trim_start()
+                .trim_start_matches([':', '-', '|', '–', '—'])
+                .trim_start();
+            if rest.is_empty() { text } else { rest }
+        }
+        _ => text,
+    }
+}
+
 /// SMS text: line breaks kept (they're in the GSM alphabet), other control characters
 /// and bidi overrides dropped, tabs and CRs turned into spaces.
 fn clean_sms(text: &str) -> String {
@@ -610,13 +650,15 @@ mod tests {
                 name: "Bhringraj Hair Oil (100 ml)".into(),
                 price: Some("₹450".into()),
                 url: Some("https://vedaroots.example/p/bhringraj-hair-oil?utm_source=email&utm_campaign=winback".into()),
+                image_url: Some("https://cdn.vedaroots.example/img/bhringraj-hair-oil.jpg".into()),
             },
             Product {
                 name: "Amla & Shikakai Shampoo".into(),
                 price: Some("₹380".into()),
                 url: Some("https://vedaroots.example/p/amla-shikakai-shampoo".into()),
+                image_url: None,
             },
-            Product { name: "Neem Wood Comb".into(), price: Some("₹199".into()), url: None },
+            Product { name: "Neem Wood Comb".into(), price: Some("₹199".into()), url: None, image_url: None },
         ];
         let token = sign(
             UNSUBSCRIBE_SECRET,
@@ -756,6 +798,40 @@ mod tests {
     }
 
     #[test]
+    fn sms_copy_starting_with_the_brand_gets_one_prefix() {
+        let f = fixture();
+        for sms in [
+            "{brand}: Hi {first_name}, {discount} off.",
+            "VEDA ROOTS - Hi {first_name}, {discount} off.",
+            "Hi {first_name}, {discount} off.",
+        ] {
+            let copy = MessageCopy {
+                sms: Some(sms.into()),
+                ..copy()
+            };
+            let r = render_sms(
+                &copy,
+                &Context {
+                    cta_url: SMS_LINK,
+                    ..ctx(&f)
+                },
+            )
+            .unwrap();
+            assert_eq!(
+                r.text,
+                format!("Veda Roots: Hi Priya, 15% off. {SMS_LINK}\nReply STOP to opt out"),
+                "{sms}"
+            );
+            assert_eq!(r.segments, 1, "{sms}");
+        }
+        assert_eq!(
+            strip_brand("Veda Rootsy sale", "Veda Roots"),
+            "Veda Rootsy sale"
+        );
+        assert_eq!(strip_brand("Veda Roots", "Veda Roots"), "Veda Roots");
+    }
+
+    #[test]
     fn sms_without_sms_copy_uses_headline_and_cta() {
         let f = fixture();
         let copy = MessageCopy {
@@ -876,7 +952,8 @@ mod tests {
         };
         for family in [EmailFamily::Offer, EmailFamily::Plain] {
             let email = render_email(family, &copy, &ctx(&f)).unwrap();
-            for tag in ["<b>", "<i>", "<img"] {
+            // (`<img` alone is the product cards' own picture.)
+            for tag in ["<b>", "<i>", "<img src=x"] {
                 assert!(
                     !email.html.contains(tag),
                     "{family}: {tag} reached the HTML"
@@ -919,11 +996,13 @@ mod tests {
                 name: "Evil".into(),
                 price: None,
                 url: Some("javascript:alert(1)".into()),
+                image_url: Some("javascript:alert(2)".into()),
             },
             Product {
                 name: "Quote".into(),
                 price: None,
                 url: Some("https://x.example/\" onclick=\"x".into()),
+                image_url: Some("https://x.example/i.png\" onerror=\"x".into()),
             },
         ];
         let c = Context {
@@ -933,7 +1012,9 @@ mod tests {
         let email = render_email(EmailFamily::Offer, &copy(), &c).unwrap();
         assert!(!email.html.contains("javascript:"));
         assert!(!email.html.contains("onclick"));
-        assert!(email.html.contains("<strong>Evil</strong>"));
+        assert!(!email.html.contains("onerror") && !email.html.contains("<img"));
+        // An unusable product link falls back to the landing page.
+        assert!(email.html.contains(r#"href="https://vedaroots.example/c/hair-care?utm_source=email&#38;utm_campaign=winback" style="color:#1f2a1c;text-decoration:none;font-weight:bold;">Evil</a>"#), "{}", email.html);
 
         for bad in [
             "ftp://vedaroots.example/c",

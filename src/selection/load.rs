@@ -101,18 +101,14 @@ pub async fn load(
     }
 
     let mut suppressions: HashMap<String, Suppression> = HashMap::new();
-    scan_with(
-        db,
-        "SELECT customer_id, channel FROM suppressions",
-        &[],
-        |r| {
-            suppressions
-                .entry(r.text(0)?.unwrap_or_default().to_owned())
-                .or_default()
-                .add(r.text(1)?);
-            Ok(())
-        },
-    )
+    // Customer suppressions and address suppressions matched to the customers holding them.
+    scan_with(db, crate::suppressions::EFFECTIVE_SQL, &[], |r| {
+        suppressions
+            .entry(r.text(0)?.unwrap_or_default().to_owned())
+            .or_default()
+            .add(r.text(1)?);
+        Ok(())
+    })
     .await?;
 
     // History far enough back for every cooldown and the frequency window.

@@ -1,15 +1,16 @@
 //! Offers and messages for the customers a campaign picked: the category, the discount, the
 //! code (shared, or derived per customer from a secret), product picks (the category's best
-//! sellers in stock that the customer has not bought), and the rendered message for the channel.
+//! sellers in stock that the customer has not bought, or for a restock those they bought
+//! before), and the rendered message for the channel.
 
 use std::collections::{HashMap, HashSet};
 
 use anyhow::Context as _;
-use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use serde::{Deserialize, Serialize};
 
 use super::{Customer, Pick};
-use crate::campaigns::{Campaign, Channel, CodeRule, CopyFile, Discount};
+use crate::campaigns::{Campaign, Channel, CodeRule, CopyFile, Discount, ProductPicks};
 use crate::config::CampaignSettings;
 use crate::db::Db;
 use crate::messages::{
@@ -97,6 +98,11 @@ pub struct CatalogProduct {
     pub product_id: String,
     pub name: String,
     pub price: Option<f64>,
+    /// Product page and image (products.csv `url`, `image_url`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_url: Option<String>,
 }
 
 /// In-stock best sellers per category, best first.
@@ -104,6 +110,8 @@ pub struct CatalogProduct {
 pub struct Catalog {
     pub best: HashMap<String, Vec<CatalogProduct>>,
     pub categories: HashSet<String>,
+    /// Every in-stock product: its category and rank there (0 = best seller), for restock picks.
+    pub in_stock: HashMap<String, (String, usize, CatalogProduct)>,
 }
 
 impl Catalog {
@@ -115,11 +123,17 @@ impl Catalog {
     pub async fn load(db: &Db, day: &str, from: i64, until: i64) -> anyhow::Result<Catalog> {
         let mut products: HashMap<String, (String, CatalogProduct, bool)> = HashMap::new();
         let mut categories = HashSet::new();
-        scan_with(db, "SELECT product_id, category, name, price, CASE WHEN in_stock THEN 1 ELSE 0 END FROM products", &[], |r| {
+        scan_with(db, "SELECT product_id, category, name, price, CASE WHEN in_stock THEN 1 ELSE 0 END, url, image_url FROM products", &[], |r| {
             let id = r.text(0)?.unwrap_or_default().to_owned();
             let cat = r.text(1)?.unwrap_or_default().to_owned();
             categories.insert(cat.clone());
-            let p = CatalogProduct { product_id: id.clone(), name: r.text(2)?.filter(|n| !n.is_empty()).unwrap_or(&id).to_owned(), price: r.real(3)? };
+            let p = CatalogProduct {
+                product_id: id.clone(),
+                name: r.text(2)?.filter(|n| !n.is_empty()).unwrap_or(&id).to_owned(),
+                price: r.real(3)?,
+                url: r.text(5)?.filter(|u| !u.is_empty()).map(str::to_owned),
+                image_url: r.text(6)?.filter(|u| !u.is_empty()).map(str::to_owned),
+            };
             products.insert(id, (cat, p, r.int(4)? == Some(1)));
             Ok(())
         })
@@ -154,6 +168,7 @@ impl Catalog {
                     .push((units.get(&id).copied().unwrap_or(0), p));
             }
         }
+        let mut in_stock = HashMap::new();
         let best = best
             .into_iter()
             .map(|(k, mut v)| {
@@ -161,10 +176,17 @@ impl Catalog {
                     b.0.cmp(&a.0)
                         .then_with(|| a.1.product_id.cmp(&b.1.product_id))
                 });
+                for (rank, (_, p)) in v.iter().enumerate() {
+                    in_stock.insert(p.product_id.clone(), (k.clone(), rank, p.clone()));
+                }
                 (k, v.into_iter().take(50).map(|(_, p)| p).collect())
             })
             .collect();
-        Ok(Catalog { best, categories })
+        Ok(Catalog {
+            best,
+            categories,
+            in_stock,
+        })
     }
 }
 
@@ -273,12 +295,49 @@ fn money(currency: &str, v: f64) -> String {
     } else {
         format!("{v:.2}")
     };
+    let amount = group_digits(&amount, currency == "INR");
     if symbol.is_empty() {
         format!("{amount} {currency}")
     } else {
         format!("{symbol}{amount}")
     }
 }
+
+/// Digit grouping of a formatted amount's whole part: thousands (`12,500.50`), or for INR the
+/// Indian system, thousands then lakhs and crores (`1,39,999`, `1,00,00,000`), as Indian
+/// shoppers read prices.
+fn group_digits(amount: &str, indian: bool) -> String {
+    let (whole, frac) = amount
+        .split_once('.')
+        .map_or((amount, None), |(w, f)| (w, Some(f)));
+    let digits: Vec<char> = whole.chars().collect();
+    let mut groups: Vec<String> = Vec::new();
+    let mut end = digits.len();
+    let mut size = 3;
+    while end > size {
+        groups.push(digits[end - size..end].iter().collect());
+        end -= size;
+        if indian {
+            size = 2;
+        }
+    }
+    groups.push(digits[..end].iter().collect());
+    groups.reverse();
+    let mut out = groups.join(",");
+    if let Some(f) = frac {
+        out.push('.');
+        out.push_str(f);
+    }
+    out
+}
+
+/// What a filled-in URL component encodes: everything but RFC 3986's unreserved characters
+/// (letters, digits, `-`, `.`, `_`, `~`), so `BACK-7QK2` stays `BACK-7QK2`.
+const URL_COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
 
 /// Builds the offer for one pick.
 pub fn build_offer(
@@ -307,21 +366,48 @@ pub fn build_offer(
                 messages::codes::offer_code(secret, prefix, &c.name, &cust.customer_id)
             }),
         };
-    let products = match &pick.category {
-        Some(k) => catalog
+    let n = c.offer.products as usize;
+    let best_sellers = |k: &str, skip_bought: bool| -> Vec<CatalogProduct> {
+        catalog
             .best
             .get(k)
             .map(|list| {
                 list.iter()
-                    .filter(|p| !bought.is_some_and(|b| b.contains(&p.product_id)))
-                    .take(c.offer.products as usize)
+                    .filter(|p| !(skip_bought && bought.is_some_and(|b| b.contains(&p.product_id))))
+                    .take(n)
                     .cloned()
                     .collect()
             })
-            .unwrap_or_default(),
-        None => Vec::new(),
+            .unwrap_or_default()
     };
-    let enc = |s: &str| utf8_percent_encode(s, NON_ALPHANUMERIC).to_string();
+    let products = match (&pick.category, c.offer.picks) {
+        (Some(k), ProductPicks::NotBought) => best_sellers(k, true),
+        (Some(k), ProductPicks::BoughtBefore) => {
+            let mut mine: Vec<&(String, usize, CatalogProduct)> = bought
+                .into_iter()
+                .flatten()
+                .filter_map(|id| catalog.in_stock.get(id))
+                .filter(|(cat, _, _)| cat == k)
+                .collect();
+            mine.sort_by(|a, b| {
+                a.1.cmp(&b.1)
+                    .then_with(|| a.2.product_id.cmp(&b.2.product_id))
+            });
+            let mine: Vec<CatalogProduct> = mine
+                .into_iter()
+                .take(n)
+                .map(|(_, _, p)| p.clone())
+                .collect();
+            // Nothing of this category bought yet: its best sellers stand in.
+            if mine.is_empty() {
+                best_sellers(k, false)
+            } else {
+                mine
+            }
+        }
+        (None, _) => Vec::new(),
+    };
+    let enc = |s: &str| utf8_percent_encode(s, URL_COMPONENT).to_string();
     let landing_url = fill_url(
         &c.offer.landing_url,
         pick.category.as_deref().map(enc).unwrap_or_default(),
@@ -372,7 +458,8 @@ pub fn render(
         .map(|p| Product {
             name: p.name.clone(),
             price: p.price.map(|v| money(env.currency, v)),
-            url: None,
+            url: p.url.clone(),
+            image_url: p.image_url.clone(),
         })
         .collect();
     let secret = env.secrets.unsubscribe.as_deref().unwrap_or_default();
@@ -464,15 +551,14 @@ pub async fn load_customer(
     .await?;
     let Some(c) = found else { return Ok(None) };
     let mut sup = super::Suppression::default();
-    scan_with(
-        db,
-        "SELECT channel FROM suppressions WHERE customer_id = $1",
-        &[Bind::Text(customer_id)],
-        |r| {
-            sup.add(r.text(0)?);
-            Ok(())
-        },
-    )
+    let sql = format!(
+        "SELECT channel FROM ({}) e WHERE customer_id = $1",
+        crate::suppressions::EFFECTIVE_SQL
+    );
+    scan_with(db, &sql, &[Bind::Text(customer_id)], |r| {
+        sup.add(r.text(0)?);
+        Ok(())
+    })
     .await?;
     Ok(Some((c, sup)))
 }
@@ -492,19 +578,124 @@ mod tests {
         assert_eq!(money("INR", 200.0), "₹200");
         assert_eq!(money("USD", 12.5), "$12.50");
         assert_eq!(money("CHF", 5.0), "5 CHF");
+        // Grouped: Indian lakhs and crores for INR, thousands elsewhere.
+        assert_eq!(money("INR", 1399.0), "₹1,399");
+        assert_eq!(money("INR", 139_999.0), "₹1,39,999");
+        assert_eq!(money("INR", 10_000_000.5), "₹1,00,00,000.50");
+        assert_eq!(money("USD", 1_234_567.25), "$1,234,567.25");
+        assert_eq!(money("EUR", 999.0), "€999");
+        assert_eq!(money("CHF", 12_500.0), "12,500 CHF");
+    }
+
+    fn product(i: u32) -> CatalogProduct {
+        CatalogProduct {
+            product_id: format!("p{i}"),
+            name: format!("Product {i}"),
+            price: Some(100.0),
+            url: None,
+            image_url: None,
+        }
+    }
+
+    #[test]
+    fn restock_picks_are_products_bought_before() {
+        let text = "name = \"r\"\nchannels = [\"email\"]\n[offer]\ncategory = \"hair care\"\nproducts = 2\npicks = \"bought_before\"\n\
+                    landing_url = \"https://s.example/c/{category}\"\n[copy]\nsubject = \"s\"\nheadline = \"h\"\nbody = \"b\"\ncta = \"c\"\n";
+        let mut issues = Vec::new();
+        let mut c =
+            crate::campaigns::parse_campaign(text, std::path::Path::new("r.toml"), &mut issues)
+                .unwrap();
+        assert_eq!(c.offer.picks, ProductPicks::BoughtBefore);
+        let list: Vec<CatalogProduct> = (1..=4).map(product).collect();
+        let mut in_stock: HashMap<String, (String, usize, CatalogProduct)> = list
+            .iter()
+            .enumerate()
+            .map(|(r, p)| {
+                (
+                    p.product_id.clone(),
+                    ("hair care".to_string(), r, p.clone()),
+                )
+            })
+            .collect();
+        in_stock.insert("q1".into(), ("skin care".into(), 0, product(9)));
+        let catalog = Catalog {
+            best: HashMap::from([("hair care".to_string(), list)]),
+            categories: HashSet::new(),
+            in_stock,
+        };
+        let settings = CampaignSettings::default();
+        let secrets = Secrets::default();
+        let env = MessageEnv {
+            brand_name: "B",
+            currency: "INR",
+            settings: &settings,
+            secrets: &secrets,
+            now: 0,
+        };
+        let pick = Pick {
+            customer: 0,
+            held_out: false,
+            holdout_draw: 0.5,
+            channels: vec![Channel::Email],
+            channel_reason: String::new(),
+            not_before: 0,
+            expires_at: 0,
+            category: Some("hair care".into()),
+        };
+        let cust = Customer::default();
+        let ids = |o: &Offer| {
+            o.products
+                .iter()
+                .map(|p| p.product_id.clone())
+                .collect::<Vec<_>>()
+        };
+        // Bought p4, p3 and a product of another category: the restock shows p3, p4 (best first).
+        let bought: HashSet<String> = ["p4", "p3", "q1"].map(String::from).into();
+        assert_eq!(
+            ids(&build_offer(
+                &c,
+                &cust,
+                &pick,
+                &catalog,
+                Some(&bought),
+                &env
+            )),
+            ["p3", "p4"]
+        );
+        // Nothing of the category bought: its best sellers.
+        let other: HashSet<String> = ["q1"].map(String::from).into();
+        assert_eq!(
+            ids(&build_offer(&c, &cust, &pick, &catalog, Some(&other), &env)),
+            ["p1", "p2"]
+        );
+        // The default picks skip what was bought.
+        c.offer.picks = ProductPicks::NotBought;
+        assert_eq!(
+            ids(&build_offer(
+                &c,
+                &cust,
+                &pick,
+                &catalog,
+                Some(&bought),
+                &env
+            )),
+            ["p1", "p2"]
+        );
     }
 
     #[test]
     fn landing_urls_encode_what_they_fill() {
-        let enc = |s: &str| utf8_percent_encode(s, NON_ALPHANUMERIC).to_string();
+        let enc = |s: &str| utf8_percent_encode(s, URL_COMPONENT).to_string();
         let u = fill_url(
             "https://s.example/c/{category}?discount={code}",
             enc("sleep & stress"),
-            enc("BACK-X"),
+            enc("BACK-X_1.a~"),
         );
+        // Unreserved characters stay as they are (`-` used to become `%2D`).
         assert_eq!(
             u,
-            "https://s.example/c/sleep%20%26%20stress?discount=BACK%2DX"
+            "https://s.example/c/sleep%20%26%20stress?discount=BACK-X_1.a~"
         );
+        assert_eq!(enc("hair/care?x=1#y"), "hair%2Fcare%3Fx%3D1%23y");
     }
 }

@@ -13,13 +13,13 @@ use crate::config::{ConfigError, ConfigIssue, Settings};
 use crate::messages::RenderError;
 
 /// A category name that needs URL encoding, as real ones do ("sleep & stress").
-const SAMPLE_CATEGORY: &str = "sleep & stress";
+pub(crate) const SAMPLE_CATEGORY: &str = "sleep & stress";
 
 /// Stand-in secrets for the dry render when the real ones are not set (their absence is
 /// reported on its own; here only the messages' shape matters).
 const SAMPLE_SECRET: &[u8] = b"check-config-sample-secret-0123456789";
 
-fn sample_customer() -> Customer {
+pub(crate) fn sample_customer() -> Customer {
     Customer {
         customer_id: "sample-customer".into(),
         email: Some("sample.customer@example.com".into()),
@@ -33,17 +33,20 @@ fn sample_customer() -> Customer {
     }
 }
 
-fn sample_catalog(category: &str) -> Catalog {
+pub(crate) fn sample_catalog(category: &str) -> Catalog {
     let products = (1..=12)
         .map(|i| CatalogProduct {
             product_id: format!("sample-{i}"),
             name: format!("Sample product {i}"),
             price: Some(499.0 + f64::from(i) * 100.0),
+            url: None,
+            image_url: None,
         })
         .collect();
     Catalog {
         best: HashMap::from([(category.to_string(), products)]),
         categories: HashSet::from([category.to_string()]),
+        in_stock: HashMap::new(),
     }
 }
 
@@ -115,6 +118,43 @@ pub fn check(set: &CampaignSet, settings: &Settings, config_file: &str) -> Vec<C
         }
     }
     issues
+}
+
+/// Copy that renders but reads badly, as `file: key: what (fix)` lines for `check-config`:
+/// SMS copy that starts with the brand, which the SMS template already puts first (the
+/// renderer drops the repeat), and an `offer`-template body that lists `{products}`, which the
+/// template's product cards show again.
+pub fn warnings(set: &CampaignSet, settings: &Settings) -> Vec<String> {
+    let brand = settings.brand.name.trim();
+    let mut out = Vec::new();
+    for c in &set.campaigns {
+        let file = c.file.display();
+        for (section, copy) in [("copy", &c.copy), ("copy_generic", &c.copy_generic)] {
+            let sms_channel = c.channels.contains(&crate::campaigns::Channel::Sms);
+            if let Some(sms) = copy.sms.as_deref().filter(|_| sms_channel) {
+                let sms = sms.trim_start();
+                let starts = sms.starts_with("{brand}")
+                    || (!brand.is_empty()
+                        && sms
+                            .get(..brand.len())
+                            .is_some_and(|h| h.eq_ignore_ascii_case(brand)));
+                if starts {
+                    out.push(format!(
+                        "{file}: {section}.sms starts with the brand, but every SMS already begins with \"{brand}: \" (the repeat is left out; remove it from the copy)"
+                    ));
+                }
+            }
+            if c.email_family == crate::messages::EmailFamily::Offer
+                && c.channels.contains(&crate::campaigns::Channel::Email)
+                && copy.body.contains("{products}")
+            {
+                out.push(format!(
+                    "{file}: {section}.body lists {{products}} and the offer template shows the picks as product cards too, so they appear twice (remove {{products}} from the body, or use email.template = \"plain\")"
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// The issue for one failed render: the key that causes it, where it can be told.
@@ -200,6 +240,39 @@ mod tests {
         let c = parse_campaign(&text, std::path::Path::new("t.toml"), &mut issues);
         assert!(issues.is_empty(), "{issues:?}");
         c.unwrap()
+    }
+
+    #[test]
+    fn copy_that_repeats_the_brand_or_the_picks_is_warned_about() {
+        let mut settings = Settings::default();
+        settings.brand.name = "Veda Roots".into();
+        let set = CampaignSet {
+            dir: "x".into(),
+            campaigns: vec![campaign("sms = \"{brand}: hi\"\n")],
+        };
+        let w = warnings(&set, &settings);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("copy.sms starts with the brand"), "{w:?}");
+        let set = CampaignSet {
+            dir: "x".into(),
+            campaigns: vec![campaign("sms = \"veda roots: hi\"\n")],
+        };
+        assert_eq!(warnings(&set, &settings).len(), 1);
+        let mut c = campaign("");
+        c.copy.body = "Try {products}.".into();
+        let w = warnings(
+            &CampaignSet {
+                dir: "x".into(),
+                campaigns: vec![c],
+            },
+            &settings,
+        );
+        assert!(w.len() == 1 && w[0].contains("appear twice"), "{w:?}");
+        // The shipped campaigns read well.
+        settings.campaigns.dir =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/campaigns");
+        let shipped = CampaignSet::load(&settings.campaigns.dir).unwrap();
+        assert_eq!(warnings(&shipped, &settings), Vec::<String>::new());
     }
 
     #[test]

@@ -17,3 +17,4 @@ mod ops;
 mod real_data;
 mod report;
 mod smtp;
+mod tools;

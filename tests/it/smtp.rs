@@ -357,6 +357,7 @@ fn outgoing(rendered: &Rendered) -> Outgoing<'_> {
         campaign: "spring-winback",
         customer_id: "C-10042",
         rendered,
+        test: false,
     }
 }
 

@@ -76,12 +76,15 @@ impl Mailgun {
             ));
         }
         f.extend([
-            ("o:tag", msg.campaign.to_string()),
+            ("o:tag", msg.tag().to_string()),
             ("v:message_id", msg.message_id.to_string()),
             ("v:campaign", msg.campaign.to_string()),
             ("v:customer_id", msg.customer_id.to_string()),
             ("v:idempotency_key", msg.idempotency_key.to_string()),
         ]);
+        if msg.test {
+            f.push(("v:test", "true".to_string()));
+        }
         f
     }
 

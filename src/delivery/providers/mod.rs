@@ -45,6 +45,8 @@ pub struct Outgoing<'a> {
     pub campaign: &'a str,
     pub customer_id: &'a str,
     pub rendered: &'a Rendered,
+    /// A test send (`campaigns preview --to`): not in the outbox; providers tag it `test`.
+    pub test: bool,
 }
 
 // Logs may print it: mask the recipient and leave the content out.
@@ -55,6 +57,7 @@ impl std::fmt::Debug for Outgoing<'_> {
             .field("idempotency_key", &self.idempotency_key)
             .field("campaign", &self.campaign)
             .field("customer_id", &self.customer_id)
+            .field("test", &self.test)
             .field("channel", &self.channel())
             .field("to", &mask_recipient(self.recipient()))
             .finish_non_exhaustive()
@@ -74,7 +77,7 @@ impl Outgoing<'_> {
     /// `{message_id, idempotency_key, campaign, customer_id, channel, to, content}` where
     /// `content` is the rendered email (`subject`, `html`, `text`, `list_unsubscribe`,
     /// `list_unsubscribe_post`), SMS (`text`, `encoding`, `segments`, `units`) or WhatsApp
-    /// template (`name`, `language`, `params`, `preview`).
+    /// template (`name`, `language`, `params`, `preview`). A test send adds `"test": true`.
     pub fn to_json(&self) -> serde_json::Value {
         let content = match self.rendered {
             Rendered::Email { email, .. } => serde_json::to_value(email),
@@ -82,7 +85,7 @@ impl Outgoing<'_> {
             Rendered::Whatsapp { whatsapp, .. } => serde_json::to_value(whatsapp),
         }
         .unwrap_or(serde_json::Value::Null);
-        serde_json::json!({
+        let mut json = serde_json::json!({
             "message_id": self.message_id,
             "idempotency_key": self.idempotency_key,
             "campaign": self.campaign,
@@ -90,7 +93,17 @@ impl Outgoing<'_> {
             "channel": self.channel().as_str(),
             "to": self.recipient(),
             "content": content,
-        })
+        });
+        if self.test {
+            json["test"] = serde_json::Value::Bool(true);
+        }
+        json
+    }
+
+    /// The tag providers file the message under: the campaign, or `test` for a test send (so
+    /// it stays out of the campaign's figures in the provider's dashboard too).
+    pub fn tag(&self) -> &str {
+        if self.test { "test" } else { self.campaign }
     }
 }
 
@@ -365,6 +378,7 @@ pub(crate) mod testutil {
             campaign: "spring-winback",
             customer_id: "C-10042",
             rendered,
+            test: false,
         }
     }
 

@@ -64,13 +64,13 @@ impl Postmark {
         .filter(|(_, v)| !v.is_empty())
         .map(|(n, v)| json!({ "Name": n, "Value": v }))
         .collect();
-        json!({
+        let mut body = json!({
             "From": self.from,
             "To": to,
             "Subject": email.subject,
             "HtmlBody": email.html,
             "TextBody": email.text,
-            "Tag": msg.campaign,
+            "Tag": msg.tag(),
             "Headers": headers,
             "MessageStream": self.message_stream,
             "Metadata": {
@@ -79,7 +79,11 @@ impl Postmark {
                 "customer_id": cut(msg.customer_id, METADATA_VALUE_MAX),
                 "idempotency_key": cut(msg.idempotency_key, METADATA_VALUE_MAX),
             },
-        })
+        });
+        if msg.test {
+            body["Metadata"]["test"] = json!("true");
+        }
+        body
     }
 
     async fn send_email(

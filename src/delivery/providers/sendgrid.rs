@@ -73,7 +73,7 @@ impl SendGrid {
             "from": from,
             "subject": email.subject,
             "content": content,
-            "categories": [msg.campaign],
+            "categories": [msg.tag()],
             "custom_args": {
                 "message_id": msg.message_id.to_string(),
                 "campaign": msg.campaign,
@@ -83,6 +83,9 @@ impl SendGrid {
         });
         if !headers.is_empty() {
             body["headers"] = Value::Object(headers);
+        }
+        if msg.test {
+            body["custom_args"]["test"] = json!("true");
         }
         body
     }

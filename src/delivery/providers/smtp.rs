@@ -120,6 +120,12 @@ impl Smtp {
                 ));
             }
         }
+        if msg.test {
+            b = b.raw_header(HeaderValue::new(
+                HeaderName::new_from_ascii_str("X-Retentiond-Test"),
+                "true".to_string(),
+            ));
+        }
         b.multipart(MultiPart::alternative_plain_html(
             email.text.clone(),
             email.html.clone(),
