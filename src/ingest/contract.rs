@@ -79,10 +79,15 @@ pub struct Column {
 
 impl Column {
     /// An invalid value of this column is dropped from its row (stored as NULL, with a
-    /// warning) instead of rejecting the row: optional contact details, whose loss costs only
-    /// that detail (a bad email must not cost the customer's phone, consent and attributes).
+    /// warning) instead of rejecting the row: optional contact details and product links,
+    /// whose loss costs only that detail (a bad email must not cost the customer's phone,
+    /// consent and attributes; a bad link must not cost the product and its orders).
     pub fn drops_when_invalid(&self) -> bool {
-        !self.required && matches!(self.kind, Kind::Email | Kind::Phone | Kind::Timezone)
+        !self.required
+            && matches!(
+                self.kind,
+                Kind::Email | Kind::Phone | Kind::Timezone | Kind::Url
+            )
     }
 }
 

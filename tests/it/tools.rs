@@ -440,7 +440,8 @@ fn linked_brand() -> tempfile::TempDir {
 }
 
 async fn product_links_and_preview(t: TestDb) {
-    // A bad link is bad input like any other: file, line, column, value, why.
+    // A bad link is an invalid optional value: dropped from its row with file, line, column,
+    // value and why; the product itself is imported.
     let bad = write_dir(&[
         (
             "products.csv",
@@ -455,8 +456,8 @@ async fn product_links_and_preview(t: TestDb) {
     match retentiond::ingest::import_dir(&t.db, &crate::import::options(bad.path(), reports.path()))
         .await
     {
-        Err(retentiond::ingest::ImportError::Rejected(r)) => {
-            let e = &r.errors[0];
+        Ok(r) => {
+            let e = &r.dropped[0];
             assert_eq!(
                 (e.file.as_str(), e.line, e.column.as_str(), e.value.as_str()),
                 ("products.csv", 3, "url", "shop.example/p/2"),
@@ -464,8 +465,16 @@ async fn product_links_and_preview(t: TestDb) {
             );
             assert!(e.reason.contains("absolute http(s) URL"), "{e:?}");
         }
-        other => panic!("a relative product URL must be refused: {other:?}"),
+        other => panic!("a relative product URL is dropped, the product kept: {other:?}"),
     }
+    assert_eq!(
+        scalar(
+            &t.db,
+            "SELECT COUNT(*) FROM products WHERE product_id = 'p2' AND url IS NULL"
+        )
+        .await,
+        1
+    );
 
     let brand = linked_brand();
     import(&t.db, brand.path()).await;
